@@ -1,0 +1,16 @@
+from importlib import import_module
+
+from django.apps import AppConfig
+from django.conf import settings
+
+
+class DistributorConfig(AppConfig):
+    name = "distributor"
+    verbose_name = "Distributor"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Session kinds of the site's own (DISTRIBUTOR_SESSION_MODULES) register
+        # themselves on import, in every process: web, clusters and commands.
+        for module in settings.DISTRIBUTOR_SESSION_MODULES:
+            import_module(module)

@@ -1,0 +1,295 @@
+"""The reconciler (``tick``) and the operator's controls.
+
+``tick`` compares what the operator wants with what runs: it declares machines
+with a stale heartbeat dead and puts their task-sets back in the queue, drains
+the surplus when the maximum was lowered (highest ids first), and launches
+machines while fewer run than the maximum and there is work. It is a plain
+idempotent function: every operator action calls it, every live machine calls
+it now and then, and a django-q2 schedule calls it every minute. Concurrent
+ticks are serialised by a row lock on the settings row.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Sum
+from django.db.models.functions import Now
+from django_q.tasks import async_task
+
+from distributor.campaigns.services import advance_all
+from distributor.models import DistributorConfig, Host, Job, Machine, Target, TaskSet
+from sessions import get_session_class
+
+log = logging.getLogger("distributor")
+
+
+def tick() -> dict:
+    """Reconcile once; returns what it did (for logs, tests and the CLI)."""
+    config = DistributorConfig.get()
+    dead = reap_dead_machines(config)
+    with transaction.atomic():
+        config = DistributorConfig.objects.select_for_update().get(pk=config.pk)
+        drained = _drain_surplus(config)
+        launched = _launch(config)
+    advance_all()
+    if dead or drained or launched:
+        log.info("tick: dead %s, draining %s, launched %s", dead, drained, launched)
+    return {"dead": dead, "draining": drained, "launched": launched}
+
+
+# -- dead machines --------------------------------------------------------------
+
+
+def _ago(seconds: int) -> ExpressionWrapper:
+    """Database time minus a duration: hosts' clocks never enter a lease."""
+    return ExpressionWrapper(Now() - timedelta(seconds=seconds), output_field=DateTimeField())
+
+
+def reap_dead_machines(config: DistributorConfig) -> list[int]:
+    stale = Q(state__in=[Machine.State.STARTING, Machine.State.IDLE, Machine.State.BUSY],
+              heartbeat_at__lt=_ago(config.heartbeat_timeout_s))
+    lost_launch = Q(state=Machine.State.LAUNCHING, launched_at__lt=_ago(config.launch_timeout_s))
+    silent_hosts = set(Host.objects.exclude(heartbeat_at__gte=_ago(config.heartbeat_timeout_s))
+                       .values_list("name", flat=True))
+    on_silent_host = Q(state__in=Machine.LIVE_STATES, host__in=silent_hosts)
+    dead = []
+    for machine in Machine.objects.filter(stale | lost_launch | on_silent_host).select_related("target"):
+        if machine.host in silent_hosts:
+            reason, still = f"machine {machine.pk}: its host {machine.host} went silent", on_silent_host
+        elif machine.state == Machine.State.LAUNCHING:
+            reason, still = f"machine {machine.pk} was never picked up by a worker", lost_launch
+        else:
+            reason, still = f"machine {machine.pk} stopped beating (no heartbeat for {config.heartbeat_timeout_s} s)", stale
+        if _declare_dead(machine, reason, still):
+            dead.append(machine.pk)
+    return dead
+
+
+def _declare_dead(machine: Machine, reason: str, still_dead: Q) -> bool:
+    """Compare-and-set: only if the machine is still as dead as it looked."""
+    with transaction.atomic():
+        if not Machine.objects.filter(still_dead, pk=machine.pk).update(
+            state=Machine.State.DEAD, stopped_at=Now(), last_error=reason, current=None, activity="dead"
+        ):
+            return False  # it beat, or another tick was quicker
+        for taskset in TaskSet.objects.filter(machine=machine, state=TaskSet.State.RUNNING).select_related("job"):
+            taskset.recover_from_dead_machine(machine, reason)
+    try:
+        get_session_class(machine.target.kind).reap(machine)
+    except Exception:  # noqa: BLE001 - cleaning up after the dead must not stop the tick
+        log.exception("cleaning up after dead machine %s", machine.pk)
+    return True
+
+
+# -- draining and launching -----------------------------------------------------
+
+
+def _drain_surplus(config: DistributorConfig) -> list[int]:
+    wanted = 0 if config.halted else config.max_machines
+    running = Machine.objects.filter(state__in=Machine.LIVE_STATES, stop_mode=Machine.StopMode.NONE).order_by("-pk")
+    surplus = list(running.values_list("pk", flat=True)[: max(running.count() - wanted, 0)])
+    if surplus:
+        # A launch nobody took yet simply never starts.
+        Machine.objects.filter(pk__in=surplus, state=Machine.State.LAUNCHING).update(
+            state=Machine.State.STOPPED, stopped_at=Now(), activity="drained before start"
+        )
+        Machine.objects.filter(pk__in=surplus, state__in=Machine.LIVE_STATES).update(stop_mode=Machine.StopMode.DRAIN)
+    return surplus
+
+
+def _launch(config: DistributorConfig) -> list[int]:
+    if config.halted:
+        return []
+    room = config.max_machines - Machine.objects.filter(state__in=Machine.LIVE_STATES).count()
+    hosts = HostLoad(config)
+    launched: list[int] = []
+    for target in _targets_with_work():
+        if room <= 0:
+            break
+        for slot in _free_slots(target, min(room, _unmet_demand(target))):
+            host = hosts.pick(target)
+            if host is None:
+                break  # no live host with a free worker may run this pool
+            machine = _create_machine(target, slot, host)
+            if machine:
+                hosts.add(host)
+                launched.append(machine.pk)
+                room -= 1
+    return launched
+
+
+class HostLoad:
+    """Live hosts and their free workers: machines go where there is room."""
+
+    def __init__(self, config: DistributorConfig):
+        live = Host.objects.filter(heartbeat_at__gte=_ago(config.heartbeat_timeout_s))
+        self.capacity = {host.name: host.capacity for host in live}
+        self.load = {name: 0 for name in self.capacity}
+        for host in Machine.objects.filter(state__in=Machine.LIVE_STATES, host__in=self.capacity).values_list("host", flat=True):
+            self.load[host] += 1
+
+    def pick(self, target: Target) -> str | None:
+        """The allowed host with the most free workers (a pool may be bound to one host)."""
+        free = {name: self.capacity[name] - self.load[name] for name in self.capacity
+                if (not target.host or target.host == name) and self.load[name] < self.capacity[name]}
+        return max(sorted(free), key=free.get) if free else None
+
+    def add(self, host: str) -> None:
+        self.load[host] += 1
+
+
+def _targets_with_work() -> list[Target]:
+    """Targets of active jobs, the oldest (highest priority) job's first."""
+    seen, targets = set(), []
+    for job in Job.objects.filter(state__in=Job.ACTIVE_STATES).order_by("-priority", "pk").select_related("target"):
+        if job.target_id not in seen:
+            seen.add(job.target_id)
+            targets.append(job.target)
+    return targets
+
+
+def _unmet_demand(target: Target) -> int:
+    """Task-sets nobody runs yet, less machines that will take them soon."""
+    jobs = Job.objects.filter(target=target, state__in=Job.ACTIVE_STATES)
+    fresh = jobs.aggregate(n=Sum(F("variant_count") - F("cursor")))["n"] or 0
+    requeued = TaskSet.objects.filter(job__in=jobs, state=TaskSet.State.QUEUED).count()
+    waiting = Machine.objects.filter(
+        target=target, stop_mode=Machine.StopMode.NONE,
+        state__in=[Machine.State.LAUNCHING, Machine.State.STARTING, Machine.State.IDLE],
+    ).count()
+    return max(fresh + requeued - waiting, 0)
+
+
+def _free_slots(target: Target, count: int) -> list[int]:
+    if count <= 0:
+        return []
+    capacity = target.capacity or settings.DISTRIBUTOR_CAP
+    taken = set(Machine.objects.filter(target=target, state__in=Machine.LIVE_STATES).values_list("slot", flat=True))
+    return [slot for slot in range(capacity) if slot not in taken][:count]
+
+
+def _create_machine(target: Target, slot: int, host: str) -> Machine | None:
+    try:
+        with transaction.atomic():
+            machine = Machine.objects.create(target=target, slot=slot, host=host, address=target.address_of(slot),
+                                             activity="waiting for a worker")
+    except IntegrityError:
+        return None  # another tick took the slot
+    transaction.on_commit(lambda: launch_message(machine))
+    return machine
+
+
+def launch_message(machine: Machine) -> None:
+    """Hand the machine to its host's machines cluster."""
+    async_task("distributor.machine.run_machine", machine.pk, cluster=f"machines-{machine.host}",
+               task_name=f"machine-{machine.pk}")
+
+
+# -- operator controls --------------------------------------------------------
+
+
+def set_max_machines(value: int) -> DistributorConfig:
+    """1..cap; raising it also cancels drains that are no longer wanted."""
+    config = DistributorConfig.get()
+    config.max_machines = config.check_max(value)
+    config.save(update_fields=["max_machines", "updated_at"])
+    draining = Machine.objects.filter(state__in=Machine.LIVE_STATES, stop_mode=Machine.StopMode.DRAIN).order_by("pk")
+    keep = value - Machine.objects.filter(state__in=Machine.LIVE_STATES, stop_mode=Machine.StopMode.NONE).count()
+    if keep > 0 and not config.halted:
+        pks = list(draining.values_list("pk", flat=True)[:keep])
+        Machine.objects.filter(pk__in=pks, stop_mode=Machine.StopMode.DRAIN).update(stop_mode=Machine.StopMode.NONE)
+    tick()
+    return config
+
+
+def _halt(mode: str) -> int:
+    with transaction.atomic():
+        DistributorConfig.objects.filter(pk=DistributorConfig.get().pk).update(halted=True)
+        Machine.objects.filter(state=Machine.State.LAUNCHING).update(
+            state=Machine.State.STOPPED, stopped_at=Now(), activity="stopped before start"
+        )
+        count = Machine.objects.filter(state__in=Machine.LIVE_STATES).update(stop_mode=mode)
+    tick()
+    return count
+
+
+def kill_all() -> int:
+    """Stop every machine now; their task-sets go back to the queue untouched."""
+    return _halt(Machine.StopMode.KILL)
+
+
+def shut_down_all() -> int:
+    """Let every machine finish its task-set, then stop; launch nothing new."""
+    return _halt(Machine.StopMode.DRAIN)
+
+
+def resume() -> None:
+    """Lift a halt: draining machines keep going and new ones are launched."""
+    config = DistributorConfig.get()
+    DistributorConfig.objects.filter(pk=config.pk).update(halted=False)
+    Machine.objects.filter(state__in=Machine.LIVE_STATES, stop_mode=Machine.StopMode.DRAIN).update(
+        stop_mode=Machine.StopMode.NONE
+    )
+    tick()
+
+
+def reboot_all() -> int:
+    """Reboot every target after its current task-set."""
+    return Machine.objects.filter(state__in=Machine.LIVE_STATES).update(reboot_requested=True)
+
+
+# -- status -------------------------------------------------------------------
+
+
+def status() -> dict:
+    """What the operator sees: busy/idle/halted, machines and the queue."""
+    config = DistributorConfig.get()
+    machines = list(
+        Machine.objects.filter(state__in=Machine.LIVE_STATES).select_related("target", "current").order_by("pk")
+    )
+    jobs = list(Job.objects.filter(state__in=Job.ACTIVE_STATES).order_by("-priority", "pk"))
+    # Busy while a machine runs a task-set or work waits; machines merely
+    # waiting for work do not make the distributor busy.
+    busy = any(m.state == Machine.State.BUSY for m in machines) or any(job.progress()["queued"] for job in jobs)
+    live_hosts = set(Host.objects.filter(heartbeat_at__gte=_ago(config.heartbeat_timeout_s)).values_list("name", flat=True))
+    return {
+        "state": "halted" if config.halted else ("busy" if busy else "idle"),
+        "hosts": [{"name": h.name, "capacity": h.capacity, "alive": h.name in live_hosts,
+                   "machines": sum(m.host == h.name for m in machines)} for h in Host.objects.order_by("name")],
+        "max_machines": config.max_machines,
+        "cap": config.cap,
+        "halted": config.halted,
+        "machines": [_machine_status(m) for m in machines],
+        "jobs": [{"id": job.pk, "name": job.name, "state": job.state, "target": job.target_id, **job.progress()} for job in jobs],
+    }
+
+
+def _machine_status(machine: Machine) -> dict:
+    return {
+        "id": machine.pk,
+        "target": machine.target.name,
+        "slot": machine.slot,
+        "host": machine.host,
+        "address": machine.address,
+        "state": machine.state,
+        "stop_mode": machine.stop_mode,
+        "activity": machine.activity,
+        "taskset": machine.current_id,
+        "job": machine.current.job_id if machine.current else None,
+        "since": machine.current_since.isoformat() if machine.current_since else None,
+        "tasksets_done": machine.tasksets_done,
+        "last_error": machine.last_error,
+    }
+
+
+def ensure_schedule() -> None:
+    """The minute schedule that runs ``tick`` in the default cluster."""
+    from django_q.models import Schedule
+
+    Schedule.objects.update_or_create(
+        name="distributor-tick",
+        defaults={"func": "distributor.engine.tick", "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
+    )

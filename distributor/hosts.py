@@ -1,0 +1,59 @@
+"""This host's heartbeat: the proof that its machines cluster is running.
+
+The process that runs a machines cluster (``manage.py hostcluster``, which
+``serve`` and ``workers`` start) beats every second with database time; the
+reconciler launches machines only on hosts that beat.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from django.conf import settings
+from django.db import connection
+from django.db.models.functions import Now
+
+from distributor.models import Host
+
+log = logging.getLogger("distributor")
+BEAT_SECONDS = 1.0
+
+
+def beat(capacity: int | None = None, name: str | None = None) -> None:
+    """Record that this host's machines cluster is alive (and its capacity)."""
+    name = name or settings.DISTRIBUTOR_HOST
+    capacity = capacity or settings.DISTRIBUTOR_MACHINE_WORKERS
+    updated = Host.objects.filter(name=name).update(heartbeat_at=Now(), capacity=capacity, pid=os.getpid())
+    if not updated:
+        Host.objects.get_or_create(name=name, defaults={"capacity": capacity, "heartbeat_at": Now(),
+                                                         "started_at": Now(), "pid": os.getpid()})
+
+
+def silence(name: str | None = None) -> None:
+    """A clean stop: the host stops counting at once instead of timing out."""
+    Host.objects.filter(name=name or settings.DISTRIBUTOR_HOST).update(heartbeat_at=None)
+
+
+class HostBeat(threading.Thread):
+    """Beats until stopped; ``alive`` says whether the cluster still runs."""
+
+    def __init__(self, alive=lambda: True):
+        super().__init__(name="host-beat", daemon=True)
+        self.alive = alive
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(BEAT_SECONDS):
+                if self.alive():
+                    try:
+                        beat()
+                    except Exception:  # noqa: BLE001 - the database may be briefly away
+                        log.exception("host heartbeat failed")
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=5)

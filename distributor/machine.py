@@ -1,0 +1,344 @@
+"""A machine: one long-lived django-q2 task that owns one target.
+
+``run_machine`` is what the reconciler launches in the machines cluster. It
+takes its Machine row with a compare-and-set (a duplicate delivery exits at
+once), boots its target through its session, then loops: claim a task-set,
+run it, store its events as they arrive, store its result once. A background
+*lifeline* thread renews the lease with database time and watches the
+operator's stop modes, so a task-set that runs for minutes keeps its lease and
+a kill is noticed within a fraction of a second. On every exit path the
+target is taken down.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from logging.handlers import RotatingFileHandler
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.db.models import F
+from django.db.models.functions import Now
+
+from distributor.analysis import analyse
+from distributor.models import DistributorConfig, Event, Machine, TaskJob, TaskSet
+from distributor.monitors import MonitorGroup
+from distributor.queue import Claim, Fenced, claim_next
+from sessions import EventTracker, SessionInfo, Stopped, TargetFailure, TaskSetError, etm, get_session_class
+
+POLL_SECONDS = 0.2  # stop checks and idle claims: the hot path never sleeps longer
+RUN_WAIT_SECONDS = 0.25  # one wait on the target
+BOOT_TRIES = 3
+RECONCILE_EVERY_SECONDS = 10.0
+
+
+def run_machine(machine_id: int) -> str:
+    """django-q2 entry point of a machine."""
+    close_old_connections()
+    machine = Machine.objects.select_related("target").filter(pk=machine_id).first()
+    if machine is None:
+        return f"machine {machine_id}: no such row"
+    if machine.take(os.getpid()) is None:
+        return f"machine {machine_id}: already taken (duplicate delivery)"
+    try:
+        return MachineWorker(machine).run()
+    finally:
+        connection.close()
+
+
+class Lifeline(threading.Thread):
+    """Heartbeat and stop flags, apart from the work so that neither waits."""
+
+    def __init__(self, machine: Machine, config: DistributorConfig, stop_event: threading.Event):
+        super().__init__(name=f"lifeline-{machine.pk}", daemon=True)
+        self.machine = machine
+        self.stop_event = stop_event  # set: stop now (kill, or lease lost)
+        self.drain = False
+        self.reboot = False
+        self.fenced = False
+        self.done = threading.Event()
+        self.beat_every = max(0.2, min(2.0, config.heartbeat_timeout_s / 5))
+
+    def run(self) -> None:
+        next_beat = next_tick = time.monotonic()
+        next_tick += random.uniform(0, RECONCILE_EVERY_SECONDS)  # machines should not tick in step
+        try:
+            while not self.done.wait(POLL_SECONDS):
+                now = time.monotonic()
+                if now >= next_beat:
+                    self._beat()
+                    next_beat = now + self.beat_every
+                self._read_flags()
+                if now >= next_tick:
+                    self._reconcile()
+                    next_tick = now + RECONCILE_EVERY_SECONDS
+        finally:
+            connection.close()
+
+    def _beat(self) -> None:
+        alive = Machine.objects.filter(
+            pk=self.machine.pk, lease=self.machine.lease, state__in=Machine.LIVE_STATES
+        ).update(heartbeat_at=Now())
+        if not alive:
+            self.fenced = True
+            self.stop_event.set()
+
+    def _read_flags(self) -> None:
+        row = Machine.objects.filter(pk=self.machine.pk).values("stop_mode", "reboot_requested").first()
+        if row is None:
+            return
+        self.drain = row["stop_mode"] == Machine.StopMode.DRAIN
+        self.reboot = row["reboot_requested"]
+        if row["stop_mode"] == Machine.StopMode.KILL:
+            self.stop_event.set()
+
+    def _reconcile(self) -> None:
+        """Live machines reconcile now and then: a dead neighbour's task-set
+        goes back to the queue within seconds, not at the next schedule."""
+        reconcile(f"machine {self.machine.pk}")
+
+
+def reconcile(who: str) -> None:
+    from distributor.engine import tick
+
+    try:
+        tick()
+    except Exception:  # noqa: BLE001 - the schedule will try again
+        logging.getLogger("distributor").exception("tick from %s failed", who)
+
+
+class MachineWorker:
+    def __init__(self, machine: Machine):
+        self.machine = machine
+        self.config = DistributorConfig.get()
+        self.log = _machine_log(machine)
+        self.stop_event = threading.Event()
+        self.lifeline = Lifeline(machine, self.config, self.stop_event)
+        target = machine.target
+        self.info = SessionInfo(
+            machine_id=machine.pk,
+            slot=machine.slot,
+            address=machine.address,
+            settings=target.settings,
+            log=self.log,
+            console_path=settings.DATA_DIR / "consoles" / f"{target.name}-{machine.slot}.log",
+            stop_event=self.stop_event,
+            target_timeout=float(self.config.target_timeout_s),
+        )
+        self.info.console_path.parent.mkdir(parents=True, exist_ok=True)
+        self.session = get_session_class(target.kind)(self.info)
+        self.etm = None
+        self.went_idle = False
+
+    # -- the life of a machine ------------------------------------------------
+
+    def run(self) -> str:
+        self.log.info("machine %s taken by pid %s on %s", self.machine.pk, os.getpid(), self.machine.host)
+        self.lifeline.start()
+        final, error = Machine.State.STOPPED, ""
+        try:
+            self._boot()
+            self._work()
+        except Stopped:
+            self.log.info("stopped by the operator")
+        except Fenced as fenced:
+            final, error = None, str(fenced)
+            self.log.warning("lease lost: %s", fenced)
+        except Exception as crash:  # noqa: BLE001 - recorded on the row, shown in the UI
+            final, error = Machine.State.FAILED, _describe(crash)
+            self.log.exception("machine failed")
+        finally:
+            self.lifeline.done.set()
+            self.lifeline.join(timeout=5)
+            self._take_down_target()
+            if final is not None and not self.lifeline.fenced:
+                # A clean stop keeps the last error seen (a target failure) for the operator.
+                kept = {"last_error": error} if error else {}
+                self._set_state(final, stopped_at=Now(), current=None, activity=error[:200] or "stopped", **kept)
+                if self.went_idle:
+                    # Work may have arrived after the last claim, when the reconciler still
+                    # counted this machine as live: hand over so that it is not stranded.
+                    reconcile(f"machine {self.machine.pk}")
+            _close_log(self.log)
+        return f"machine {self.machine.pk}: {final or 'fenced'} {error}".strip()
+
+    def _work(self) -> None:
+        idle_since = None
+        while not self._should_stop():
+            if self.lifeline.reboot:
+                self._reboot()
+            claim = claim_next(self.machine)
+            if claim is not None:
+                idle_since = None
+                self._run(claim)
+                continue
+            if idle_since is None:
+                idle_since = time.monotonic()
+                self._set_state(Machine.State.IDLE, activity="waiting for work", current=None)
+            elif time.monotonic() - idle_since > self.config.idle_timeout_s:
+                self.log.info("no work for %s s: stopping", self.config.idle_timeout_s)
+                self.went_idle = True
+                return
+            self.stop_event.wait(POLL_SECONDS)
+        self.info.check_stop()  # a kill raises Stopped; a drain returns
+
+    def _should_stop(self) -> bool:
+        if self.lifeline.fenced:
+            raise Fenced(f"machine {self.machine.pk} was declared dead")
+        return self.stop_event.is_set() or self.lifeline.drain
+
+    # -- the target -------------------------------------------------------------
+
+    def _boot(self) -> None:
+        """Start the target, retrying with a short back-off; no fixed delays."""
+        for attempt in range(1, BOOT_TRIES + 1):
+            self.info.check_stop()
+            self._set_state(Machine.State.STARTING, activity=f"starting target (try {attempt})")
+            try:
+                self.session.start_host()
+            except (TargetFailure, OSError) as failure:
+                self.log.warning("target start failed (try %d): %s", attempt, failure)
+                self._set_state(Machine.State.STARTING, last_error=f"target start failed: {failure}")
+                self._take_down_target()
+                if attempt == BOOT_TRIES:
+                    raise TargetFailure(f"target did not start after {BOOT_TRIES} tries: {failure}") from failure
+                self.stop_event.wait(min(2 ** (attempt - 1), 5))
+                continue
+            Machine.objects.filter(pk=self.machine.pk).update(target_boots=F("target_boots") + 1)
+            self._set_state(Machine.State.IDLE, activity="target ready")
+            self.log.info("target ready")
+            return
+
+    def _take_down_target(self) -> None:
+        for step in (self.session.close, self.session.stop_host):
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - keep cleaning up
+                self.log.exception("cleaning up the target: %s failed", step.__name__)
+
+    def _restart_target(self, cause: str) -> None:
+        self.log.info("restarting the target after: %s", cause)
+        self._take_down_target()
+        self._boot()
+
+    def _reboot(self) -> None:
+        Machine.objects.filter(pk=self.machine.pk, lease=self.machine.lease).update(reboot_requested=False)
+        self.lifeline.reboot = False
+        self._restart_target("the operator asked for a reboot")
+
+    # -- one task-set -------------------------------------------------------------
+
+    def _run(self, claim: Claim) -> None:
+        taskset, tasks = claim.taskset, claim.tasks
+        monitors = MonitorGroup(taskset.job.monitors, self.log)
+        monitors.taskset_start(taskset, tasks)
+        self.log.info("task-set %s (job %s variant %s, run %s)", taskset.pk, taskset.job_id, taskset.variant, taskset.runs)
+        try:
+            tracker = self._execute(taskset, tasks, monitors)
+        except (Stopped, Fenced):
+            if taskset.put_back(self.machine):
+                monitors.taskset_stop(taskset)
+            raise
+        except TaskSetError as error:
+            self._fail(taskset, str(error), monitors, final=True)
+            return
+        except Exception as failure:  # noqa: BLE001 - any session error is a target failure
+            self._fail(taskset, _describe(failure), monitors)
+            return
+        self._finish(taskset, tasks, tracker, monitors)
+
+    def _execute(self, taskset: TaskSet, tasks: list[dict], monitors: MonitorGroup) -> EventTracker:
+        self.session.start(tasks, admission=taskset.job.admission)
+        tracker = EventTracker(tasks)
+        seq, last_heard = 0, time.monotonic()
+        while not tracker.finished:
+            self.info.check_stop()
+            events = self.session.run(RUN_WAIT_SECONDS)
+            if not events:
+                if time.monotonic() - last_heard > self.info.target_timeout:
+                    raise TargetFailure(f"target silent for {self.info.target_timeout:g} s")
+                continue
+            last_heard = time.monotonic()
+            Event.objects.bulk_create([
+                Event(taskset=taskset, attempt=taskset.runs, seq=seq + i, task_id=e.task_id, type=e.type[:16], time_ms=e.time_ms)
+                for i, e in enumerate(events)
+            ])
+            seq += len(events)
+            monitors.taskset_event(taskset, events)
+            tracker.feed(events)
+        self.session.stop()
+        return tracker
+
+    def _finish(self, taskset: TaskSet, tasks: list[dict], tracker: EventTracker, monitors: MonitorGroup) -> None:
+        task_pks = dict(taskset.tasks.values_list("task_id", "pk"))
+        rows = [
+            TaskJob(taskset=taskset, task_id=task_pks[job.task_id], job_number=job.job_number, release_ms=job.release_ms,
+                    start_ms=job.start_ms, end_ms=job.end_ms, exit_type=job.exit_type)
+            for job in tracker.all_jobs()
+        ]
+        outcome = TaskSet.Outcome.SCHEDULABLE if tracker.schedulable else TaskSet.Outcome.UNSCHEDULABLE
+        if not taskset.finish(self.machine, outcome, rows, analysis=self._analyse(tasks)):
+            raise Fenced(f"task-set {taskset.pk} was taken away before it finished")
+        monitors.taskset_finish(taskset)
+        Machine.objects.filter(pk=self.machine.pk, lease=self.machine.lease).update(
+            tasksets_done=F("tasksets_done") + 1, state=Machine.State.IDLE, current=None, activity="between task-sets"
+        )
+
+    def _fail(self, taskset: TaskSet, cause: str, monitors: MonitorGroup, final: bool = False) -> None:
+        """A target failure restarts the target and retries; a task-set error
+        (``final``) is bad at once and the target carries on."""
+        self.log.warning("task-set %s failed: %s", taskset.pk, cause)
+        state = taskset.fail(self.machine, cause, final=final)
+        if state is None:
+            raise Fenced(f"task-set {taskset.pk} was taken away")
+        if state == TaskSet.State.BAD:
+            monitors.taskset_bad(taskset)
+        if final:
+            self._set_state(Machine.State.IDLE, last_error=cause[:4000], current=None)
+            return
+        self._set_state(Machine.State.STARTING, last_error=cause[:4000], current=None)
+        self._restart_target(cause)
+
+    def _analyse(self, tasks: list[dict]) -> dict:
+        """Analytic labels beside the measured outcome, from the target's
+        execution-time model (loaded once per machine)."""
+        if self.etm is None:
+            self.etm = etm.load(self.machine.target.settings.get("etm", "default"))
+        return analyse(tasks, self.etm)
+
+    # -- bookkeeping ----------------------------------------------------------------
+
+    def _set_state(self, state: str, **fields) -> None:
+        updated = Machine.objects.filter(pk=self.machine.pk, lease=self.machine.lease).exclude(
+            state=Machine.State.DEAD
+        ).update(state=state, **fields)
+        if not updated and state in Machine.LIVE_STATES:
+            raise Fenced(f"machine {self.machine.pk} was declared dead")
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text if isinstance(error, TargetFailure) else f"{type(error).__name__}: {text}"
+
+
+def _machine_log(machine: Machine) -> logging.Logger:
+    """One rotated log per pool slot, so a machine's history reads in one file."""
+    folder = settings.LOG_DIR / "machines"
+    folder.mkdir(parents=True, exist_ok=True)
+    log = logging.getLogger(f"distributor.machine.{machine.pk}")
+    handler = RotatingFileHandler(folder / f"{machine.target.name}-{machine.slot}.log", maxBytes=5 * 2**20, backupCount=3)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s machine {machine.pk}: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return log
+
+
+def _close_log(log: logging.Logger) -> None:
+    for handler in list(log.handlers):
+        handler.close()
+        log.removeHandler(handler)
+

@@ -1,0 +1,93 @@
+"""`binary add FILE [--name NAME]` / `binary list`: binaries for Genode targets.
+
+The name is what tasks call ``pkg`` and what the target receives in a
+15-byte field, so it is checked here instead of being cut on the wire (the
+seeds cut silently). Files are stored under MEDIA_ROOT/binaries with a
+generated name, never the user's, so a name cannot reach outside the folder;
+the checksum lets sessions notice a damaged file and resend a replaced one.
+"""
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+
+from django.core.files.base import ContentFile
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from distributor.models import Binary
+from distributor.models.targets import BINARY_NAME
+
+MAX_BINARY_BYTES = 256 * 1024 * 1024
+
+
+class Command(BaseCommand):
+    help = "Manage the task binaries sent to Genode targets."
+
+    def add_arguments(self, parser) -> None:
+        actions = parser.add_subparsers(dest="action", required=True, metavar="{add,list}")
+        add = actions.add_parser("add", help="upload a binary (replaces one of the same name)")
+        add.add_argument("file")
+        add.add_argument("--name", default="", help="the pkg name tasks use (default: the file's name)")
+        actions.add_parser("list", help="show the binaries")
+
+    def handle(self, *args, action: str, **options) -> None:
+        {"add": self._add, "list": self._list}[action](options)
+
+    def _add(self, options: dict) -> None:
+        path = Path(options["file"])
+        name = options["name"] or path.name
+        check_name(name)
+        data = _read(path)
+        binary, replaced = store_binary(name, data)
+        self.stdout.write(f"binary {binary.name}: {binary.size} bytes, sha256 {binary.sha256}"
+                          f" ({'replaced' if replaced else 'added'})")
+
+    def _list(self, options: dict) -> None:
+        binaries = Binary.objects.order_by("name")
+        if not binaries:
+            self.stdout.write("no binaries (python manage.py binary add FILE --name NAME)")
+        for binary in binaries:
+            self.stdout.write(f"{binary.name:<15}  {binary.size:>10} bytes  sha256 {binary.sha256}  "
+                              f"{binary.uploaded_at:%Y-%m-%d %H:%M}")
+
+
+def check_name(name: str) -> None:
+    if not BINARY_NAME.fullmatch(name) or len(name.encode()) > 15:
+        raise CommandError(f"name: {name!r} must be 1-15 ASCII letters, digits, '_', '.' or '-' "
+                           "(the target keeps 15 bytes; use --name)")
+
+
+def _read(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > MAX_BINARY_BYTES:
+            raise CommandError(f"file: {path} is {size} bytes; the limit is {MAX_BINARY_BYTES}")
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise CommandError(f"file: {path} is a directory") from None
+    except OSError as error:
+        raise CommandError(f"file: cannot read {path}: {error.strerror or error}") from None
+    if not data:
+        raise CommandError(f"file: {path} is empty")
+    return data
+
+
+def store_binary(name: str, data: bytes) -> tuple[Binary, bool]:
+    """Save the bytes under a fresh name, then point the row at them; the old
+    file goes only once the row no longer names it."""
+    digest = hashlib.sha256(data).hexdigest()
+    binary = Binary.objects.filter(name=name).first() or Binary(name=name)
+    replaced, old_file = binary.pk is not None, binary.file.name if binary.pk else ""
+    binary.file.save(f"{uuid.uuid4().hex}.bin", ContentFile(data), save=False)
+    binary.sha256, binary.size = digest, len(data)
+    try:
+        with transaction.atomic():
+            binary.save()
+    except Exception:
+        binary.file.storage.delete(binary.file.name)
+        raise
+    if old_file:
+        transaction.on_commit(lambda: binary.file.storage.delete(old_file))
+    return binary, replaced

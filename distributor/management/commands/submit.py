@@ -1,0 +1,102 @@
+"""python manage.py submit FILE [...] — queue a task-set file as a job."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from distributor.models import Job, Machine
+from distributor.queue import submit_job
+from distributor.taskfile import TaskFileError
+
+
+class Command(BaseCommand):
+    help = "Queue a task-set file (JSON, YAML or Genode XML) as a job and print its id."
+
+    def add_arguments(self, parser):
+        parser.add_argument("file", help="task-set file; '-' reads standard input")
+        parser.add_argument("--name", default="")
+        parser.add_argument("--target", default="", help="target pool (default: the default target)")
+        parser.add_argument("--offset", type=int, default=0, help="skip this many variants")
+        parser.add_argument("--tries", type=int, default=None, help="attempts before a task-set is bad")
+        parser.add_argument("--priority", type=int, default=0, help="higher runs first")
+        parser.add_argument("--admission", default=None, help="admission-control goal as a JSON object")
+        parser.add_argument("--monitor", action="append", default=[], help="extra monitor, e.g. logging")
+        parser.add_argument("--wait", action="store_true", help="block until the job ends; print one JSON line")
+        parser.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
+        parser.add_argument("--inline", action="store_true",
+                            help="with --wait: also run this job's machines in this process (no cluster needed)")
+
+    def handle(self, *args, **opts):
+        data, filename = self._read(opts["file"])
+        admission = self._admission(opts["admission"])
+        try:
+            job = submit_job(data, filename=filename, target=opts["target"] or None, name=opts["name"],
+                             offset=opts["offset"], tries=opts["tries"], priority=opts["priority"],
+                             admission=admission, monitors=opts["monitor"])
+        except TaskFileError as error:
+            raise CommandError(f"{filename}: invalid task-set file:\n{error}") from None
+        except ValidationError as error:
+            raise CommandError("; ".join(f"--{k}: {' '.join(v)}" for k, v in error.message_dict.items())) from None
+        if not opts["wait"]:
+            self.stdout.write(str(job.pk))
+            return
+        if opts["inline"]:
+            _run_machines_inline(job)
+        self.stdout.write(json.dumps(wait_for(job, opts["timeout"])))
+
+    def _read(self, name: str) -> tuple[bytes, str]:
+        if name == "-":
+            import sys
+
+            return sys.stdin.buffer.read(), "stdin"
+        path = Path(name)
+        if not path.is_file():
+            raise CommandError(f"{name}: no such file")
+        return path.read_bytes(), path.name
+
+    def _admission(self, raw: str | None) -> dict | None:
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as error:
+            raise CommandError(f"--admission: not JSON ({error.msg})") from None
+
+
+def wait_for(job: Job, timeout: float | None = None) -> dict:
+    """Poll the job until it ends; the JSON line `submit --wait` prints."""
+    started = time.monotonic()
+    while True:
+        job.refresh_from_db()
+        if not job.is_active or (timeout is not None and time.monotonic() - started > timeout):
+            break
+        time.sleep(0.2)
+    return {"job": job.pk, "state": job.state, **job.progress(), "seconds": round(time.monotonic() - started, 3)}
+
+
+def _run_machines_inline(job: Job) -> None:
+    """Run the machines the reconciler launched for this job in threads here.
+
+    The launch messages stay in the broker; if a cluster picks one up later
+    it finds the machine taken and exits — the duplicate-delivery path."""
+    from distributor.engine import tick
+    from distributor.hosts import beat
+    from distributor.machine import run_machine
+
+    def loop():
+        seen = set()
+        while Job.objects.filter(pk=job.pk, state__in=Job.ACTIVE_STATES).exists():
+            beat()  # this process acts as the host's machines cluster
+            tick()
+            for pk in Machine.objects.filter(state=Machine.State.LAUNCHING, target=job.target).values_list("pk", flat=True):
+                if pk not in seen:
+                    seen.add(pk)
+                    threading.Thread(target=run_machine, args=(pk,), daemon=True).start()
+            time.sleep(0.2)
+
+    threading.Thread(target=loop, daemon=True).start()

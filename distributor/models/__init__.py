@@ -1,0 +1,27 @@
+"""The distributor's data model: what was submitted (jobs), what ran
+(task-sets, tasks, attempts), what came back (events, task-jobs), and who ran
+it (targets, machines). The database is the only truth: every state change is
+a conditional UPDATE on these rows."""
+from distributor.models.config import DistributorConfig
+from distributor.models.targets import Binary, BootImage, Target
+from distributor.models.jobs import Job
+from distributor.models.tasksets import Attempt, Task, TaskSet
+from distributor.models.results import Event, ExitType, TaskJob
+from distributor.models.hosts import Host
+from distributor.models.machines import Machine
+
+__all__ = [
+    "Attempt",
+    "Binary",
+    "BootImage",
+    "DistributorConfig",
+    "Event",
+    "ExitType",
+    "Host",
+    "Job",
+    "Machine",
+    "Target",
+    "Task",
+    "TaskJob",
+    "TaskSet",
+]

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class ExitType(models.TextChoices):
+    """How a job ended, with the Genode task-loader's names (DESIGN §5)."""
+
+    EXIT = "EXIT"  # normal end
+    EXIT_CRITICAL = "EXIT_CRITICAL"  # killed at its critical time
+    EXIT_PERIOD = "EXIT_PERIOD"  # still running at its period end: killed
+    EXIT_EXTERNAL = "EXIT_EXTERNAL"  # stopped from outside
+    EXIT_ERROR = "EXIT_ERROR"  # target fault: an infrastructure failure, never a result
+    OUT_OF_QUOTA = "OUT_OF_QUOTA"
+    OUT_OF_CAPS = "OUT_OF_CAPS"
+    NOT_SCHEDULED = "NOT_SCHEDULED"  # never ran: start = end
+
+
+class Event(models.Model):
+    """An event exactly as the target reported it, stored as it arrives."""
+
+    class Type(models.TextChoices):
+        START = "START"
+        EXIT = "EXIT"
+        EXIT_CRITICAL = "EXIT_CRITICAL"
+        EXIT_PERIOD = "EXIT_PERIOD"
+        EXIT_EXTERNAL = "EXIT_EXTERNAL"
+        EXIT_ERROR = "EXIT_ERROR"
+        OUT_OF_QUOTA = "OUT_OF_QUOTA"
+        OUT_OF_CAPS = "OUT_OF_CAPS"
+        NOT_SCHEDULED = "NOT_SCHEDULED"
+        JOBS_DONE = "JOBS_DONE"
+
+    taskset = models.ForeignKey("distributor.TaskSet", on_delete=models.CASCADE, related_name="events")
+    attempt = models.PositiveSmallIntegerField()
+    seq = models.PositiveIntegerField()
+    task_id = models.PositiveIntegerField()
+    type = models.CharField(max_length=16, choices=Type.choices)
+    time_ms = models.BigIntegerField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["taskset", "attempt", "seq"]
+        indexes = [
+            # task-set page and discarding a failed attempt's events
+            models.Index(fields=["taskset", "attempt", "seq"], name="event_by_attempt"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} task {self.task_id} @{self.time_ms}"
+
+
+class TaskJob(models.Model):
+    """One execution of a task, stored once, when its task-set finishes."""
+
+    taskset = models.ForeignKey("distributor.TaskSet", on_delete=models.CASCADE, related_name="taskjobs")
+    task = models.ForeignKey("distributor.Task", on_delete=models.CASCADE, related_name="taskjobs")
+    job_number = models.PositiveIntegerField(help_text="0 for the task's first job")
+    release_ms = models.BigIntegerField(null=True, blank=True, help_text="offset + k·period; unknown back to back")
+    start_ms = models.BigIntegerField()
+    end_ms = models.BigIntegerField()
+    exit_type = models.CharField(max_length=16, choices=ExitType.choices)
+
+    class Meta:
+        ordering = ["taskset", "task", "job_number"]
+        constraints = [
+            # the database itself refuses a second set of results
+            models.UniqueConstraint(fields=["task", "job_number"], name="one_row_per_taskjob"),
+        ]
+        indexes = [
+            # task-set page and exports: task-jobs of a task-set in order
+            models.Index(fields=["taskset", "task", "job_number"], name="taskjob_by_taskset"),
+        ]
+
+    def __str__(self) -> str:
+        return f"task {self.task.task_id} job {self.job_number}: {self.exit_type}"
+
+    @property
+    def response_ms(self) -> int | None:
+        return None if self.release_ms is None else self.end_ms - self.release_ms

@@ -1,0 +1,224 @@
+from __future__ import annotations
+
+from django.db import models, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+
+class TaskSet(models.Model):
+    """One variant of a job, created when a machine first starts it.
+
+    Every state change below is a compare-and-set on ``(state, machine)``: a
+    machine that was declared dead and comes back finds its task-set gone and
+    writes nothing, so a result is stored at most once.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued"  # put back in the queue; runs before fresh variants
+        RUNNING = "running"
+        FINISHED = "finished"  # ran to the end: a result, schedulable or not
+        BAD = "bad"  # the target failed on it `tries` times: no result
+        CANCELLED = "cancelled"
+
+    class Outcome(models.TextChoices):
+        SCHEDULABLE = "schedulable"  # every job of every task ended with EXIT
+        UNSCHEDULABLE = "unschedulable"
+
+    job = models.ForeignKey("distributor.Job", on_delete=models.CASCADE, related_name="tasksets")
+    variant = models.PositiveBigIntegerField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.RUNNING)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="tries counted against the job's tries")
+    # Every start, forgiven or not: it numbers attempts and their events, so a
+    # dead machine's late events can never mix with the retry's.
+    runs = models.PositiveSmallIntegerField(default=0)
+    # Times its machine died under it; forgiven like an operator's kill until
+    # it happens `tries` times (a task-set that crashes its host is bad).
+    losses = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    machine = models.ForeignKey(
+        "distributor.Machine", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasksets"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    # Analytic schedulability labels (utilisation, bound tests, RTA, EDF).
+    analysis = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "variant"], name="one_row_per_variant"),
+            models.UniqueConstraint(
+                fields=["machine"], condition=Q(state="running"), name="one_running_taskset_per_machine"
+            ),
+        ]
+        indexes = [
+            # progress counts and the job page's filters: tasksets of a job by state
+            models.Index(fields=["job", "state", "variant"], name="taskset_job_state"),
+            # claim: requeued task-sets come first
+            models.Index(fields=["job", "variant"], condition=Q(state="queued"), name="taskset_requeued"),
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} variant {self.variant}"
+
+    # -- state changes (compare-and-set, inside the caller's transaction) --
+
+    def _running_on(self, machine) -> models.QuerySet:
+        return TaskSet.objects.filter(pk=self.pk, state=self.State.RUNNING, machine=machine)
+
+    def finish(self, machine, outcome: str, taskjobs: list, analysis: dict | None = None) -> bool:
+        """Store the result and end the task-set; False if it was taken away."""
+        from distributor.models import TaskJob
+
+        now = timezone.now()
+        with transaction.atomic():
+            if not self._running_on(machine).update(
+                state=self.State.FINISHED, outcome=outcome, ended_at=now, analysis=analysis
+            ):
+                return False
+            TaskJob.objects.bulk_create(taskjobs, batch_size=2000)
+            self._open_attempt().update(ended_at=now, result=Attempt.Result.FINISHED)
+            self.job.count_result(bad=False)
+        self.state, self.outcome, self.ended_at = self.State.FINISHED, outcome, now
+        return True
+
+    def fail(self, machine, error: str, final: bool = False) -> str | None:
+        """An infrastructure failure: queue it again, or call it bad after the
+        job's tries (at once when ``final``: the task-set itself cannot run).
+        Returns the new state, or None if it was taken away."""
+        bad = final or self.attempts >= self.job.tries
+        return self._end_attempt(machine, Attempt.Result.FAILED, error, bad=bad, forgive=False)
+
+    def recover_from_dead_machine(self, machine, reason: str) -> str | None:
+        """Its machine stopped beating: queue it again and forgive the attempt
+        (an operator's kill -9 is not the task-set's fault), unless machines
+        keep dying under this very task-set."""
+        losses = self.losses + 1
+        bad = losses >= max(self.job.tries, 1)
+        error = f"{reason}; its machine died {losses} time(s)" if bad else reason
+        return self._end_attempt(machine, Attempt.Result.LOST, error, bad=bad, forgive=not bad, lost=True)
+
+    def put_back(self, machine) -> bool:
+        """Kill all: back in the queue untouched (the attempt is not counted)."""
+        with transaction.atomic():
+            if not self._running_on(machine).update(
+                state=self.State.QUEUED, attempts=F("attempts") - 1, runs=F("runs") - 1
+            ):
+                return False
+            self._discard_attempt_events()
+            self._open_attempt().delete()
+        self.state = self.State.QUEUED
+        return True
+
+    def requeue_bad(self) -> bool:
+        """The operator gives a bad task-set one more try (its attempts and
+        events stay as evidence); the job's counters step back and a finished
+        job runs again."""
+        from distributor.models import Job
+
+        with transaction.atomic():
+            if not TaskSet.objects.filter(
+                pk=self.pk, state=self.State.BAD, job__state__in=[*Job.ACTIVE_STATES, Job.State.FINISHED]
+            ).update(state=self.State.QUEUED, losses=0, ended_at=None):
+                return False
+            Job.objects.filter(pk=self.job_id).update(bad_count=F("bad_count") - 1)
+            Job.objects.filter(pk=self.job_id, state=Job.State.FINISHED).update(state=Job.State.RUNNING, ended_at=None)
+        self.state = self.State.QUEUED
+        return True
+
+    def give_up(self, reason: str) -> bool:
+        """The operator calls a queued task-set bad (one known to break its
+        target); a running one is left alone: its machine owns it."""
+        now = timezone.now()
+        with transaction.atomic():
+            if not TaskSet.objects.filter(pk=self.pk, state=self.State.QUEUED).update(
+                state=self.State.BAD, ended_at=now, last_error=reason[:4000]
+            ):
+                return False
+            self.job.count_result(bad=True)
+        self.state, self.last_error = self.State.BAD, reason
+        return True
+
+    def _end_attempt(self, machine, result: str, error: str, *, bad: bool, forgive: bool, lost: bool = False):
+        now = timezone.now()
+        new_state = self.State.BAD if bad else self.State.QUEUED
+        changes = {"state": new_state, "last_error": error[:4000], "ended_at": now if bad else None}
+        if forgive:
+            changes["attempts"] = F("attempts") - 1
+        if lost:
+            changes["losses"] = F("losses") + 1
+        with transaction.atomic():
+            # The failed attempt's raw events stay, marked with its number: they
+            # are the evidence of what went wrong. Only its task-jobs would be
+            # results, and those are written at finish alone.
+            if not self._running_on(machine).update(**changes):
+                return None
+            self._open_attempt().update(ended_at=now, result=result, error=error[:4000])
+            if bad:
+                self.job.count_result(bad=True)
+        self.state, self.last_error = new_state, error
+        return new_state
+
+    def _open_attempt(self) -> models.QuerySet:
+        """The attempt in progress (a forgiven attempt's number is used again)."""
+        return self.attempt_set.filter(ended_at__isnull=True)
+
+    def _discard_attempt_events(self) -> None:
+        self.events.filter(attempt=self.runs).delete()
+
+
+class Task(models.Model):
+    """One task of a task-set with every attribute of the task-set file."""
+
+    taskset = models.ForeignKey(TaskSet, on_delete=models.CASCADE, related_name="tasks")
+    task_id = models.PositiveSmallIntegerField()
+    pkg = models.CharField(max_length=15)
+    arg1 = models.BigIntegerField(default=0)
+    priority = models.PositiveSmallIntegerField()
+    deadline = models.PositiveBigIntegerField()
+    period = models.PositiveBigIntegerField()
+    offset = models.PositiveBigIntegerField()
+    numberofjobs = models.PositiveIntegerField()
+    criticaltime = models.PositiveBigIntegerField()
+    quota = models.CharField(max_length=16)
+    caps = models.PositiveIntegerField()
+    cores = models.PositiveSmallIntegerField()
+    coreoffset = models.PositiveSmallIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["taskset", "task_id"], name="one_task_per_id")]
+        ordering = ["taskset", "task_id"]
+
+    def __str__(self) -> str:
+        return f"{self.task_id}:{self.pkg}({self.arg1})"
+
+    FIELDS = ("pkg", "arg1", "priority", "deadline", "period", "offset", "numberofjobs",
+              "criticaltime", "quota", "caps", "cores", "coreoffset")
+
+    def as_dict(self) -> dict:
+        return {"id": self.task_id, **{name: getattr(self, name) for name in self.FIELDS}}
+
+
+class Attempt(models.Model):
+    """One try of a task-set on a machine, kept with its error."""
+
+    class Result(models.TextChoices):
+        FINISHED = "finished"
+        FAILED = "failed"  # target failure: counted against tries
+        LOST = "lost"  # its machine died
+
+    taskset = models.ForeignKey(TaskSet, on_delete=models.CASCADE)
+    number = models.PositiveSmallIntegerField()
+    machine = models.ForeignKey("distributor.Machine", null=True, blank=True, on_delete=models.SET_NULL)
+    started_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    result = models.CharField(max_length=16, choices=Result.choices, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["taskset", "number", "started_at"]
+        constraints = [models.UniqueConstraint(fields=["taskset", "number"], name="one_attempt_per_run")]
+
+    def __str__(self) -> str:
+        return f"{self.taskset} attempt {self.number}"

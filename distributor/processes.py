@@ -1,0 +1,114 @@
+"""Starting and stopping the two django-q2 clusters as child processes.
+
+``serve`` and ``workers`` run the default cluster (control tasks and the
+reconciler's schedule) and this host's machines cluster (one worker per
+machine) as children, and stop them together. Stopping first tells this
+host's machines to stop now, so their task-sets go back to the queue
+untouched and their targets are taken down by their own machines.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.db.models.functions import Now
+
+log = logging.getLogger("distributor")
+
+
+def start_clusters() -> list[subprocess.Popen]:
+    """Each cluster in a process group of its own: Ctrl-C reaches only the
+    command, which stops the clusters in order; if the command itself dies,
+    its clusters are told to stop (SIGTERM on parent death)."""
+    manage = str(settings.BASE_DIR / "manage.py")
+    return [
+        subprocess.Popen([sys.executable, manage, command], env=_env(cluster), start_new_session=True,
+                         preexec_fn=_stop_with_parent)
+        for command, cluster in (("qcluster", None), ("hostcluster", settings.MACHINES_CLUSTER))
+    ]
+
+
+def _stop_with_parent() -> None:
+    from sessions.base import die_with_parent
+
+    die_with_parent(signal.SIGTERM)
+
+
+def _env(cluster: str | None) -> dict:
+    env = dict(os.environ)
+    env.pop("Q_CLUSTER_NAME", None)
+    if cluster:
+        env["Q_CLUSTER_NAME"] = cluster
+    return env
+
+
+def prepare() -> None:
+    """The reconciler's schedule exists and machines left from a crash are handled."""
+    from distributor.engine import ensure_schedule, tick
+
+    ensure_schedule()
+    _delete_orphaned_taps()
+    tick()
+
+
+def _delete_orphaned_taps() -> None:
+    """Taps of machines this host ran before a crash (their QEMU is gone)."""
+    from distributor.models import Machine
+    from sessions.qemu import cleanup_dead_taps
+
+    live = Machine.objects.filter(host=settings.DISTRIBUTOR_HOST, state__in=Machine.LIVE_STATES).select_related("target")
+    try:
+        removed = cleanup_dead_taps(list(live))
+    except Exception:  # noqa: BLE001 - no network set up on this host is fine
+        log.debug("no taps cleaned", exc_info=True)
+        return
+    if removed:
+        log.info("deleted orphaned taps: %s", ", ".join(removed))
+
+
+def stop_clusters(children: list[subprocess.Popen], grace: float = 15.0) -> None:
+    from distributor.models import Machine
+
+    Machine.objects.filter(host=settings.DISTRIBUTOR_HOST, state__in=Machine.LIVE_STATES).exclude(
+        state=Machine.State.LAUNCHING
+    ).update(stop_mode=Machine.StopMode.KILL)
+    Machine.objects.filter(host=settings.DISTRIBUTOR_HOST, state=Machine.State.LAUNCHING).update(
+        state=Machine.State.STOPPED, stopped_at=Now(), activity="host stopped before start"
+    )
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and Machine.objects.filter(
+        host=settings.DISTRIBUTOR_HOST, state__in=Machine.LIVE_STATES
+    ).exists():
+        time.sleep(0.2)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout=max(deadline - time.monotonic(), 5))
+        except subprocess.TimeoutExpired:
+            pass
+        _kill_group(child)
+
+
+def _kill_group(child: subprocess.Popen) -> None:
+    """Whatever of a cluster is still there (a stuck worker) is killed."""
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    child.wait()
+
+
+def wait_any(children: list[subprocess.Popen]) -> None:
+    """Block until a child exits (a crashed cluster stops the whole command)."""
+    while all(child.poll() is None for child in children):
+        time.sleep(0.5)
+    for child in children:
+        if child.returncode is not None:
+            log.error("cluster process %s exited with %s", child.pid, child.returncode)

@@ -1,0 +1,126 @@
+"""The session life cycle every target kind implements.
+
+The seeds' AbstractSession had ``is_available``, ``start``, ``run``,
+``is_running``, ``stop`` and ``close``; to these we add the host's own life
+cycle (``start_host`` boots a QEMU guest or powers on a board and returns when
+the target answers; ``stop_host`` kills or powers it off and is safe to call
+at any time). Whether a task-set has finished is decided from its events by
+``sessions.events.EventTracker``, the same way for every kind.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sessions.events import RawEvent
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """``preexec_fn`` for a target's process (QEMU, a helper): the kernel sends
+    ``sig`` when the thread that started it dies, even by SIGKILL, so no target
+    outlives its machine. Linux only (prctl PR_SET_PDEATHSIG)."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, sig)
+
+
+class TargetFailure(Exception):
+    """The target, not the task-set, went wrong: it hung, crashed, closed the
+    connection, sent garbage or reported EXIT_ERROR. The machine restarts the
+    target and retries the task-set; this is never a schedulability result."""
+
+
+class TaskSetError(ValueError):
+    """The task-set cannot run on this target as given (a binary was never
+    uploaded, an admission goal has no XML form): the user's error, so the
+    task-set is bad at once and the target is not restarted."""
+
+
+class Stopped(Exception):
+    """The machine was told to stop now (kill); raised from a wait."""
+
+
+@dataclass
+class SessionInfo:
+    """What a session knows about the machine that owns it."""
+
+    machine_id: int
+    slot: int
+    address: str
+    settings: dict
+    log: logging.Logger
+    console_path: Path | None = None
+    # Set when the machine must stop now; long waits poll it.
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    # Seconds of target silence after which a task-set is a target failure.
+    target_timeout: float = 40.0
+
+    def check_stop(self) -> None:
+        if self.stop_event.is_set():
+            raise Stopped("the machine was told to stop")
+
+
+class Session:
+    kind: str = ""
+    # Settings the kind accepts, with their defaults (shown by `target list`).
+    default_settings: dict = {}
+
+    def __init__(self, info: SessionInfo):
+        self.info = info
+        self.settings = {**self.default_settings, **(info.settings or {})}
+        self.log = info.log
+
+    # -- the pool ------------------------------------------------------------
+
+    @classmethod
+    def check_settings(cls, settings: dict, addresses: list[str]) -> dict[str, str]:
+        """Errors by field name ("settings.x": message); empty when valid."""
+        errors = {}
+        for key in settings:
+            if key not in cls.default_settings:
+                known = ", ".join(sorted(cls.default_settings)) or "none"
+                errors[f"settings.{key}"] = f"unknown setting for kind {cls.kind!r} (known: {known})"
+        return errors
+
+    @classmethod
+    def capacity(cls, target) -> int | None:
+        """Machine slots of a pool without addresses; None = only the cap."""
+        return None
+
+    @classmethod
+    def reap(cls, machine) -> None:
+        """Clean up after a machine declared dead (e.g. delete its tap device).
+
+        Runs in the reconciler, possibly on another host than the dead
+        machine's; it must be idempotent and must not assume the process is gone.
+        """
+
+    # -- the host ------------------------------------------------------------
+
+    def start_host(self) -> None:
+        """Bring the target up and return when it answers (or raise TargetFailure)."""
+
+    def stop_host(self) -> None:
+        """Take the target down; idempotent, never raises for an absent target."""
+
+    # -- one task-set --------------------------------------------------------
+
+    def is_available(self) -> bool:
+        return True
+
+    def start(self, tasks: list[dict], admission: dict | None = None) -> None:
+        """Send a task-set (tasks as decoded by distributor.taskfile) and start it."""
+        raise NotImplementedError
+
+    def run(self, timeout: float) -> list[RawEvent]:
+        """Wait at most ``timeout`` seconds and return the events that arrived."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the running task-set (STOP); the target stays up."""
+
+    def close(self) -> None:
+        """Release connections; the host stays up."""

@@ -1,0 +1,577 @@
+"""The Genode task loader over TCP (DESIGN §5), with the seeds' ping check.
+
+Every wait is on the socket with a deadline, so a task-set against an
+instant target costs a few round trips instead of the seeds' 4 s of fixed
+sleeps, and a dead target is noticed when its connection closes rather than
+after a 40 s poll. The connection is kept across task-sets; the target keeps
+the binaries it received until it reboots, so the session remembers what it
+sent since the last boot (``start_host``) and sends only what is new.
+
+Two errors are the *user's*, not the target's, and are raised as ValueError
+subclasses before a single byte goes out (so the target is left as it was):
+``MissingBinary`` (a task names a binary nobody uploaded; retrying on another
+machine cannot help, so the engine should end the task-set as bad with this
+message instead of restarting the target) and ``AdmissionError`` (a job's
+admission-control goal that cannot be written as XML; ``admission_xml`` lets
+the upload refuse it earlier). Everything the target does wrong is a
+``TargetFailure`` whose message names the cause.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import select
+import socket
+import struct
+import subprocess
+import time
+from typing import Callable
+from xml.sax.saxutils import escape, quoteattr
+
+from defusedxml import ElementTree as SafeET
+from defusedxml.common import DefusedXmlException
+
+from distributor.taskfile import taskset_xml
+from sessions import register
+from sessions.addresses import DEFAULT_PORT, parse_address
+from sessions.base import Session, TargetFailure, TaskSetError
+from sessions.events import RawEvent
+
+AVAILABLE = 0xAAAAA
+CLEAR = 0xDE6
+OPTIMIZE = 0x6F7074
+SEND_DESCS = 0xDE5
+SEND_BINARIES = 0xDE5F11E
+GO_SEND = 0x90
+START = 0x514DE5
+STOP = 0x514DE6
+REBOOT = 0x159D3
+NAME_FIELD_BYTES = 16  # 15 bytes of name + NUL
+# How often a long wait looks at the machine's stop event.
+STOP_CHECK_S = 0.2
+# The first retry of a refused connection comes quickly; later ones back off.
+RETRY_FIRST_S, RETRY_MAX_S = 0.02, 0.5
+PING_ARGV = ("ping", "-c", "1", "-W", "1")
+# The largest task-id and time-stamp the event log (Event) can store.
+MAX_TASK_ID = 2**31 - 1
+MAX_TIME_MS = 2**63 - 1
+_word = struct.Struct("<I")
+
+
+class BinaryError(TaskSetError):
+    """A task's binary cannot be sent: the user's error, not the target's."""
+
+
+class MissingBinary(BinaryError):
+    def __init__(self, names: list[str]):
+        self.names = names
+        listed = ", ".join(repr(name) for name in names)
+        super().__init__(f"pkg: no binary uploaded for {listed} (python manage.py binary add FILE --name NAME)")
+
+
+class AdmissionError(TaskSetError):
+    """The admission-control goal cannot be written as the target's XML."""
+
+
+# -- settings ------------------------------------------------------------------
+
+
+def _seconds(lo: float, hi: float) -> Callable[[object], str | None]:
+    def check(value) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+            return f"must be a number of seconds from {lo:g} to {hi:g}"
+        return None
+    return check
+
+
+def _integer(lo: int, hi: int) -> Callable[[object], str | None]:
+    def check(value) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            return f"must be an integer from {lo} to {hi}"
+        return None
+    return check
+
+
+def _boolean(value) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+@register
+class GenodeSession(Session):
+    kind = "genode"
+    default_settings = {
+        "connect_timeout": 5.0,  # one TCP connect, or one answer to AVAILABLE / GO_SEND
+        "startup_timeout": 120.0,  # start_host: how long the target may take to answer AVAILABLE
+        "ping": False,  # the seeds' PingSession: ICMP echo before connecting
+        "max_message_bytes": 4 * 1024 * 1024,  # a larger size word is garbage, not a message
+    }
+    setting_rules: dict[str, Callable[[object], str | None]] = {
+        "connect_timeout": _seconds(0.01, 600),
+        "startup_timeout": _seconds(0.01, 24 * 3600),
+        "ping": _boolean,
+        "max_message_bytes": _integer(64, 256 * 1024 * 1024),
+    }
+    # A pool of this kind is its list of addresses; a subclass that makes
+    # its own targets (QEMU) turns this off.
+    needs_addresses = True
+
+    def __init__(self, info):
+        super().__init__(info)
+        self.sock: socket.socket | None = None
+        self.poller = select.poll()  # poll, not select: no FD_SETSIZE limit in a busy process
+        self.buffer = bytearray()
+        # name -> sha256 of every binary the target received since its last boot
+        self.sent_binaries: dict[str, str] = {}
+        self.last_heard = time.monotonic()
+        # Tasks of the current task-set without JOBS_DONE yet: a task-set
+        # stopped before they all came may still have events in flight.
+        self.unfinished: set[int] = set()
+
+    @classmethod
+    def check_settings(cls, settings: dict, addresses: list[str]) -> dict[str, str]:
+        errors = super().check_settings(settings, addresses)
+        for key, value in settings.items():
+            rule = cls.setting_rules.get(key)
+            message = rule(value) if rule else None
+            if message:
+                errors[f"settings.{key}"] = message
+        if cls.needs_addresses and not addresses:
+            errors["addresses"] = f"a {cls.kind} pool needs at least one host:port (--hosts)"
+        for address in addresses:
+            try:
+                parse_address(address)
+            except ValueError as error:
+                errors["addresses"] = str(error)
+        return errors
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        try:
+            return parse_address(self.info.address, DEFAULT_PORT)
+        except ValueError as error:
+            raise TargetFailure(f"machine {self.info.machine_id} has no usable address: {error}") from None
+
+    # -- the host ------------------------------------------------------------
+
+    def start_host(self) -> None:
+        """A target at a fixed address is up when it answers AVAILABLE; its
+        binaries are assumed gone (it may have rebooted since we last saw it)."""
+        self.close()
+        self.sent_binaries.clear()
+        self.wait_until_available(self.settings["startup_timeout"])
+
+    def stop_host(self) -> None:
+        self.close()
+
+    def reboot(self) -> None:
+        """Ask a live target for a kernel reboot; start_host then waits for it."""
+        try:
+            if self.sock is None:
+                self._open(self.settings["connect_timeout"])
+            self._send(_word.pack(REBOOT), "REBOOT")
+        finally:
+            self.close()
+            self.sent_binaries.clear()
+
+    def wait_until_available(self, timeout: float, after: str = "") -> None:
+        """Connect and ask AVAILABLE until the target answers or ``timeout`` s
+        pass; refused connections are retried at once, then with a short
+        back-off, never with a fixed delay."""
+        deadline = time.monotonic() + timeout
+        delay, last_error = RETRY_FIRST_S, "no attempt"
+        while True:
+            self.info.check_stop()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TargetFailure(
+                    f"target {self.info.address} did not answer AVAILABLE within {timeout:g} s{after} "
+                    f"(last error: {last_error})"
+                )
+            try:
+                return self._open(min(self.settings["connect_timeout"], remaining))
+            except TargetFailure as error:
+                last_error = str(error)
+            self.info.stop_event.wait(max(0.0, min(delay, deadline - time.monotonic())))
+            delay = min(delay * 2, RETRY_MAX_S)
+
+    # -- one task-set --------------------------------------------------------
+
+    def is_available(self) -> bool:
+        try:
+            if self.sock is not None and not self._has_stale_data():
+                self._ask_available(self.settings["connect_timeout"])
+            else:
+                self._reconnect()
+        except TargetFailure as error:
+            self.log.info("target %s not available: %s", self.info.address, error)
+            self.close()
+            return False
+        return True
+
+    def start(self, tasks: list[dict], admission: dict | None = None) -> None:
+        goal = admission_xml(admission).encode("ascii") if admission else b""
+        binaries = self._binaries_to_send(tasks)
+        if self.sock is None or self._has_stale_data():
+            self._reconnect()
+        descs = taskset_xml(tasks).encode("ascii")
+        head = _word.pack(CLEAR)
+        if goal:
+            head += _word.pack(OPTIMIZE) + _word.pack(len(goal)) + goal
+        head += _word.pack(SEND_DESCS) + _word.pack(len(descs)) + descs
+        if binaries:
+            head += _word.pack(SEND_BINARIES) + _word.pack(len(binaries))
+        self._send(head, "the task-set description")
+        for name, sha256, data in binaries:
+            self._expect_go_send(name)
+            self._send(_name_field(name) + _word.pack(len(data)) + data, f"binary {name!r}")
+            self.sent_binaries[name] = sha256
+        self._send(_word.pack(START), "START")
+        self.last_heard = time.monotonic()
+        self.unfinished = {task["id"] for task in tasks}
+
+    def run(self, timeout: float) -> list[RawEvent]:
+        """The events that arrive within ``timeout`` s (returns as soon as
+        there are some); silence past ``target_timeout`` is a failure."""
+        if self.sock is None:
+            raise TargetFailure("no connection to the target (the task-set was not started)")
+        deadline = time.monotonic() + timeout
+        events = self._parse_messages()
+        while not events:
+            silent_after = self.last_heard + self.info.target_timeout
+            if not self._fill(min(deadline, silent_after), "waiting for events"):
+                if time.monotonic() >= silent_after:
+                    self._fail(f"target silent for {self.info.target_timeout:g} s")
+                return []
+            events = self._parse_messages()
+        self.unfinished.difference_update(event.task_id for event in events if event.type == "JOBS_DONE")
+        return events
+
+    def stop(self) -> None:
+        """STOP; after a task-set that had not finished, also close: events
+        still in flight would otherwise be read as the next task-set's."""
+        if self.sock is None:
+            return
+        try:
+            self.sock.sendall(_word.pack(STOP))
+        except OSError as error:
+            self.log.info("STOP to %s failed (%s); closing", self.info.address, error)
+            self.close()
+        if self.unfinished:
+            self.close()
+            self.unfinished = set()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = None
+        self.buffer.clear()
+
+    # -- connection ----------------------------------------------------------
+
+    def _open(self, timeout: float) -> None:
+        """Connect (after a ping when asked to) and check AVAILABLE."""
+        host, port = self.endpoint
+        if self.settings["ping"] and not ping(host):
+            raise TargetFailure(f"host {host} does not answer ping")
+        self.close()
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as error:
+            raise TargetFailure(f"cannot connect to {host}:{port}: {error.strerror or error}") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Bounds sendall only (reads wait in poll): a target that stops
+        # reading for this long is as dead as a silent one.
+        sock.settimeout(max(self.settings["connect_timeout"], self.info.target_timeout))
+        self.sock = sock
+        self.poller = select.poll()
+        self.poller.register(sock, select.POLLIN)
+        self._ask_available(timeout)
+
+    def _reconnect(self) -> None:
+        self._open(self.settings["connect_timeout"])
+
+    def _ask_available(self, timeout: float) -> None:
+        self._send(_word.pack(AVAILABLE), "AVAILABLE")
+        answer = self._read_word(timeout, "answer to AVAILABLE")
+        if answer != AVAILABLE:
+            self._fail(f"AVAILABLE answered 0x{answer:X}, expected 0x{AVAILABLE:X}")
+
+    def _has_stale_data(self) -> bool:
+        """Bytes (or a close) waiting before a task-set starts mean the target
+        is in a state we did not put it in: start again on a fresh connection.
+        A target that closed on us may have rebooted, so its binaries count
+        as gone."""
+        readable = self._readable(0)
+        if not readable and not self.buffer:
+            return False
+        closed = False
+        if readable:
+            try:
+                closed = self.sock.recv(1 << 16, socket.MSG_PEEK) == b""
+            except OSError:
+                closed = True
+        if closed:
+            self.sent_binaries.clear()
+        self.log.warning("target %s: %s before a task-set; reconnecting", self.info.address,
+                         "connection closed" if closed else "stale data")
+        return True
+
+    def _readable(self, timeout: float) -> bool:
+        return bool(self.poller.poll(max(0, int(timeout * 1000 + 0.999))))
+
+    def _send(self, data: bytes, what: str) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as error:
+            self._fail(f"sending {what} failed: {error.strerror or error}")
+
+    def _fill(self, deadline: float, what: str) -> bool:
+        """Read what has arrived, waiting until ``deadline``; False on time-out."""
+        while True:
+            self.info.check_stop()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self._readable(min(remaining, STOP_CHECK_S)):
+                break
+        try:
+            chunk = self.sock.recv(1 << 20)
+        except OSError as error:
+            self._fail(f"connection lost while {what}: {error.strerror or error}")
+        if not chunk:
+            partial = f" ({len(self.buffer)} bytes of a message received)" if self.buffer else ""
+            self._fail(f"target closed the connection while {what}{partial}")
+        self.buffer += chunk
+        self.last_heard = time.monotonic()
+        return True
+
+    def _read_word(self, timeout: float, what: str) -> int:
+        deadline = time.monotonic() + timeout
+        while len(self.buffer) < 4:
+            if not self._fill(deadline, f"waiting for {what}"):
+                self._fail(f"no {what} within {timeout:g} s")
+        value = _word.unpack_from(self.buffer)[0]
+        del self.buffer[:4]
+        return value
+
+    def _expect_go_send(self, name: str) -> None:
+        timeout = max(self.settings["connect_timeout"], self.info.target_timeout)
+        word = self._read_word(timeout, f"GO_SEND for binary {name!r}")
+        if word != GO_SEND:
+            self._fail(f"expected GO_SEND 0x{GO_SEND:X} before binary {name!r}, got 0x{word:X}")
+
+    def _parse_messages(self) -> list[RawEvent]:
+        """Every complete message in the buffer; a partial one stays for later."""
+        events: list[RawEvent] = []
+        limit = self.settings["max_message_bytes"]
+        while len(self.buffer) >= 4:
+            size = _word.unpack_from(self.buffer)[0]
+            if size > limit:
+                self._fail(f"message size word {size} exceeds max_message_bytes ({limit}): garbage on the wire")
+            if size == 0:
+                self._fail("empty event message (size word 0)")
+            if len(self.buffer) < 4 + size:
+                break
+            body = bytes(self.buffer[4:4 + size])
+            del self.buffer[:4 + size]
+            try:
+                events += parse_events(body)
+            except TargetFailure as error:
+                self._fail(str(error))
+        return events
+
+    def _fail(self, message: str):
+        """Close (the stream can no longer be trusted) and raise."""
+        self.close()
+        raise TargetFailure(message)
+
+    # -- binaries ------------------------------------------------------------
+
+    def _binaries_to_send(self, tasks: list[dict]) -> list[tuple[str, str, bytes]]:
+        """(name, sha256, bytes) of the binaries the target lacks, in task order."""
+        from distributor.models import Binary
+
+        names = list(dict.fromkeys(task["pkg"] for task in tasks))
+        rows = {row.name: row for row in Binary.objects.filter(name__in=names)}
+        missing = [name for name in names if name not in rows]
+        if missing:
+            raise MissingBinary(missing)
+        return [
+            (name, rows[name].sha256, read_binary(rows[name]))
+            for name in names
+            if self.sent_binaries.get(name) != rows[name].sha256
+        ]
+
+
+def read_binary(binary) -> bytes:
+    """A binary's bytes, checked against its stored size and checksum: a
+    damaged file would otherwise surface as a baffling target crash."""
+    try:
+        with binary.file.open("rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise BinaryError(f"pkg: the stored file of binary {binary.name!r} cannot be read ({error})") from None
+    if len(data) != binary.size or hashlib.sha256(data).hexdigest() != binary.sha256:
+        raise BinaryError(f"pkg: the stored file of binary {binary.name!r} does not match its checksum; upload it again")
+    return data
+
+
+def _name_field(name: str) -> bytes:
+    raw = name.encode("ascii")
+    if len(raw) >= NAME_FIELD_BYTES:
+        raise BinaryError(f"pkg: binary name {name!r} is longer than {NAME_FIELD_BYTES - 1} bytes")
+    return raw.ljust(NAME_FIELD_BYTES, b"\0")
+
+
+def ping(host: str, timeout: float = 5.0) -> bool:
+    """One ICMP echo through the system's ping (no raw socket: no root needed)."""
+    try:
+        result = subprocess.run([*PING_ARGV, host], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise TargetFailure(f"setting ping is on but the command {PING_ARGV[0]!r} is not installed") from None
+    except subprocess.TimeoutExpired:
+        return False
+    return result.returncode == 0
+
+
+# -- event messages ------------------------------------------------------------
+
+
+def parse_events(body: bytes) -> list[RawEvent]:
+    """One message body (NUL-terminated ASCII XML) as events; TargetFailure
+    names what is wrong with it."""
+    if not body.isascii():
+        offset = next(i for i, byte in enumerate(body) if byte > 127)
+        raise TargetFailure(f"non-ASCII byte 0x{body[offset]:02X} at offset {offset} of an event message: {_excerpt(body)}")
+    text = body.decode("ascii")
+    if not text.endswith("\0"):  # the size word was off, or the target wrote past its message
+        raise TargetFailure(f"event message without its trailing NUL (the size word counts it): {_excerpt(body)}")
+    text = text[:-1]
+    if "\0" in text:
+        raise TargetFailure(f"NUL byte inside an event message: {_excerpt(body)}")
+    try:
+        root = SafeET.fromstring(text, forbid_dtd=True)
+    except DefusedXmlException as error:
+        raise TargetFailure(f"refused XML in an event message ({type(error).__name__})") from None
+    except SafeET.ParseError as error:
+        raise TargetFailure(f"malformed XML in an event message ({error}): {_excerpt(body)}") from None
+    if root.tag != "profile":
+        raise TargetFailure(f"unknown structure: root element <{root.tag}>, expected <profile>: {_excerpt(body)}")
+    return [_event(element) for events in _children(root, "events") for element in _children(events, "event")]
+
+
+def _children(parent, tag: str) -> list:
+    children = list(parent)
+    for child in children:
+        if child.tag != tag:
+            raise TargetFailure(f"unknown structure: <{child.tag}> inside <{parent.tag}>, expected <{tag}>")
+    return children
+
+
+def _event(element) -> RawEvent:
+    try:
+        task_id = int(element.attrib["task-id"])
+        time_ms = int(element.attrib["time-stamp"])
+        kind = element.attrib["type"]
+    except KeyError as error:
+        raise TargetFailure(f"unknown structure: an <event> without the attribute {error}") from None
+    except ValueError:
+        raise TargetFailure(f"unknown structure: non-integer task-id or time-stamp in {element.attrib}") from None
+    if task_id < 0 or time_ms < 0:
+        raise TargetFailure(f"negative task-id or time-stamp in {element.attrib}")
+    # A larger number is garbage, and storing it would fail as a database
+    # error instead of naming the cause.
+    if task_id > MAX_TASK_ID:
+        raise TargetFailure(f"task-id {task_id} out of range (0..{MAX_TASK_ID})")
+    if time_ms > MAX_TIME_MS:
+        raise TargetFailure(f"time-stamp {time_ms} out of range (0..{MAX_TIME_MS} ms)")
+    return RawEvent(task_id, kind, time_ms)
+
+
+def _excerpt(body: bytes, size: int = 80) -> str:
+    return repr(body[:size]) + ("…" if len(body) > size else "")
+
+
+# -- admission control ----------------------------------------------------------
+
+_XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+MAX_ADMISSION_DEPTH = 16
+
+
+def admission_xml(admission: dict) -> str:
+    """The OPTIMIZE goal, written the way the seeds wrote theirs (xmltodict).
+
+    A job's flat goal ``{"query_interval": 1000, "strategy": "fair"}`` (what
+    submissions accept) becomes ``<optimize><query_interval>1000
+    </query_interval><strategy>fair</strategy></optimize>``. The seeds'
+    nested form, one top-level key holding an object, names its own root:
+    ``{"optimize": {"goal": {"fairness": {"apply": 1}}}}`` becomes
+    ``<optimize><goal><fairness><apply>1</apply></fairness></goal></optimize>``.
+    Keys starting with "@" are attributes, "#text" is the element's text, a
+    list repeats its element, True/False are "true"/"false", None is an empty
+    element. No ``<?xml …?>`` header (the target refuses it). Raises
+    AdmissionError naming the path of the bad value.
+    """
+    if not isinstance(admission, dict) or not admission:
+        raise AdmissionError("admission: must be a non-empty object")
+    if len(admission) == 1 and isinstance(next(iter(admission.values())), dict):
+        (root, value), = admission.items()
+        path = f"admission.{root}"
+    else:
+        root, value, path = "optimize", admission, "admission"
+    parts: list[str] = []
+    _write_element(root, value, path, parts, 0)
+    return "".join(parts)
+
+
+def _write_element(name: str, value, path: str, parts: list[str], depth: int) -> None:
+    if depth > MAX_ADMISSION_DEPTH:
+        raise AdmissionError(f"{path}: nested more than {MAX_ADMISSION_DEPTH} levels deep")
+    _check_name(name, path)
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _write_element(name, item, f"{path}[{index}]", parts, depth + 1)
+        return
+    if not isinstance(value, dict):
+        parts.append(f"<{name}>{escape(_scalar(value, path))}</{name}>")
+        return
+    attributes, text, children = "", "", []
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise AdmissionError(f"{path}: key {key!r} is not a string")
+        if key == "#text":
+            text = escape(_scalar(item, f"{path}.#text"))
+        elif key.startswith("@"):
+            _check_name(key[1:], f"{path}.{key}")
+            attributes += f" {key[1:]}={quoteattr(_scalar(item, f'{path}.{key}'))}"
+        else:
+            children.append((key, item))
+    parts.append(f"<{name}{attributes}>{text}")
+    for key, item in children:
+        _write_element(key, item, f"{path}.{key}", parts, depth + 1)
+    parts.append(f"</{name}>")
+
+
+def _check_name(name: str, path: str) -> None:
+    if not _XML_NAME.fullmatch(name) or name.lower().startswith("xml"):
+        raise AdmissionError(f"{path}: {name!r} is not a usable XML name (letters, digits, '_', '.', '-')")
+
+
+def _scalar(value, path: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise AdmissionError(f"{path}: {value} is not a finite number")
+        return repr(value)
+    if isinstance(value, str):
+        if not value.isascii() or any(ord(char) < 32 and char not in "\t\n\r" for char in value):
+            raise AdmissionError(f"{path}: printable ASCII text only (the target reads ASCII)")
+        return value
+    raise AdmissionError(f"{path}: a {type(value).__name__} cannot be written as XML text")
