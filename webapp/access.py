@@ -1,0 +1,43 @@
+"""Who may see what: every view carries one of these decorators.
+
+Pages redirect a logged-out visitor to the login page. A polled fragment
+cannot usefully redirect (htmx would paste the login form into a table), so
+it answers 401 with ``HX-Redirect`` and the browser goes to the login page.
+Staff-only views answer 403 to other users.
+"""
+from __future__ import annotations
+
+from functools import wraps
+from typing import Callable
+
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import resolve_url
+
+View = Callable[..., HttpResponse]
+
+
+def login_required(view: View) -> View:
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if request.user.is_authenticated:
+            return view(request, *args, **kwargs)
+        if request.headers.get("HX-Request"):
+            response = HttpResponse("login required", status=401, content_type="text/plain")
+            response["HX-Redirect"] = resolve_url(settings.LOGIN_URL)
+            return response
+        return redirect_to_login(request.get_full_path())
+
+    return wrapper
+
+
+def staff_required(view: View) -> View:
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not request.user.is_staff:
+            raise PermissionDenied("only staff may do this")
+        return view(request, *args, **kwargs)
+
+    return login_required(wrapper)

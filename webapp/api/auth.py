@@ -1,0 +1,94 @@
+"""The one decorator every API view carries.
+
+A request authenticates with ``Authorization: Bearer <token>`` or with the
+browser's session. Session requests that change something must pass the CSRF
+check a form would (a token request cannot be forged by another site: the
+browser never adds the header on its own).
+"""
+from __future__ import annotations
+
+import json
+from functools import wraps
+from typing import Callable
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
+
+from webapp.models import ApiToken
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+class ApiError(Exception):
+    """An answer other than success: ``errors`` maps each field to its message."""
+
+    def __init__(self, status: int, errors: dict, **extra):
+        self.status, self.errors, self.extra = status, errors, extra
+        super().__init__(f"{status} {errors}")
+
+    def response(self) -> JsonResponse:
+        return JsonResponse({"errors": self.errors, **self.extra}, status=self.status)
+
+
+def api(*methods: str, staff: bool = False) -> Callable:
+    def decorate(view: Callable) -> Callable:
+        @csrf_exempt
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args, **kwargs) -> JsonResponse:
+            try:
+                request.user = _authenticate(request)
+                if staff and not request.user.is_staff:
+                    raise ApiError(403, {"authorization": "only staff may do this"})
+                if request.method not in methods:
+                    raise ApiError(405, {"method": f"{request.method} is not allowed here; use {', '.join(methods)}"})
+                return view(request, *args, **kwargs)
+            except ApiError as error:
+                response = error.response()
+                if error.status == 401:
+                    response["WWW-Authenticate"] = 'Bearer realm="distributor"'
+                if error.status == 405:
+                    response["Allow"] = ", ".join(methods)
+                return response
+
+        wrapper.api_methods = methods
+        wrapper.staff_only = staff
+        return wrapper
+
+    return decorate
+
+
+def _authenticate(request: HttpRequest):
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, {"authorization": "expected 'Authorization: Bearer <token>'"})
+        user = ApiToken.authenticate(token.strip())
+        if user is None:
+            raise ApiError(401, {"authorization": "unknown or revoked token"})
+        return user
+    if not request.user.is_authenticated:
+        raise ApiError(401, {"authorization": "log in, or send 'Authorization: Bearer <token>' (tokens: your profile page)"})
+    if request.method not in SAFE_METHODS:
+        refused = CsrfViewMiddleware(lambda _: None).process_view(request, None, (), {})
+        if refused is not None:
+            raise ApiError(403, {"csrf": "a session request needs the CSRF token (X-CSRFToken); scripts use a Bearer token"})
+    return request.user
+
+
+def json_body(request: HttpRequest) -> dict:
+    try:
+        body = json.loads(request.body or b"{}")
+    except RequestDataTooBig:
+        raise ApiError(413, {"body": f"the request is {request.META.get('CONTENT_LENGTH')} bytes; "
+                                     f"a JSON body may be at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes"}) from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ApiError(400, {"body": f"invalid JSON: {error}"}) from None
+    except RecursionError:
+        raise ApiError(400, {"body": "invalid JSON: nested too deeply"}) from None
+    if not isinstance(body, dict):
+        raise ApiError(400, {"body": "must be a JSON object"})
+    return body

@@ -1,0 +1,199 @@
+"""The OpenAPI 3 description of the API, kept by hand next to the views it
+describes (tests/test_api_fuzz.py fuzzes every operation against it)."""
+from __future__ import annotations
+
+from distributor.exports import FORMATS
+from distributor.models import Job, TaskSet
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict) -> dict:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict:
+    words = {400: "Invalid input: each field at fault names its problem", 401: "Not authenticated",
+             403: "Not allowed (staff only, or not the owner)", 404: "No such object", 405: "Method not allowed",
+             413: "The request is larger than a task-set file may be", 415: "Unsupported content type"}
+    return {str(code): {"description": words[code], **_json(ERROR)} for code in (401, *codes)}
+
+
+def _id(name: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+
+
+def _query(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+PAGING = [
+    _query("page", {"type": "integer", "minimum": 1}, "page number, from 1"),
+    _query("page_size", {"type": "integer", "minimum": 1, "maximum": 500}, "rows per page (default 50)"),
+]
+
+OPTIONS = {
+    "target": {"type": "string", "nullable": True, "description": "target pool name (default: the default target)"},
+    "name": {"type": "string", "maxLength": 200},
+    "offset": {"type": "integer", "minimum": 0, "description": "skip this many variants"},
+    "tries": {"type": "integer", "minimum": 1, "maximum": 100, "nullable": True,
+              "description": "attempts before a task-set is bad"},
+    "priority": {"type": "integer", "minimum": -1000, "maximum": 1000, "description": "higher runs first"},
+    "admission": {"type": "object", "nullable": True, "additionalProperties": {"oneOf": [{"type": "number"}, {"type": "string"}]},
+                  "description": "admission-control goal sent with OPTIMIZE"},
+    "monitors": {"type": "array", "items": {"type": "string"}},
+}
+
+def _submission_body(file_field: str, file_schema: dict) -> dict:
+    return {"type": "object", "additionalProperties": False, "required": [file_field],
+            "properties": {file_field: file_schema, "filename": {"type": "string", "maxLength": 255}, **OPTIONS}}
+
+
+SUBMISSION_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {
+            "description": "the task-set file as a JSON object (spec) or as text (file), with the job's options",
+            "oneOf": [
+                _submission_body("spec", {"type": "object", "description": "the task-set file (DESIGN §4)"}),
+                _submission_body("file", {"type": "string", "description": "the file's text: JSON, YAML or Genode XML"}),
+            ],
+        }},
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {"file": {"type": "string", "format": "binary"},
+                           **{k: {"type": "string"} for k in OPTIONS}},
+        }},
+    },
+}
+
+PROGRESS = {"type": "object", "properties": {
+    **{k: {"type": "integer"} for k in ("total", "queued", "running", "finished", "bad", "cancelled")},
+    "percent": {"type": "number"},
+    "rate_per_min": {"type": "number", "nullable": True, "description": "task-sets per minute, recently"},
+    "eta_s": {"type": "number", "nullable": True, "description": "seconds until the job ends at that rate"},
+}}
+
+JOB = {"type": "object", "required": ["id", "name", "state", "target", "progress", "links"], "properties": {
+    "id": {"type": "integer"}, "name": {"type": "string"}, "state": {"type": "string", "enum": Job.State.values},
+    "target": {"type": "string"}, "owner": {"type": "string", "nullable": True}, "source_name": {"type": "string"},
+    "variant_count": {"type": "integer"}, "offset": {"type": "integer"}, "tries": {"type": "integer"},
+    "priority": {"type": "integer"}, "admission": {"type": "object", "nullable": True},
+    "monitors": {"type": "array", "items": {"type": "string"}},
+    "created_at": {"type": "string", "format": "date-time"},
+    "started_at": {"type": "string", "format": "date-time", "nullable": True},
+    "ended_at": {"type": "string", "format": "date-time", "nullable": True},
+    "progress": PROGRESS,
+    "links": {"type": "object", "properties": {
+        "self": {"type": "string"}, "page": {"type": "string"}, "tasksets": {"type": "string"},
+        "exports": {"type": "object", "properties": {fmt: {"type": "string"} for fmt in FORMATS}}}},
+}}
+
+TASKSET = {"type": "object", "required": ["id", "job", "variant", "state"], "properties": {
+    "id": {"type": "integer"}, "job": {"type": "integer"}, "variant": {"type": "integer"},
+    "state": {"type": "string", "enum": TaskSet.State.values},
+    "outcome": {"type": "string", "nullable": True, "enum": [*TaskSet.Outcome.values, None]},
+    "attempts": {"type": "integer"}, "losses": {"type": "integer"}, "last_error": {"type": "string"},
+    "machine": {"type": "integer", "nullable": True},
+    "started_at": {"type": "string", "nullable": True}, "ended_at": {"type": "string", "nullable": True},
+    "analysis": {"type": "object", "nullable": True}, "url": {"type": "string"},
+}}
+
+
+def _listing(item: dict) -> dict:
+    return {"type": "object", "required": ["count", "page", "pages", "results"], "properties": {
+        "count": {"type": "integer"}, "page": {"type": "integer"}, "pages": {"type": "integer"},
+        "results": {"type": "array", "items": item}}}
+
+
+def schema(base_url: str) -> dict:
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Distributor API", "version": "1",
+                 "description": "Submit task-set files, follow jobs, read results and control the machines. "
+                                "Authenticate with `Authorization: Bearer <token>` (create tokens on your profile "
+                                "page) or a logged-in session (with the CSRF token for POST). Errors are "
+                                "`{\"errors\": {field: message}}` with a 4xx status."},
+        "servers": [{"url": base_url}],
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["errors"], "properties": {
+                    "errors": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "file_errors": {"type": "array", "items": {"type": "object", "properties": {
+                        "path": {"type": "string"}, "message": {"type": "string"}}}}}},
+                "Job": JOB, "TaskSet": TASKSET,
+            },
+        },
+        "paths": {
+            "/openapi.json": {"get": {"operationId": "schema", "summary": "This document",
+                                      "responses": {"200": {"description": "OpenAPI 3 schema", **_json({"type": "object"})},
+                                                    **_errors()}}},
+            "/check": {"post": {
+                "operationId": "check", "summary": "Validate a task-set file and options; store nothing",
+                "requestBody": SUBMISSION_BODY,
+                "responses": {"200": {"description": "valid", **_json({"type": "object", "properties": {
+                    "valid": {"type": "boolean"}, "variant_count": {"type": "integer"}, "format": {"type": "string"},
+                    "tasksets": {"type": "integer"}, "runs": {"type": "integer"}}})},
+                    **_errors(400, 413, 415)}}},
+            "/jobs": {
+                "get": {"operationId": "listJobs", "summary": "Jobs, newest first",
+                        "parameters": [_query("state", {"type": "string", "enum": Job.State.values}, "only jobs in this state"), *PAGING],
+                        "responses": {"200": {"description": "a page of jobs", **_json(_listing({"$ref": "#/components/schemas/Job"}))},
+                                      **_errors(400, 404)}},
+                "post": {"operationId": "submitJob", "summary": "Submit a task-set file as a job",
+                         "requestBody": SUBMISSION_BODY,
+                         "responses": {"201": {"description": "queued", **_json({"$ref": "#/components/schemas/Job"})},
+                                       **_errors(400, 413, 415)}},
+            },
+            "/jobs/{job_id}": {"get": {
+                "operationId": "getJob", "summary": "A job's state, progress, rate, ETA and export links",
+                "parameters": [_id("job_id")],
+                "responses": {"200": {"description": "the job", **_json({"$ref": "#/components/schemas/Job"})}, **_errors(404)}}},
+            "/jobs/{job_id}/cancel": {"post": {
+                "operationId": "cancelJob", "summary": "Stop handing out the job's task-sets (owner or staff)",
+                "parameters": [_id("job_id")],
+                "responses": {"200": {"description": "cancelled (or already ended)", **_json({"type": "object", "properties": {
+                    "cancelled": {"type": "boolean"}, "job": {"$ref": "#/components/schemas/Job"}}})}, **_errors(403, 404)}}},
+            "/jobs/{job_id}/resubmit": {"post": {
+                "operationId": "resubmitJob", "summary": "Queue a copy of the job",
+                "parameters": [_id("job_id")],
+                "responses": {"201": {"description": "the new job", **_json({"$ref": "#/components/schemas/Job"})}, **_errors(404)}}},
+            "/jobs/{job_id}/tasksets": {"get": {
+                "operationId": "listTaskSets", "summary": "A job's task-sets by variant",
+                "parameters": [_id("job_id"),
+                               _query("state", {"type": "string", "enum": TaskSet.State.values}, "only this state"),
+                               _query("outcome", {"type": "string", "enum": TaskSet.Outcome.values}, "only this outcome"),
+                               *PAGING],
+                "responses": {"200": {"description": "a page of task-sets", **_json(_listing({"$ref": "#/components/schemas/TaskSet"}))},
+                              **_errors(400, 404)}}},
+            "/tasksets/{taskset_id}": {"get": {
+                "operationId": "getTaskSet", "summary": "A task-set's result: tasks, task-jobs, attempts",
+                "parameters": [_id("taskset_id")],
+                "responses": {"200": {"description": "the task-set", **_json({"allOf": [{"$ref": "#/components/schemas/TaskSet"}, {
+                    "type": "object", "properties": {"tasks": {"type": "array", "items": {"type": "object"}},
+                                                     "taskjobs": {"type": "array", "items": {"type": "object"}},
+                                                     "taskjobs_truncated": {"type": "boolean"},
+                                                     "attempts": {"type": "array", "items": {"type": "object"}}}}]})},
+                              **_errors(404)}}},
+            "/status": {"get": {
+                "operationId": "status", "summary": "busy/idle/halted, machines and the queue",
+                "responses": {"200": {"description": "status", **_json({"type": "object", "properties": {
+                    "state": {"type": "string", "enum": ["busy", "idle", "halted"]}, "max_machines": {"type": "integer"},
+                    "cap": {"type": "integer"}, "halted": {"type": "boolean"},
+                    "machines": {"type": "array", "items": {"type": "object"}},
+                    "jobs": {"type": "array", "items": {"type": "object"}}}})}, **_errors()}}},
+            "/distributor": {"post": {
+                "operationId": "setMaxMachines", "summary": "Set the machine count, 1..cap (staff)",
+                "requestBody": {"required": True, **_json({"type": "object", "required": ["max_machines"],
+                                                           "additionalProperties": False,
+                                                           "properties": {"max_machines": {"type": "integer", "minimum": 1}}})},
+                "responses": {"200": {"description": "the new status", **_json({"type": "object"})}, **_errors(400, 403)}}},
+            "/distributor/{action}": {"post": {
+                "operationId": "control", "summary": "kill all, shut down all, resume, reboot all (staff)",
+                "parameters": [{"name": "action", "in": "path", "required": True,
+                                "schema": {"type": "string", "enum": ["kill", "shutdown", "resume", "reboot"]}}],
+                "responses": {"200": {"description": "done", **_json({"type": "object"})}, **_errors(403, 404)}}},
+        },
+    }

@@ -1,0 +1,318 @@
+"""API endpoints. Each is a short function; input checks raise ApiError,
+which the ``api`` decorator turns into a 4xx answer naming the field."""
+from __future__ import annotations
+
+import json
+import re
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import HttpRequest, JsonResponse
+from django.urls import reverse
+
+from distributor import engine, exports
+from distributor.models import Job, TaskJob, TaskSet
+from webapp.api.auth import ApiError, api, json_body
+from webapp.api.schema import schema
+from webapp.progress import add_rate, progress_of
+from webapp.submission import Submission, SubmissionError, check, submit
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+MAX_TASKJOBS = 10_000
+MAX_ID = 2**63 - 1
+OPTION_FIELDS = {"target", "name", "offset", "tries", "priority", "admission", "monitors"}
+CONTROLS = {"kill": engine.kill_all, "shutdown": engine.shut_down_all, "resume": engine.resume,
+            "reboot": engine.reboot_all}
+
+
+@api("GET")
+def openapi(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(schema(request.build_absolute_uri("/api")))
+
+
+# -- submitting ------------------------------------------------------------------
+
+
+@api("POST")
+def check_only(request: HttpRequest) -> JsonResponse:
+    sub = _submission(request)
+    try:
+        parsed = check(sub)
+    except SubmissionError as error:
+        raise _submission_error(error) from None
+    return JsonResponse({"valid": True, "variant_count": parsed.variant_count, "format": parsed.format,
+                         "tasksets": len(parsed.spec["tasksets"]), "runs": parsed.variant_count - sub.offset})
+
+
+@api("GET", "POST")
+def jobs(request: HttpRequest) -> JsonResponse:
+    if request.method == "POST":
+        try:
+            job = submit(_submission(request), owner=request.user)
+        except SubmissionError as error:
+            raise _submission_error(error) from None
+        return JsonResponse(_job(request, job), status=201)
+    rows = Job.objects.select_related("target", "owner").order_by("-pk")
+    state = request.GET.get("state")
+    if state is not None:
+        if state not in Job.State.values:
+            raise ApiError(400, {"state": f"must be one of {', '.join(Job.State.values)}"})
+        rows = rows.filter(state=state)
+    page = _page(request, rows)
+    progress = progress_of(list(page.object_list))
+    return JsonResponse(_listing(page, [_job(request, job, progress[job.pk]) for job in page.object_list]))
+
+
+def _submission(request: HttpRequest) -> Submission:
+    """A submission from multipart form data (a file) or a JSON body (a spec or the file's text)."""
+    _refuse_oversized(request)
+    if request.content_type == "multipart/form-data":
+        upload = request.FILES.get("file")
+        if upload is None:
+            raise ApiError(400, {"file": "send the task-set file as the multipart field 'file'"})
+        options = {key: request.POST.get(key) for key in OPTION_FIELDS if request.POST.get(key) not in (None, "")}
+        if "monitors" in options:
+            options["monitors"] = [name for value in request.POST.getlist("monitors") for name in value.split(",") if name]
+        return _options(upload.read(), upload.name, options, from_form=True)
+    if request.content_type != "application/json":
+        raise ApiError(415, {"content_type": "send application/json or multipart/form-data"})
+    body = json_body(request)
+    unknown = sorted(set(body) - OPTION_FIELDS - {"spec", "file", "filename"})
+    if unknown:
+        raise ApiError(400, {key: "unknown field" for key in unknown})
+    data, filename = _file_of(body)
+    return _options(data, filename, {k: v for k, v in body.items() if k in OPTION_FIELDS}, from_form=False)
+
+
+def _refuse_oversized(request: HttpRequest) -> None:
+    """Refuse a body longer than a task-set file and its options can be
+    before reading any of it: Django would spool a 100 MB upload to disk first."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE  # the file's limit plus room for the options
+    if length > limit:
+        key = "file" if request.content_type == "multipart/form-data" else "body"
+        raise ApiError(413, {key: f"the request is {length} bytes; a submission may be at most {limit} bytes "
+                                  f"(a task-set file at most {settings.TASKSET_FILE_MAX_BYTES})"})
+
+
+def _file_of(body: dict) -> tuple[bytes, str]:
+    filename = body.get("filename", "")
+    if not isinstance(filename, str) or len(filename) > 255:
+        raise ApiError(400, {"filename": "must be a string of at most 255 characters"})
+    if ("spec" in body) == ("file" in body):
+        raise ApiError(400, {"spec": "send either 'spec' (the task-set file as a JSON object) or 'file' (its text)"})
+    if "spec" in body:
+        if not isinstance(body["spec"], dict):
+            raise ApiError(400, {"spec": "must be a JSON object (the task-set file)"})
+        return json.dumps(body["spec"]).encode(), filename or "spec.json"
+    if not isinstance(body["file"], str):
+        raise ApiError(400, {"file": "must be a string (the file's text)"})
+    try:
+        return body["file"].encode(), filename
+    except UnicodeEncodeError as error:
+        raise ApiError(400, {"file": f"an unpaired surrogate at character {error.start} is not text"}) from None
+
+
+def _options(data: bytes, filename: str, raw: dict, *, from_form: bool) -> Submission:
+    errors: dict[str, str] = {}
+
+    def integer(key: str, default, nullable: bool = False):
+        if key not in raw or (nullable and raw[key] is None):
+            return default
+        value = raw[key]
+        if from_form and isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,18}", value):
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            errors[key] = "must be an integer"
+            return default
+        return value
+
+    def string(key: str) -> str | None:
+        value = raw.get(key)
+        if value is not None and not isinstance(value, str):
+            errors[key] = "must be a string"
+            return None
+        return value
+
+    offset, tries, priority = integer("offset", 0), integer("tries", None, nullable=True), integer("priority", 0)
+    target, name = string("target"), string("name") or ""
+    if len(name) > 200:
+        errors["name"] = "must be at most 200 characters"
+    admission = raw.get("admission")
+    if from_form and isinstance(admission, str):
+        try:
+            admission = json.loads(admission)
+        except ValueError:
+            errors["admission"] = "must be a JSON object"
+    if admission is not None and not isinstance(admission, dict):
+        errors["admission"] = "must be an object of names to numbers or short strings"
+    monitors = raw.get("monitors", [])
+    if not isinstance(monitors, list) or not all(isinstance(m, str) for m in monitors):
+        errors["monitors"] = "must be a list of monitor names"
+        monitors = []
+    if errors:
+        raise ApiError(400, errors)
+    return Submission(data=data, filename=filename, target=target, name=name, offset=offset, tries=tries,
+                      priority=priority, admission=admission if isinstance(admission, dict) else None, monitors=monitors)
+
+
+def _submission_error(error: SubmissionError) -> ApiError:
+    errors = dict(error.option_errors)
+    if error.file_errors:
+        errors["file"] = "; ".join(f"{path}: {message}" for path, message in error.file_errors[:5]) + (
+            f" (and {len(error.file_errors) - 5} more)" if len(error.file_errors) > 5 else "")
+    return ApiError(400, errors, file_errors=[{"path": p, "message": m} for p, m in error.file_errors])
+
+
+# -- jobs --------------------------------------------------------------------------
+
+
+def _get(queryset, pk: int):
+    row = queryset.filter(pk=pk).first() if 0 < pk <= MAX_ID else None
+    if row is None:
+        raise ApiError(404, {"id": f"no {queryset.model._meta.verbose_name} {pk}"})
+    return row
+
+
+def _job(request: HttpRequest, job: Job, progress=None) -> dict:
+    progress = progress or add_rate(job, progress_of([job])[job.pk])
+    return {
+        "id": job.pk, "name": job.name, "state": job.state, "target": job.target.name,
+        "owner": job.owner.username if job.owner else None, "source_name": job.source_name,
+        "variant_count": job.variant_count, "offset": job.offset, "tries": job.tries, "priority": job.priority,
+        "admission": job.admission, "monitors": job.monitors,
+        "created_at": _iso(job.created_at), "started_at": _iso(job.started_at), "ended_at": _iso(job.ended_at),
+        "progress": progress.as_dict(),
+        "links": {
+            "self": request.build_absolute_uri(reverse("api-job", args=[job.pk])),
+            "page": request.build_absolute_uri(reverse("job", args=[job.pk])),
+            "tasksets": request.build_absolute_uri(reverse("api-job-tasksets", args=[job.pk])),
+            "exports": {fmt: request.build_absolute_uri(reverse("job-export", args=[job.pk, fmt])) for fmt in exports.FORMATS},
+        },
+    }
+
+
+def _iso(moment) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+@api("GET")
+def job(request: HttpRequest, job_id: int) -> JsonResponse:
+    return JsonResponse(_job(request, _get(Job.objects.select_related("target", "owner"), job_id)))
+
+
+@api("POST")
+def job_cancel(request: HttpRequest, job_id: int) -> JsonResponse:
+    job = _get(Job.objects.select_related("target", "owner"), job_id)
+    if not (request.user.is_staff or job.owner_id == request.user.pk):
+        raise ApiError(403, {"authorization": "only its owner or staff may cancel a job"})
+    cancelled = job.cancel()
+    return JsonResponse({"cancelled": cancelled, "job": _job(request, job)})
+
+
+@api("POST")
+def job_resubmit(request: HttpRequest, job_id: int) -> JsonResponse:
+    new = _get(Job.objects.all(), job_id).resubmit(owner=request.user)
+    return JsonResponse(_job(request, Job.objects.select_related("target", "owner").get(pk=new.pk)), status=201)
+
+
+@api("GET")
+def job_tasksets(request: HttpRequest, job_id: int) -> JsonResponse:
+    job = _get(Job.objects.all(), job_id)
+    rows = TaskSet.objects.filter(job=job).order_by("variant")
+    for key, values in (("state", TaskSet.State.values), ("outcome", TaskSet.Outcome.values)):
+        value = request.GET.get(key)
+        if value is not None:
+            if value not in values:
+                raise ApiError(400, {key: f"must be one of {', '.join(values)}"})
+            rows = rows.filter(**{key: value})
+    page = _page(request, rows)
+    return JsonResponse(_listing(page, [_taskset(request, ts) for ts in page.object_list]))
+
+
+def _page(request: HttpRequest, rows):
+    def positive(key: str, default: int, maximum: int) -> int:
+        raw = request.GET.get(key)
+        if raw is None:
+            return default
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 18) or not 1 <= int(raw) <= maximum:
+            raise ApiError(400, {key: f"must be an integer from 1 to {maximum}"})
+        return int(raw)
+
+    size = positive("page_size", PAGE_SIZE, MAX_PAGE_SIZE)
+    number = positive("page", 1, 10**9)
+    paginator = Paginator(rows, size)
+    if number > max(paginator.num_pages, 1):
+        raise ApiError(404, {"page": f"there are {paginator.num_pages} page(s)"})
+    return paginator.page(number)
+
+
+def _listing(page, results: list) -> dict:
+    return {"count": page.paginator.count, "page": page.number, "pages": page.paginator.num_pages, "results": results}
+
+
+# -- task-sets -------------------------------------------------------------------
+
+
+def _taskset(request: HttpRequest, ts: TaskSet) -> dict:
+    return {
+        "id": ts.pk, "job": ts.job_id, "variant": ts.variant, "state": ts.state, "outcome": ts.outcome or None,
+        "attempts": ts.attempts, "losses": ts.losses, "last_error": ts.last_error, "machine": ts.machine_id,
+        "started_at": _iso(ts.started_at), "ended_at": _iso(ts.ended_at), "analysis": ts.analysis,
+        "url": request.build_absolute_uri(reverse("api-taskset", args=[ts.pk])),
+    }
+
+
+@api("GET")
+def taskset(request: HttpRequest, taskset_id: int) -> JsonResponse:
+    ts = _get(TaskSet.objects.all(), taskset_id)
+    tasks = list(ts.tasks.all())
+    task_ids = {task.pk: task.task_id for task in tasks}
+    taskjobs = list(TaskJob.objects.filter(taskset=ts).order_by("task__task_id", "job_number")[:MAX_TASKJOBS + 1])
+    attempts = ts.attempt_set.order_by("number", "started_at")
+    return JsonResponse({
+        **_taskset(request, ts),
+        "tasks": [task.as_dict() for task in tasks],
+        "taskjobs": [{"task": task_ids[j.task_id], "job": j.job_number, "release_ms": j.release_ms,
+                      "start_ms": j.start_ms, "end_ms": j.end_ms, "exit_type": j.exit_type}
+                     for j in taskjobs[:MAX_TASKJOBS]],
+        "taskjobs_truncated": len(taskjobs) > MAX_TASKJOBS,
+        "attempts": [{"number": a.number, "machine": a.machine_id, "started_at": _iso(a.started_at),
+                      "ended_at": _iso(a.ended_at), "result": a.result or None, "error": a.error} for a in attempts],
+    })
+
+
+# -- the distributor ---------------------------------------------------------------
+
+
+@api("GET")
+def status(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(engine.status())
+
+
+@api("POST", staff=True)
+def distributor(request: HttpRequest) -> JsonResponse:
+    body = json_body(request)
+    unknown = sorted(set(body) - {"max_machines"})
+    if unknown:
+        raise ApiError(400, {key: "unknown field" for key in unknown})
+    if "max_machines" not in body:
+        raise ApiError(400, {"max_machines": "required"})
+    try:
+        engine.set_max_machines(body["max_machines"])
+    except ValidationError as error:
+        raise ApiError(400, {key: " ".join(value) for key, value in error.message_dict.items()}) from None
+    return JsonResponse(engine.status())
+
+
+@api("POST", staff=True)
+def control(request: HttpRequest, action: str) -> JsonResponse:
+    if action not in CONTROLS:
+        raise ApiError(404, {"action": f"unknown action; use {', '.join(CONTROLS)}"})
+    result = CONTROLS[action]()
+    return JsonResponse({"action": action, "machines": result, "status": engine.status()})

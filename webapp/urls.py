@@ -1,0 +1,61 @@
+"""Every URL of the site. Each view carries its own access decorator;
+tests/test_web_access.py walks this list to prove it."""
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from webapp.api import views as api
+from webapp.views import accounts, dashboard, jobs, machines, targets, tasksets, uploads
+
+api_urls = [
+    path("openapi.json", api.openapi, name="api-schema"),
+    path("status", api.status, name="api-status"),
+    path("distributor", api.distributor, name="api-distributor"),
+    path("distributor/<str:action>", api.control, name="api-control"),
+    path("check", api.check_only, name="api-check"),
+    path("jobs", api.jobs, name="api-jobs"),
+    path("jobs/<int:job_id>", api.job, name="api-job"),
+    path("jobs/<int:job_id>/cancel", api.job_cancel, name="api-job-cancel"),
+    path("jobs/<int:job_id>/resubmit", api.job_resubmit, name="api-job-resubmit"),
+    path("jobs/<int:job_id>/tasksets", api.job_tasksets, name="api-job-tasksets"),
+    path("tasksets/<int:taskset_id>", api.taskset, name="api-taskset"),
+]
+
+urlpatterns = [
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("profile/", accounts.profile, name="profile"),
+    path("profile/tokens/new", accounts.token_create, name="token-create"),
+    path("profile/tokens/<int:token_id>/revoke", accounts.token_revoke, name="token-revoke"),
+
+    path("", dashboard.dashboard, name="dashboard"),
+    path("dashboard/live", dashboard.dashboard_fragment, name="dashboard-fragment"),
+    path("distributor/max", dashboard.set_max_machines, name="set-max-machines"),
+    path("distributor/<str:action>", dashboard.control, name="control"),
+
+    path("submit/", jobs.submit, name="submit"),
+    path("jobs/", jobs.jobs, name="jobs"),
+    path("jobs/<int:job_id>/", jobs.job, name="job"),
+    path("jobs/<int:job_id>/live", jobs.job_fragment, name="job-fragment"),
+    path("jobs/<int:job_id>/cancel", jobs.cancel, name="job-cancel"),
+    path("jobs/<int:job_id>/resubmit", jobs.resubmit, name="job-resubmit"),
+    path("jobs/<int:job_id>/export/<str:format>", jobs.export, name="job-export"),
+
+    path("tasksets/<int:taskset_id>/", tasksets.taskset, name="taskset"),
+    path("tasksets/<int:taskset_id>/gantt.svg", tasksets.taskset_gantt, name="taskset-gantt"),
+
+    path("machines/", machines.machines, name="machines"),
+    path("machines/<int:machine_id>/", machines.machine, name="machine"),
+    path("machines/<int:machine_id>/console", machines.console, name="machine-console"),
+    path("machines/<int:machine_id>/<str:kind>.log", machines.download, name="machine-download"),
+
+    path("targets/", targets.targets, name="targets"),
+    path("targets/new", targets.target_edit, name="target-new"),
+    path("targets/<int:target_id>/edit", targets.target_edit, name="target-edit"),
+    path("files/", uploads.files, name="binaries"),
+    path("files/binaries", uploads.upload_binary, name="binary-upload"),
+    path("files/images", uploads.upload_image, name="image-upload"),
+
+    path("api/", include(api_urls)),
+    path("admin/", admin.site.urls),
+]

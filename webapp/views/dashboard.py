@@ -1,0 +1,106 @@
+"""The dashboard: what every machine does and how far every job is.
+
+The page is a frame; its live part is ``dashboard_fragment``, polled every
+two seconds. The fragment's query count does not grow with the number of
+machines, jobs or task-sets (tests/test_web_dashboard.py holds it).
+"""
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from distributor import engine
+from distributor.models import DistributorConfig, Job, Machine
+from webapp.access import login_required, staff_required
+from webapp.progress import add_rate, progress_of
+
+# Jobs shown on the dashboard; the jobs page has the rest.
+DASHBOARD_JOBS = 10
+RECENT_FAILURES = 5
+
+CONTROLS = {
+    "kill": (engine.kill_all, "Killing {} machine(s): their task-sets go back to the queue. Resume to start again."),
+    "shutdown": (engine.shut_down_all, "Shutting down {} machine(s) after their current task-set."),
+    "resume": (engine.resume, "Resumed: machines are launched again while there is work."),
+    "reboot": (engine.reboot_all, "{} target(s) reboot after their current task-set."),
+}
+
+
+def overview() -> dict:
+    """Everything the dashboard shows, in a fixed number of queries."""
+    config = DistributorConfig.get()
+    machines = list(
+        Machine.objects.filter(state__in=Machine.LIVE_STATES)
+        .select_related("target", "current").order_by("target__name", "slot")
+    )
+    active = Job.objects.filter(state__in=Job.ACTIVE_STATES)
+    jobs = list(active.select_related("target", "owner").order_by("-priority", "pk")[:DASHBOARD_JOBS])
+    progress = progress_of(jobs)
+    now = timezone.now()
+    for job in jobs:
+        job.p = add_rate(job, progress[job.pk], now)
+    busy = any(m.state == Machine.State.BUSY for m in machines) or any(job.p.queued for job in jobs)
+    failures = list(
+        Machine.objects.filter(state__in=[Machine.State.FAILED, Machine.State.DEAD])
+        .exclude(last_error="").select_related("target").order_by("-pk")[:RECENT_FAILURES]
+    )
+    return {
+        "config": config,
+        "state": "halted" if config.halted else ("busy" if busy else "idle"),
+        "machines": machines,
+        "busy_count": sum(m.state == Machine.State.BUSY for m in machines),
+        "jobs": jobs,
+        "more_jobs": max(active.count() - len(jobs), 0) if len(jobs) == DASHBOARD_JOBS else 0,
+        "rate": _total_rate(jobs),
+        "failures": failures,
+        "now": now,
+    }
+
+
+def _total_rate(jobs: list[Job]) -> float | None:
+    rates = [job.p.rate_per_min for job in jobs if job.p.rate_per_min is not None]
+    return round(sum(rates), 2) if rates else None
+
+
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    return render(request, "web/dashboard.html", overview())
+
+
+@login_required
+def dashboard_fragment(request: HttpRequest) -> HttpResponse:
+    return render(request, "web/_dashboard_live.html", overview())
+
+
+@staff_required
+@require_POST
+def set_max_machines(request: HttpRequest) -> HttpResponse:
+    raw = request.POST.get("max_machines", "")
+    try:
+        config = engine.set_max_machines(int(raw))
+    except ValueError:
+        return _control_error(request, f"{raw!r} is not a whole number")
+    except ValidationError as error:
+        return _control_error(request, " ".join(error.message_dict["max_machines"]))
+    messages.success(request, f"Machines: at most {config.max_machines} of {config.cap}.")
+    return redirect("dashboard")
+
+
+def _control_error(request: HttpRequest, message: str) -> HttpResponse:
+    context = {**overview(), "max_error": message, "max_value": request.POST.get("max_machines", "")}
+    return render(request, "web/dashboard.html", context, status=400)
+
+
+@staff_required
+@require_POST
+def control(request: HttpRequest, action: str) -> HttpResponse:
+    if action not in CONTROLS:
+        raise Http404("no such control")
+    function, message = CONTROLS[action]
+    result = function()
+    messages.success(request, message.format(result))
+    return redirect("dashboard")
