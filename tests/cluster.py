@@ -1,0 +1,156 @@
+"""Real django-q2 cluster processes for tests, pointed at the test database.
+
+Each cluster runs in a process group of its own, so a test can kill it the
+way a crash would (SIGKILL to every process) and start it again.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_database_url() -> str:
+    """The URL of the database the running test uses, for child processes."""
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+class Cluster:
+    """One qcluster (the default one, or a host's machines cluster)."""
+
+    def __init__(self, name: str | None = None, host: str | None = None, workers: int = 4, extra_env: dict | None = None):
+        self.host = host or settings.DISTRIBUTOR_HOST
+        self.name = name
+        self.workers = workers
+        self.extra_env = extra_env or {}
+        self.process: subprocess.Popen | None = None
+        self.log_path = Path(settings.DATA_DIR) / f"cluster-{name or 'default'}-{self.host}.log"
+
+    @classmethod
+    def machines(cls, host: str | None = None, **kwargs) -> "Cluster":
+        host = host or settings.DISTRIBUTOR_HOST
+        return cls(name=f"machines-{host}", host=host, **kwargs)
+
+    def env(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if k != "Q_CLUSTER_NAME"}
+        env.update({
+            "DATABASE_URL": test_database_url(),
+            "DATA_DIR": str(settings.DATA_DIR),
+            # django-q2 signs launch messages with it: the cluster must share it
+            "SECRET_KEY": settings.SECRET_KEY,
+            "DISTRIBUTOR_HOST": self.host,
+            "DISTRIBUTOR_MACHINE_WORKERS": str(self.workers),
+            "DISTRIBUTOR_SESSION_MODULES": "tests.fake_sessions",
+            "PYTHONPATH": str(ROOT),
+            **self.extra_env,
+        })
+        if self.name:
+            env["Q_CLUSTER_NAME"] = self.name
+        return env
+
+    def start(self) -> "Cluster":
+        log = open(self.log_path, "ab")
+        command = "hostcluster" if self.name and self.name.startswith("machines-") else "qcluster"
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), command], cwd=ROOT, env=self.env(),
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> "Cluster":
+        """Until the host beats: machines are placed only on live hosts."""
+        from distributor.models import Host
+
+        wait_until(lambda: Host.objects.filter(name=self.host, heartbeat_at__isnull=False, pid__isnull=False)
+                   .exclude(pid=os.getpid()).exists(), timeout, message=f"host {self.host} beats")
+        return self
+
+    def pids(self) -> list[int]:
+        """Every process of the cluster (its group)."""
+        out = subprocess.run(["pgrep", "-g", str(self.process.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def kill9(self) -> None:
+        """A crash: SIGKILL to every process of the cluster at once."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self, timeout: float = 20) -> None:
+        if not self.process or self.process.poll() is not None:
+            return
+        # Like Ctrl-C: only the cluster's parent is told; it stops its workers.
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+
+
+def wait_until(condition, timeout: float, every: float = 0.05, tick: bool = False, message: str = "") -> float:
+    """Poll ``condition`` until true; returns the seconds it took.
+
+    With ``tick`` the test also plays the reconciler's schedule, calling
+    ``tick()`` every half second as the default cluster does every minute."""
+    from distributor.engine import tick as reconcile
+
+    started = time.monotonic()
+    next_tick = started
+    while True:
+        if condition():
+            return time.monotonic() - started
+        now = time.monotonic()
+        if now - started > timeout:
+            raise AssertionError(f"not within {timeout} s: {message or condition}")
+        if tick and now >= next_tick:
+            reconcile()
+            next_tick = now + 0.5
+        time.sleep(every)
+
+
+test_database_url.__test__ = False  # a helper, not a test
+
+
+def short_timeouts(**overrides):
+    """Distributor settings for tests with real clusters: dead machines are
+    noticed in seconds, idle ones stop quickly."""
+    from distributor.models import DistributorConfig
+
+    config = DistributorConfig.get()
+    for name, value in {"heartbeat_timeout_s": 3, "launch_timeout_s": 60, "idle_timeout_s": 2,
+                        "target_timeout_s": 5, **overrides}.items():
+        setattr(config, name, value)
+    config.save()
+    return config
+
+
+def store_binaries(binaries: dict[str, bytes]):
+    """Binary rows with files where the clusters look (DATA_DIR/uploads);
+    a generator for fixtures: yields the rows, deletes the files after."""
+    import hashlib
+
+    from django.core.files.base import ContentFile
+
+    from distributor.models import Binary
+
+    rows = []
+    for name, data in binaries.items():
+        row = Binary(name=name, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+        row.file.save(f"{name}.bin", ContentFile(data), save=True)
+        rows.append(row)
+    yield rows
+    for row in rows:
+        row.file.delete(save=False)

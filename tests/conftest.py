@@ -1,0 +1,37 @@
+"""Shared fixtures: named users, the default target, small task-set files."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import tests.fake_sessions  # noqa: F401 - the "scripted" kind, also loaded by test clusters
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Named users are made in nearly every web test; a real hasher is slow."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def alice(django_user_model):
+    return django_user_model.objects.create_user("alice", password="alice-password-1")
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create_user("sam", password="sam-password-1", is_staff=True)
+
+
+@pytest.fixture
+def stdio_target(db):
+    from distributor.models import Target
+
+    return Target.objects.create(name="dry", kind="stdio", settings={"print": False})
+
+
+def taskset_file(tasks: list[dict] | None = None, **top) -> bytes:
+    """A JSON task-set file with one task-set (default: one 'hey' task)."""
+    tasks = tasks or [{"pkg": "hey", "period": 10, "numberofjobs": 2}]
+    return json.dumps({"name": "t", "tasksets": [{"tasks": tasks}], **top}).encode()

@@ -1,0 +1,204 @@
+"""The whole product in a real browser: `manage.py serve` (web server and both
+clusters) in a scratch DATA_DIR, driven by Playwright in Debian's chromium.
+
+It logs in, sets the machine count, submits a file with errors and then the
+five-task example, watches the job's progress bar reach 100% on the SimSo
+target with 2 machines, opens a task-set's Gantt chart, and checks that a user
+who is not staff cannot change the machine count. The screenshots it takes
+are the README's (docs/screenshots/).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-component-update", "--disable-sync"]
+USERS = """
+from django.contrib.auth.models import User
+User.objects.create_user("sam", password="sam-password-1", is_staff=True)
+User.objects.create_user("alice", password="alice-password-1")
+"""
+BROKEN_FILE = b'{"name": "broken", "tasksets": [{"tasks": [{"pkg": "a-name-far-too-long", "period": -5}, {"pkg": "hey", "colour": "red"}]}]}'
+
+
+# The dashboard is worth a picture once a machine is busy and the job has a rate.
+RUNNING_WITH_A_RATE = """
+document.querySelector('#machines .badge.busy') !== null &&
+[...document.querySelectorAll('#queue tr[data-job]')].some(row => /\\/(min|h)/.test(row.textContent))
+"""
+
+
+def _longer_example(folder: Path) -> Path:
+    """The example with pi's arg1 in 1..40: 80 variants, long enough to watch."""
+    import json
+
+    spec = json.loads((ROOT / "fixtures" / "example5.json").read_text())
+    spec["tasksets"][0]["tasks"][1]["config"]["arg1"] = {"range": [1, 41]}
+    path = folder / "example5-80.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A real `serve` with its own SQLite database, 2 machine workers, users made in code."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is not installed (apt-get install chromium; `make test` installs it)")
+    env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(DATA_DIR=str(tmp_path / "data"), DISTRIBUTOR_MACHINE_WORKERS="2", DISTRIBUTOR_CONTROL_WORKERS="1",
+               DISTRIBUTOR_HOST="browser-test")
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "setup"], env=env, check=True, capture_output=True, cwd=ROOT)
+    subprocess.run([*manage, "shell", "-c", USERS], env=env, check=True, capture_output=True, cwd=ROOT)
+    port = _free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen([*manage, "serve", "--port", str(port)], env=env, cwd=ROOT, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(f"{base}/login/", process)
+        yield base
+    finally:
+        process.send_signal(signal.SIGINT)  # serve stops its machines and clusters on Ctrl-C
+        try:
+            process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+        print("the end of serve's log:", (tmp_path / "serve.log").read_text()[-5000:])  # shown on failure
+
+
+def _wait_for(url: str, process: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "serve exited early"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer within {seconds} s")
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _log_in(browser, base: str, user: str, password: str):
+    page = browser.new_page(viewport={"width": 1360, "height": 900})
+    page.goto(f"{base}/")
+    assert "/login/" in page.url
+    page.fill("#id_username", user)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/")
+    return page
+
+
+def test_a_user_runs_the_example_and_reads_its_schedule(server, browser, tmp_path):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = _log_in(browser, server, "sam", "sam-password-1")
+
+    # Two machines; the live fragment follows without a reload.
+    page.fill("#max-machines", "2")
+    page.click("#max-form button[type=submit]")
+    page.wait_for_selector("text=Machines: at most 2 of 42.")
+    assert page.locator("#machine-count").inner_text().endswith("/ 2")
+
+    # A broken file: every error next to its path, nothing stored.
+    page.goto(f"{server}/submit/")
+    broken = tmp_path / "broken.json"
+    broken.write_bytes(BROKEN_FILE)
+    page.set_input_files("#id_file", str(broken))
+    page.fill("#id_offset", "-3")
+    page.click("button[value=check]")
+    errors = page.locator("#file-errors").inner_text()
+    assert "tasksets[0].tasks[0].pkg" in errors and "tasksets[0].tasks[1].colour" in errors
+    assert "Nothing was stored" in page.content()
+    page.screenshot(path=str(SHOTS / "submit-errors.png"), full_page=True)
+
+    # The example: check, then submit, then watch the bar fill.
+    page.goto(f"{server}/submit/")
+    page.set_input_files("#id_file", str(ROOT / "fixtures" / "example5.json"))
+    page.click("button[value=check]")
+    assert "8 variants" in page.locator("#check-result").inner_text()
+    page.click("button[value=submit]")
+    page.wait_for_url("**/jobs/*/")
+    job_url = page.url
+    page.wait_for_function("document.querySelector('#job-percent').textContent.trim() === '100.0%'", timeout=180_000)
+    assert page.locator("#job-state").inner_text() == "finished"
+    assert page.locator(".bar.big").get_attribute("aria-valuenow") == "100.0"
+    page.reload()
+    page.screenshot(path=str(SHOTS / "job.png"), full_page=True)
+
+    # A task-set's Gantt chart: a row per task, a bar per job, a legend.
+    page.click("#taskset-table tbody tr:first-child td:nth-child(2) a")
+    page.wait_for_selector("#gantt svg")
+    assert page.locator("#gantt .task-row").count() == 5
+    assert page.locator("#gantt .job").count() == 5 + 2 + 4 + 2 + 5  # numberofjobs of the five tasks
+    assert page.locator("#gantt .legend-entry").count() >= 2
+    page.click("text=first second")
+    page.wait_for_selector("#gantt svg")
+    assert 0 < page.locator("#gantt .job").count() < 18
+    page.screenshot(path=str(SHOTS / "taskset.png"), full_page=True)
+
+    # The dashboard while a longer job runs; then change the machine count again.
+    page.goto(f"{server}/submit/")
+    page.set_input_files("#id_file", str(_longer_example(tmp_path)))
+    page.fill("#id_name", "example5, 80 variants")
+    page.click("button[value=submit]")
+    page.goto(f"{server}/")
+    page.wait_for_function(RUNNING_WITH_A_RATE, timeout=60_000)
+    page.screenshot(path=str(SHOTS / "dashboard.png"), full_page=True)
+    page.fill("#max-machines", "3")
+    page.click("#max-form button[type=submit]")
+    page.wait_for_selector("text=Machines: at most 3 of 42.")
+    page.wait_for_function("document.querySelector('#machine-count').textContent.trim().endsWith('/ 3')")
+    page.goto(job_url)
+    page.close()
+
+
+def test_a_user_who_is_not_staff_cannot_change_machines(server, browser):
+    page = _log_in(browser, server, "alice", "alice-password-1")
+    assert page.locator("#max-machines").count() == 0
+    assert page.locator("text=Kill all").count() == 0
+    assert "Only staff can change the machine count" in page.content()
+    token = next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")
+    response = page.request.post(f"{server}/distributor/max", form={"max_machines": "7"},
+                                 headers={"X-CSRFToken": token, "Referer": f"{server}/"})
+    assert response.status == 403
+    api = page.request.post(f"{server}/api/distributor", data={"max_machines": 7},
+                            headers={"X-CSRFToken": token, "Referer": f"{server}/"})
+    assert api.status == 403
+    page.reload()
+    assert "at most 1 of 42" in page.content()

@@ -1,0 +1,381 @@
+"""The queue, the reconciler and machines, driven directly (no cluster)."""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection
+from django.db.models import Count
+from django.utils import timezone
+
+import tests.fake_sessions  # noqa: F401 - registers the "scripted" kind
+from distributor import engine
+from distributor.hosts import beat
+from distributor.machine import run_machine
+from distributor.models import Attempt, DistributorConfig, Event, Job, Machine, Target, TaskJob, TaskSet
+from distributor.queue import claim_next, submit_job
+from tests.conftest import taskset_file
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def no_broker():
+    """Launch messages are recorded instead of queued: these tests run machines
+    themselves, on this host, which beats as a machines cluster would."""
+    beat()
+    with mock.patch("distributor.engine.async_task") as sent:
+        yield sent
+
+
+@pytest.fixture
+def scripted(db):
+    return Target.objects.create(name="scripted", kind="scripted", settings={"duration_ms": 0})
+
+
+def variants_file(count: int, crash_at: set[int] = frozenset()) -> bytes:
+    """A job of ``count`` task-sets; those in ``crash_at`` crash the scripted target."""
+    tasksets = [{"tasks": [{"pkg": "crash" if i in crash_at else "hey", "period": 10, "numberofjobs": 2}]}
+                for i in range(count)]
+    import json
+
+    return json.dumps({"tasksets": tasksets}).encode()
+
+
+def live_machine(target: Target, slot: int = 0) -> Machine:
+    """A machine of the test's own, on slots the reconciler does not hand out first."""
+    machine = Machine.objects.create(target=target, slot=30 + slot, host="here")
+    machine.take(pid=1)
+    return machine
+
+
+def run_launched(until_idle: bool = True, timeout: float = 30) -> None:
+    """Run every launched machine in a thread until the queue is empty."""
+    DistributorConfig.objects.update(idle_timeout_s=0)
+    threads = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        beat()
+        for machine in Machine.objects.filter(state=Machine.State.LAUNCHING):
+            thread = threading.Thread(target=run_machine, args=(machine.pk,))
+            thread.start()
+            threads.append(thread)
+        if not Machine.objects.filter(state__in=Machine.LIVE_STATES).exists():
+            break
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join(timeout=10)
+
+
+# -- claims ---------------------------------------------------------------------
+
+
+def test_claims_take_requeued_tasksets_first(scripted):
+    job = submit_job(variants_file(5), target=scripted)
+    machine = live_machine(scripted)
+    first = claim_next(machine).taskset
+    assert first.variant == 0
+    first.fail(machine, "target went away")
+    assert claim_next(machine).taskset.pk == first.pk
+    assert TaskSet.objects.get(pk=first.pk).attempts == 2
+    assert job.tasksets.count() == 1
+
+
+def test_claims_follow_priority_then_age(scripted):
+    old = submit_job(variants_file(1), target=scripted, name="old")
+    urgent = submit_job(variants_file(1), target=scripted, name="urgent", priority=5)
+    machine = live_machine(scripted)
+    assert claim_next(machine).taskset.job_id == urgent.pk
+    Machine.objects.filter(pk=machine.pk).update(state=Machine.State.IDLE, current=None)
+    TaskSet.objects.filter(machine=machine).update(state=TaskSet.State.FINISHED)
+    assert claim_next(machine).taskset.job_id == old.pk
+
+
+def test_no_two_machines_claim_the_same_variant(scripted):
+    job = submit_job(variants_file(40), target=scripted)
+    machines = [live_machine(scripted, slot) for slot in range(4)]
+    claimed: list[int] = []
+
+    def claim_all(machine):
+        while (claim := claim_next(machine)) is not None:
+            claimed.append(claim.taskset.variant)
+            TaskSet.objects.filter(pk=claim.taskset.pk).update(state=TaskSet.State.FINISHED)
+        connection.close()
+
+    threads = [threading.Thread(target=claim_all, args=(m,)) for m in machines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed) == list(range(40))
+    assert job.tasksets.count() == 40
+
+
+def test_a_fenced_machine_claims_nothing(scripted):
+    submit_job(variants_file(2), target=scripted)
+    machine = live_machine(scripted)
+    Machine.objects.filter(pk=machine.pk).update(lease=None)
+    from distributor.queue import Fenced
+
+    with pytest.raises(Fenced):
+        claim_next(machine)
+    assert not TaskSet.objects.exists()
+
+
+# -- the reconciler -------------------------------------------------------------
+
+
+def test_tick_launches_up_to_the_maximum_while_there_is_work(scripted, no_broker):
+    engine.set_max_machines(3)
+    assert not Machine.objects.exists()  # no work, no machines
+    submit_job(variants_file(2), target=scripted)
+    assert Machine.objects.filter(state=Machine.State.LAUNCHING).count() == 2  # no more than the work
+    submit_job(variants_file(10), target=scripted)
+    assert Machine.objects.filter(state=Machine.State.LAUNCHING).count() == 3
+    engine.tick()
+    assert Machine.objects.count() == 3
+    assert sorted(Machine.objects.values_list("slot", flat=True)) == [0, 1, 2]
+    assert no_broker.call_args.kwargs["cluster"].startswith("machines-")
+
+
+def test_work_that_arrives_as_the_last_machine_goes_idle_is_not_stranded(scripted):
+    """A job submitted between a machine's last empty claim and its stop finds the
+    reconciler still counting that machine; the stopping machine hands over."""
+    submit_job(variants_file(1), target=scripted)
+    run_launched()
+    assert not Machine.objects.filter(state__in=Machine.LIVE_STATES).exists()
+    engine.tick()
+    machine = Machine.objects.create(target=scripted, slot=0, host=Machine.objects.first().host)
+    empty_claims = []
+
+    def claim_then_submit(claimer):
+        claim = claim_next(claimer)
+        if claim is None:
+            empty_claims.append(claimer.pk)
+            if len(empty_claims) == 2:  # the claim after which the idle machine stops (idle timeout 0)
+                submit_job(variants_file(1), target=scripted)  # its tick still sees a live machine
+        return claim
+
+    with mock.patch("distributor.machine.claim_next", claim_then_submit):
+        run_machine(machine.pk)
+    assert len(empty_claims) == 2 and Machine.objects.filter(state=Machine.State.LAUNCHING).count() == 1
+
+
+def test_lowering_the_maximum_drains_the_highest_ids(scripted):
+    engine.set_max_machines(4)
+    submit_job(variants_file(10), target=scripted)
+    for machine in Machine.objects.all():
+        machine.take(pid=1)
+    engine.set_max_machines(2)
+    draining = set(Machine.objects.filter(stop_mode=Machine.StopMode.DRAIN).values_list("pk", flat=True))
+    assert draining == set(Machine.objects.order_by("-pk").values_list("pk", flat=True)[:2])
+    engine.set_max_machines(3)
+    assert Machine.objects.filter(stop_mode=Machine.StopMode.DRAIN).count() == 1
+
+
+def test_a_value_outside_one_to_cap_is_refused(settings):
+    settings.DISTRIBUTOR_CAP = 42
+    for bad in (0, 43, -1):
+        with pytest.raises(ValidationError, match="between 1 and 42"):
+            engine.set_max_machines(bad)
+    assert DistributorConfig.get().max_machines == 1
+
+
+def test_a_stale_machine_is_declared_dead_and_its_taskset_requeued(scripted):
+    job = submit_job(variants_file(3), target=scripted)
+    machine = Machine.objects.get()
+    machine.take(pid=1)
+    claim = claim_next(machine)
+    Event.objects.create(taskset=claim.taskset, attempt=1, seq=0, task_id=0, type="START", time_ms=0)
+    Machine.objects.filter(pk=machine.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+    result = engine.tick()
+    assert result["dead"] == [machine.pk]
+    taskset = TaskSet.objects.get(pk=claim.taskset.pk)
+    assert (taskset.state, taskset.attempts, taskset.losses) == (TaskSet.State.QUEUED, 0, 1)
+    assert "stopped beating" in taskset.last_error
+    assert Attempt.objects.get(taskset=taskset).result == Attempt.Result.LOST
+    assert Machine.objects.get(pk=machine.pk).state == Machine.State.DEAD
+    assert result["launched"], "a replacement is launched for the remaining work"
+    assert job.tasksets.filter(state=TaskSet.State.RUNNING).count() == 0
+
+
+def test_a_launch_nobody_picks_up_is_declared_dead(scripted):
+    submit_job(variants_file(1), target=scripted)
+    Machine.objects.update(launched_at=timezone.now() - timedelta(hours=1))
+    assert len(engine.tick()["dead"]) == 1
+
+
+def test_a_taskset_that_keeps_killing_machines_ends_bad(scripted):
+    submit_job(variants_file(1), target=scripted, tries=2)
+    for _ in range(2):
+        machine = Machine.objects.filter(state=Machine.State.LAUNCHING).get()
+        machine.take(pid=1)
+        claim_next(machine)
+        Machine.objects.filter(pk=machine.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+        engine.tick()
+    taskset = TaskSet.objects.get()
+    assert taskset.state == TaskSet.State.BAD and "died 2 time(s)" in taskset.last_error
+    assert Job.objects.get().state == Job.State.FINISHED
+
+
+def test_a_duplicate_launch_delivery_exits_at_once(scripted):
+    submit_job(variants_file(1), target=scripted)
+    machine = Machine.objects.get()
+    machine.take(pid=1)
+    assert "duplicate" in run_machine(machine.pk)
+
+
+def test_halted_launches_nothing_until_resumed(scripted):
+    engine.shut_down_all()
+    submit_job(variants_file(3), target=scripted)
+    assert not Machine.objects.exists()
+    engine.resume()
+    assert Machine.objects.filter(state=Machine.State.LAUNCHING).count() == 1
+
+
+# -- machines -------------------------------------------------------------------
+
+
+def test_a_job_runs_to_the_end_with_one_result_per_variant(scripted):
+    engine.set_max_machines(3)
+    job = submit_job(variants_file(30), target=scripted)
+    run_launched()
+    job.refresh_from_db()
+    assert job.state == Job.State.FINISHED and job.finished_count == 30
+    assert job.tasksets.filter(state=TaskSet.State.FINISHED, outcome=TaskSet.Outcome.SCHEDULABLE).count() == 30
+    assert TaskJob.objects.count() == 30 * 2
+    per_taskset = TaskJob.objects.values("taskset").annotate(n=Count("pk")).values_list("n", flat=True)
+    assert set(per_taskset) == {2}
+    assert set(Machine.objects.values_list("state", flat=True)) == {Machine.State.STOPPED}
+
+
+def test_failing_tasksets_are_retried_then_bad_while_the_rest_finish(scripted):
+    job = submit_job(variants_file(12, crash_at={3, 7}), target=scripted, tries=3)
+    run_launched()
+    job.refresh_from_db()
+    assert (job.state, job.finished_count, job.bad_count) == (Job.State.FINISHED, 10, 2)
+    for taskset in job.tasksets.filter(state=TaskSet.State.BAD):
+        assert taskset.variant in {3, 7} and taskset.attempts == 3 and taskset.outcome == ""
+        assert "crashed" in taskset.last_error
+        assert list(Attempt.objects.filter(taskset=taskset).values_list("result", flat=True)) == ["failed"] * 3
+        assert not taskset.taskjobs.exists()
+    assert ScriptedBoots.count() >= 1 + 2 * 3  # the target restarts after each failure
+    stopped = Machine.objects.get()
+    assert stopped.state == Machine.State.STOPPED and "crashed" in stopped.last_error  # kept after a clean stop
+
+
+class ScriptedBoots:
+    @staticmethod
+    def count() -> int:
+        from tests.fake_sessions import ScriptedSession
+
+        return len(ScriptedSession.boots)
+
+
+def test_a_silent_target_is_a_failure_after_the_timeout(scripted):
+    DistributorConfig.get()
+    DistributorConfig.objects.update(target_timeout_s=1)
+    job = submit_job(json_file([{"pkg": "hang"}]), target=scripted, tries=1)
+    started = time.monotonic()
+    run_launched()
+    taskset = job.tasksets.get()
+    assert taskset.state == TaskSet.State.BAD and "silent for 1 s" in taskset.last_error
+    assert time.monotonic() - started < 5
+
+
+def test_kill_puts_the_running_taskset_back_untouched(scripted):
+    Target.objects.filter(pk=scripted.pk).update(settings={"duration_ms": 5000})
+    job = submit_job(variants_file(2), target=scripted)
+    thread = threading.Thread(target=run_launched)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not TaskSet.objects.filter(state=TaskSet.State.RUNNING).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed_at = time.monotonic()
+    engine.kill_all()
+    while Machine.objects.filter(state__in=Machine.LIVE_STATES).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert time.monotonic() - killed_at < 1.5
+    thread.join()
+    taskset = job.tasksets.get()
+    assert (taskset.state, taskset.attempts) == (TaskSet.State.QUEUED, 0)
+    assert not Attempt.objects.exists() and not Event.objects.exists()
+    assert engine.status()["state"] == "halted"
+
+
+def json_file(tasks: list[dict]) -> bytes:
+    return taskset_file(tasks)
+
+
+def test_a_taskset_the_target_cannot_run_is_bad_at_once_without_a_restart(scripted):
+    from tests.fake_sessions import ScriptedSession
+
+    job = submit_job(taskset_file([{"pkg": "nobinary"}]), target=scripted, tries=5)
+    boots_before = len(ScriptedSession.boots)
+    run_launched()
+    taskset = job.tasksets.get()
+    assert (taskset.state, taskset.attempts) == (TaskSet.State.BAD, 1)
+    assert "no binary uploaded" in taskset.last_error
+    assert len(ScriptedSession.boots) == boots_before + 1  # booted once, never restarted
+
+
+def test_finished_tasksets_carry_their_analytic_labels(scripted):
+    job = submit_job(taskset_file([{"pkg": "hey", "period": 100, "numberofjobs": 2}]), target=scripted)
+    run_launched()
+    analysis = job.tasksets.get().analysis
+    assert analysis["etm"]["name"] and analysis["utilisation"] > 0
+
+
+# -- several hosts --------------------------------------------------------------
+
+
+def test_machines_go_to_live_hosts_with_free_workers(scripted):
+    from distributor.models import Host
+
+    Host.objects.all().delete()
+    beat(capacity=1, name="small")
+    beat(capacity=3, name="big")
+    Host.objects.create(name="silent", capacity=10, heartbeat_at=timezone.now() - timedelta(hours=1))
+    engine.set_max_machines(10)
+    submit_job(variants_file(20), target=scripted)
+    placed = sorted(Machine.objects.values_list("host", flat=True))
+    assert placed == ["big", "big", "big", "small"]
+
+
+def test_a_pool_bound_to_a_host_runs_only_there(scripted):
+    from distributor.models import Host
+
+    Host.objects.all().delete()
+    beat(capacity=4, name="lab")
+    beat(capacity=4, name="cloud")
+    Target.objects.filter(pk=scripted.pk).update(host="lab")
+    engine.set_max_machines(8)
+    submit_job(variants_file(20), target=scripted)
+    assert set(Machine.objects.values_list("host", flat=True)) == {"lab"}
+    assert Machine.objects.count() == 4
+
+
+def test_no_live_host_means_no_launch(scripted):
+    from distributor.models import Host
+
+    Host.objects.update(heartbeat_at=None)
+    submit_job(variants_file(3), target=scripted)
+    assert not Machine.objects.exists()
+    assert engine.status()["hosts"][0]["alive"] is False
+
+
+def test_a_silent_hosts_machines_are_dead_and_their_work_requeued(scripted):
+    from distributor.models import Host
+
+    submit_job(variants_file(3), target=scripted)
+    machine = Machine.objects.get()
+    machine.take(pid=1)
+    claim = claim_next(machine)
+    Host.objects.filter(name=machine.host).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+    assert engine.tick()["dead"] == [machine.pk]  # its own heartbeat is still fresh
+    assert "went silent" in Machine.objects.get(pk=machine.pk).last_error
+    assert TaskSet.objects.get(pk=claim.taskset.pk).state == TaskSet.State.QUEUED

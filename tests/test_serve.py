@@ -1,0 +1,83 @@
+"""`serve` runs the web server and both clusters; Ctrl-C stops all of them."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from distributor.models import Host, Job, TaskSet
+from tests.cluster import ROOT, test_database_url, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def session_processes(sid: int) -> list[str]:
+    out = subprocess.run(["ps", "-e", "-o", "sid=,pid=,args="], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.split()[0] == str(sid)]
+
+
+def descendants_alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split()[2] != "Z"]
+
+
+def all_descendants(root: int) -> list[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        pid, ppid = map(int, line.split())
+        children.setdefault(ppid, []).append(pid)
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def test_serve_runs_a_job_and_ctrl_c_stops_every_process(settings):
+    from distributor.queue import submit_job
+
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": test_database_url(), "DATA_DIR": str(settings.DATA_DIR),
+           "DISTRIBUTOR_MACHINE_WORKERS": "2", "DISTRIBUTOR_SESSION_MODULES": "tests.fake_sessions",
+           "PYTHONPATH": str(ROOT)}
+    env.pop("Q_CLUSTER_NAME", None)
+    serve = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: Host.objects.filter(heartbeat_at__isnull=False).exists(), 60, every=0.2,
+                   message="the machines cluster beats")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/jobs")
+        assert refused.value.code in (401, 403)  # the web server answers, and wants a login
+
+        job = submit_job(open(ROOT / "fixtures" / "example5.json", "rb").read(), filename="example5.json")
+        wait_until(lambda: not Job.objects.get(pk=job.pk).is_active, 60, every=0.2, message="the job ends")
+        assert job.tasksets.filter(state=TaskSet.State.FINISHED).count() == job.total
+
+        family = all_descendants(serve.pid)
+        assert len(family) >= 4, "two clusters with their sentinels and workers"
+        os.killpg(serve.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        serve.wait(timeout=40)
+        wait_until(lambda: not descendants_alive(family), 20, message="every cluster process stops")
+        assert not session_processes(serve.pid)
+        assert Host.objects.get().heartbeat_at is None  # a clean stop silences the host at once
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+        for pid in descendants_alive(all_descendants(serve.pid)):
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
