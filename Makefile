@@ -1,0 +1,36 @@
+# The two commands of the README:
+#   make run   — set up and run the application on the embedded default
+#                (SQLite, ORM broker, SimSo target) with the example job queued
+#   make test  — install what the tests need and run the whole suite
+# DATABASE_URL=postgres://… selects PostgreSQL for either.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: run test test-fast deps system-deps
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements.txt | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+deps: $(VENV)/.installed
+
+system-deps:
+	bash .ci/system-deps
+
+run: deps
+	$(PY) manage.py setup --example
+	$(PY) manage.py serve --port $(PORT)
+
+test: deps system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: deps
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -1,0 +1,120 @@
+"""Task-job rows stored per second on PostgreSQL: the engine's path against COPY.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/dist_bench \\
+        python bench/store_rate.py [--tasksets 1000] [--tasks 4] [--jobs 50] [--rounds 2]
+
+The engine stores a finished task-set's task-jobs with
+``TaskJob.objects.bulk_create(rows, batch_size=2000)`` inside the transaction
+that ends the task-set (``TaskSet.finish``). This script builds the same
+``TaskJob`` objects and stores them that way, one transaction per task-set,
+then stores the very same rows with COPY: once per task-set (the same
+transaction granularity) and once as a single COPY of everything (the
+ceiling). The table is emptied before each method; the fastest of
+``--rounds`` rounds counts. Target: the engine's rate ≥ 1/3 of COPY's.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+from pg_common import bench_job, rate, setup_django
+
+COLUMNS = ("taskset_id", "task_id", "job_number", "release_ms", "start_ms", "end_ms", "exit_type")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasksets", type=int, default=1000)
+    parser.add_argument("--tasks", type=int, default=4)
+    parser.add_argument("--jobs", type=int, default=50, help="task-jobs per task")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    setup_django()
+    job, sets = make_tasksets(args.tasksets, args.tasks)
+    rows = {ts: [row for task in tasks for row in task_rows(ts, task, args.jobs)] for ts, tasks in sets.items()}
+    total = sum(map(len, rows.values()))
+    best = {"orm": float("inf"), "copy_per_set": float("inf"), "copy_once": float("inf")}
+    for _ in range(args.rounds):
+        for method in best:
+            empty_table(job)
+            started = time.perf_counter()
+            globals()[f"store_{method}"](rows)
+            best[method] = min(best[method], time.perf_counter() - started)
+    empty_table(job)
+    print(f"task-jobs: {args.tasksets} task-sets × {args.tasks} tasks × {args.jobs} jobs = {total:,} rows")
+    print(f"engine path (bulk_create per task-set): {rate(total, best['orm'])}")
+    print(f"COPY per task-set:                      {rate(total, best['copy_per_set'])}")
+    print(f"COPY of all rows at once:               {rate(total, best['copy_once'])}")
+    print(f"ratio engine / COPY per task-set: {best['copy_per_set'] / best['orm']:.2f}")
+    print(f"ratio engine / COPY at once:      {best['copy_once'] / best['orm']:.2f} (target ≥ 0.33)")
+
+
+def make_tasksets(count: int, tasks: int):
+    """Task-set and task rows (once); returns the job and task-set id → its task ids."""
+    from distributor.models import Task, TaskSet
+
+    job = bench_job("store-rate")
+    TaskSet.objects.filter(job=job).delete()
+    sets = TaskSet.objects.bulk_create([TaskSet(job=job, variant=v, state=TaskSet.State.FINISHED) for v in range(count)])
+    made = Task.objects.bulk_create([
+        Task(taskset=ts, task_id=k, pkg="pi", arg1=k, priority=k, deadline=0, period=100, offset=0, numberofjobs=1,
+             criticaltime=0, quota="5M", caps=50, cores=1, coreoffset=0)
+        for ts in sets for k in range(tasks)
+    ], batch_size=5000)
+    result: dict[int, list[int]] = {}
+    for task in made:
+        result.setdefault(task.taskset_id, []).append(task.pk)
+    return job, result
+
+
+def task_rows(taskset: int, task: int, jobs: int) -> list[tuple]:
+    return [(taskset, task, n, n * 100, n * 100 + 3, n * 100 + 40, "EXIT") for n in range(jobs)]
+
+
+def empty_table(job) -> None:
+    """Only this benchmark's rows: the database may hold other data."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM distributor_taskjob WHERE taskset_id IN "
+                       "(SELECT id FROM distributor_taskset WHERE job_id = %s)", [job.pk])
+
+
+def store_orm(rows: dict[int, list[tuple]]) -> None:
+    """What TaskSet.finish does with the machine's TaskJob list."""
+    from django.db import transaction
+
+    from distributor.models import TaskJob
+
+    for taskset, values in rows.items():
+        objects = [TaskJob(taskset_id=t, task_id=k, job_number=n, release_ms=r, start_ms=s, end_ms=e, exit_type=x)
+                   for t, k, n, r, s, e, x in values]
+        with transaction.atomic():
+            TaskJob.objects.bulk_create(objects, batch_size=2000)
+
+
+def _copy(cursor, values) -> None:
+    with cursor.copy(f"COPY distributor_taskjob ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+        for row in values:
+            copy.write_row(row)
+
+
+def store_copy_per_set(rows: dict[int, list[tuple]]) -> None:
+    from django.db import connection, transaction
+
+    for values in rows.values():
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                _copy(cursor.cursor, values)
+
+
+def store_copy_once(rows: dict[int, list[tuple]]) -> None:
+    from django.db import connection, transaction
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            _copy(cursor.cursor, (row for values in rows.values() for row in values))
+
+
+if __name__ == "__main__":
+    main()
