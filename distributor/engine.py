@@ -4,7 +4,7 @@
 with a stale heartbeat dead and puts their task-sets back in the queue, drains
 the surplus when the maximum was lowered (highest ids first), and launches
 machines while fewer run than the maximum and there is work. It is a plain
-idempotent function: every operator action calls it, every live machine calls
+idempotent function: every operator action calls it, every host's heartbeat calls
 it now and then, and a django-q2 schedule calls it every minute. Concurrent
 ticks are serialised by a row lock on the settings row.
 """

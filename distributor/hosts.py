@@ -2,13 +2,17 @@
 
 The process that runs a machines cluster (``manage.py hostcluster``, which
 ``serve`` and ``workers`` start) beats every second with database time; the
-reconciler launches machines only on hosts that beat.
+reconciler launches machines only on hosts that beat. The same thread runs
+the reconciler every few seconds, so a dead machine's task-set goes back to
+the queue within seconds rather than at the next minute's schedule: one
+reconciler per host, not one per machine.
 """
 from __future__ import annotations
 
 import logging
 import os
 import threading
+import time
 
 from django.conf import settings
 from django.db import connection
@@ -18,6 +22,7 @@ from distributor.models import Host
 
 log = logging.getLogger("distributor")
 BEAT_SECONDS = 1.0
+RECONCILE_EVERY_SECONDS = 5.0
 
 
 def beat(capacity: int | None = None, name: str | None = None) -> None:
@@ -44,13 +49,20 @@ class HostBeat(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
+        from distributor.engine import tick
+
+        next_tick = time.monotonic() + RECONCILE_EVERY_SECONDS
         try:
             while not self.stopped.wait(BEAT_SECONDS):
-                if self.alive():
-                    try:
-                        beat()
-                    except Exception:  # noqa: BLE001 - the database may be briefly away
-                        log.exception("host heartbeat failed")
+                if not self.alive():
+                    continue
+                try:
+                    beat()
+                    if time.monotonic() >= next_tick:
+                        next_tick = time.monotonic() + RECONCILE_EVERY_SECONDS
+                        tick()
+                except Exception:  # noqa: BLE001 - the database may be briefly away
+                    log.exception("host heartbeat or reconciler failed")
         finally:
             connection.close()
 

@@ -3,17 +3,17 @@
 ``run_machine`` is what the reconciler launches in the machines cluster. It
 takes its Machine row with a compare-and-set (a duplicate delivery exits at
 once), boots its target through its session, then loops: claim a task-set,
-run it, store its events as they arrive, store its result once. A background
+run it, keep its events as they arrive (written at least every half second),
+and store its result with its last events in one transaction. A background
 *lifeline* thread renews the lease with database time and watches the
-operator's stop modes, so a task-set that runs for minutes keeps its lease and
-a kill is noticed within a fraction of a second. On every exit path the
-target is taken down.
+operator's stop modes, so a task-set that runs for minutes keeps its lease
+and a kill is noticed within a fraction of a second. On every exit path the
+target is taken down. (The reconciler runs in the host's heartbeat thread.)
 """
 from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
 import time
 from logging.handlers import RotatingFileHandler
@@ -22,9 +22,11 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.db.models import F
 from django.db.models.functions import Now
+from django.utils import timezone
 
 from distributor.analysis import analyse
-from distributor.models import DistributorConfig, Event, Machine, TaskJob, TaskSet
+from distributor.models import DistributorConfig, Event, Machine, TaskSet
+from distributor.models.rows import EVENT_COLUMNS, database_time, insert_rows
 from distributor.monitors import MonitorGroup
 from distributor.queue import Claim, Fenced, claim_next
 from sessions import EventTracker, SessionInfo, Stopped, TargetFailure, TaskSetError, etm, get_session_class
@@ -32,7 +34,7 @@ from sessions import EventTracker, SessionInfo, Stopped, TargetFailure, TaskSetE
 POLL_SECONDS = 0.2  # stop checks and idle claims: the hot path never sleeps longer
 RUN_WAIT_SECONDS = 0.25  # one wait on the target
 BOOT_TRIES = 3
-RECONCILE_EVERY_SECONDS = 10.0
+EVENT_FLUSH_SECONDS = 0.5  # a running task-set's events reach the database at least this often
 
 
 def run_machine(machine_id: int) -> str:
@@ -63,8 +65,7 @@ class Lifeline(threading.Thread):
         self.beat_every = max(0.2, min(2.0, config.heartbeat_timeout_s / 5))
 
     def run(self) -> None:
-        next_beat = next_tick = time.monotonic()
-        next_tick += random.uniform(0, RECONCILE_EVERY_SECONDS)  # machines should not tick in step
+        next_beat = time.monotonic()
         try:
             while not self.done.wait(POLL_SECONDS):
                 now = time.monotonic()
@@ -72,9 +73,6 @@ class Lifeline(threading.Thread):
                     self._beat()
                     next_beat = now + self.beat_every
                 self._read_flags()
-                if now >= next_tick:
-                    self._reconcile()
-                    next_tick = now + RECONCILE_EVERY_SECONDS
         finally:
             connection.close()
 
@@ -94,12 +92,6 @@ class Lifeline(threading.Thread):
         self.reboot = row["reboot_requested"]
         if row["stop_mode"] == Machine.StopMode.KILL:
             self.stop_event.set()
-
-    def _reconcile(self) -> None:
-        """Live machines reconcile now and then: a dead neighbour's task-set
-        goes back to the queue within seconds, not at the next schedule."""
-        reconcile(f"machine {self.machine.pk}")
-
 
 def reconcile(who: str) -> None:
     from distributor.engine import tick
@@ -236,61 +228,56 @@ class MachineWorker:
         monitors = MonitorGroup(taskset.job.monitors, self.log)
         monitors.taskset_start(taskset, tasks)
         self.log.info("task-set %s (job %s variant %s, run %s)", taskset.pk, taskset.job_id, taskset.variant, taskset.runs)
+        events = EventBuffer(taskset)
         try:
-            tracker = self._execute(taskset, tasks, monitors)
+            tracker = self._execute(taskset, tasks, events, monitors)
         except (Stopped, Fenced):
-            if taskset.put_back(self.machine):
+            if taskset.put_back(self.machine):  # its events go with it: the task-set starts afresh
                 monitors.taskset_stop(taskset)
             raise
         except TaskSetError as error:
-            self._fail(taskset, str(error), monitors, final=True)
+            self._fail(taskset, str(error), events, monitors, final=True)
             return
         except Exception as failure:  # noqa: BLE001 - any session error is a target failure
-            self._fail(taskset, _describe(failure), monitors)
+            self._fail(taskset, _describe(failure), events, monitors)
             return
-        self._finish(taskset, tasks, tracker, monitors)
+        self._finish(claim, tracker, events, monitors)
 
-    def _execute(self, taskset: TaskSet, tasks: list[dict], monitors: MonitorGroup) -> EventTracker:
+    def _execute(self, taskset: TaskSet, tasks: list[dict], events: EventBuffer, monitors: MonitorGroup) -> EventTracker:
         self.session.start(tasks, admission=taskset.job.admission)
         tracker = EventTracker(tasks)
-        seq, last_heard = 0, time.monotonic()
+        last_heard = time.monotonic()
         while not tracker.finished:
             self.info.check_stop()
-            events = self.session.run(RUN_WAIT_SECONDS)
-            if not events:
+            received = self.session.run(RUN_WAIT_SECONDS)
+            if not received:
                 if time.monotonic() - last_heard > self.info.target_timeout:
                     raise TargetFailure(f"target silent for {self.info.target_timeout:g} s")
                 continue
             last_heard = time.monotonic()
-            Event.objects.bulk_create([
-                Event(taskset=taskset, attempt=taskset.runs, seq=seq + i, task_id=e.task_id, type=e.type[:16], time_ms=e.time_ms)
-                for i, e in enumerate(events)
-            ])
-            seq += len(events)
-            monitors.taskset_event(taskset, events)
-            tracker.feed(events)
+            events.add(received)
+            monitors.taskset_event(taskset, received)
+            tracker.feed(received)
         self.session.stop()
         return tracker
 
-    def _finish(self, taskset: TaskSet, tasks: list[dict], tracker: EventTracker, monitors: MonitorGroup) -> None:
-        task_pks = dict(taskset.tasks.values_list("task_id", "pk"))
+    def _finish(self, claim: Claim, tracker: EventTracker, events: EventBuffer, monitors: MonitorGroup) -> None:
+        taskset, task_pks = claim.taskset, claim.task_pks
         rows = [
-            TaskJob(taskset=taskset, task_id=task_pks[job.task_id], job_number=job.job_number, release_ms=job.release_ms,
-                    start_ms=job.start_ms, end_ms=job.end_ms, exit_type=job.exit_type)
+            (taskset.pk, task_pks[job.task_id], job.job_number, job.release_ms, job.start_ms, job.end_ms, job.exit_type)
             for job in tracker.all_jobs()
         ]
         outcome = TaskSet.Outcome.SCHEDULABLE if tracker.schedulable else TaskSet.Outcome.UNSCHEDULABLE
-        if not taskset.finish(self.machine, outcome, rows, analysis=self._analyse(tasks)):
+        if not taskset.finish(self.machine, outcome, rows, events.take(), analysis=self._analyse(claim.tasks)):
             raise Fenced(f"task-set {taskset.pk} was taken away before it finished")
         monitors.taskset_finish(taskset)
-        Machine.objects.filter(pk=self.machine.pk, lease=self.machine.lease).update(
-            tasksets_done=F("tasksets_done") + 1, state=Machine.State.IDLE, current=None, activity="between task-sets"
-        )
 
-    def _fail(self, taskset: TaskSet, cause: str, monitors: MonitorGroup, final: bool = False) -> None:
+    def _fail(self, taskset: TaskSet, cause: str, events: EventBuffer, monitors: MonitorGroup, final: bool = False) -> None:
         """A target failure restarts the target and retries; a task-set error
-        (``final``) is bad at once and the target carries on."""
+        (``final``) is bad at once and the target carries on. The attempt's
+        events are kept as evidence."""
         self.log.warning("task-set %s failed: %s", taskset.pk, cause)
+        events.flush()
         state = taskset.fail(self.machine, cause, final=final)
         if state is None:
             raise Fenced(f"task-set {taskset.pk} was taken away")
@@ -317,6 +304,38 @@ class MachineWorker:
         ).update(state=state, **fields)
         if not updated and state in Machine.LIVE_STATES:
             raise Fenced(f"machine {self.machine.pk} was declared dead")
+
+
+class EventBuffer:
+    """A task-set's raw events on their way to the database: written at least
+    every EVENT_FLUSH_SECONDS while it runs, so the task-set page follows a
+    long run, and the rest with the result, in the transaction that finishes
+    it, so a target that answers in milliseconds costs one write, not one per
+    message."""
+
+    def __init__(self, taskset: TaskSet):
+        self.taskset_id, self.attempt = taskset.pk, taskset.runs
+        self.rows: list[tuple] = []
+        self.seq = 0
+        self.flushed_at = time.monotonic()
+
+    def add(self, events: list) -> None:
+        received = database_time(timezone.now())
+        self.rows.extend(
+            (self.taskset_id, self.attempt, self.seq + i, e.task_id, e.type[:16], e.time_ms, received)
+            for i, e in enumerate(events)
+        )
+        self.seq += len(events)
+        if time.monotonic() - self.flushed_at >= EVENT_FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        insert_rows(Event._meta.db_table, EVENT_COLUMNS, self.take())
+        self.flushed_at = time.monotonic()
+
+    def take(self) -> list[tuple]:
+        rows, self.rows = self.rows, []
+        return rows
 
 
 def _describe(error: BaseException) -> str:

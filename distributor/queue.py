@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from distributor import taskfile
 from distributor.models import Attempt, DistributorConfig, Job, Machine, Target, Task, TaskSet
+from distributor.models.rows import database_time, db_value, execute, insert_returning_ids, insert_rows, table
 
 MAX_TRIES = 100
 
@@ -139,19 +140,34 @@ class Fenced(Exception):
 class Claim:
     taskset: TaskSet
     tasks: list[dict]
+    task_pks: dict[int, int]  # task id -> Task row, for the task-jobs of the result
 
 
 def claim_next(machine: Machine) -> Claim | None:
     """The next task-set for this machine's target, or None when there is none.
 
-    The claimed task-set carries its job (options, monitors, admission goal),
-    so running it costs no further reads of the job."""
-    jobs = Job.objects.filter(target_id=machine.target_id, state__in=Job.ACTIVE_STATES).order_by("-priority", "id")
-    for job in jobs.defer("spec"):
-        claim = _claim_requeued(job, machine) or _claim_fresh(job, machine)
+    One read finds the active jobs in queue order and whether each has
+    task-sets put back or variants left, so an idle machine polls without
+    taking any lock. The claimed task-set carries its job (options, monitors,
+    admission goal), so running it costs no further reads of the job."""
+    for job_id, created_at, state, fresh_left, requeued in _queue_of(machine.target_id):
+        job = _job_of(job_id, created_at)
+        job.state = state
+        claim = (requeued and _claim_requeued(job, machine)) or (fresh_left and _claim_fresh(job, machine))
         if claim:
             return claim
     return None
+
+
+def _queue_of(target_id: int) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT j.id, j.created_at, j.state, j.{CURSOR} < j.variant_count,"
+            f" EXISTS (SELECT 1 FROM {table(TaskSet)} t WHERE t.job_id = j.id AND t.state = %s)"
+            f" FROM {table(Job)} j WHERE j.target_id = %s AND j.state IN (%s, %s) ORDER BY j.priority DESC, j.id",
+            [TaskSet.State.QUEUED, target_id, *Job.ACTIVE_STATES],
+        )
+        return cursor.fetchall()
 
 
 def _claim_requeued(job: Job, machine: Machine) -> Claim | None:
@@ -168,32 +184,63 @@ def _claim_requeued(job: Job, machine: Machine) -> Claim | None:
             taskset.job = job
             Attempt.objects.create(taskset=taskset, number=taskset.runs, machine=machine)
             _mark_busy(machine, taskset)
-            tasks = [task.as_dict() for task in taskset.tasks.all()]
-        return Claim(taskset, tasks)
+            rows = list(taskset.tasks.all())
+        return Claim(taskset, [task.as_dict() for task in rows], {task.task_id: task.pk for task in rows})
     return None
 
 
 def _claim_fresh(job: Job, machine: Machine) -> Claim | None:
-    """The job's next variant. The job row is locked for the few statements
-    of the claim (SQLite's IMMEDIATE transaction does the same), so concurrent
-    machines queue for it instead of losing a compare-and-set and retrying."""
+    """The job's next variant. Moving the cursor is the claim: one UPDATE that
+    locks the job's row (SQLite's IMMEDIATE transaction does the same) until
+    the variant's rows exist, so concurrent machines queue for it instead of
+    losing a compare-and-set and retrying."""
+    now = timezone.now()
     with transaction.atomic():
-        cursor = (Job.objects.select_for_update().filter(pk=job.pk, state__in=Job.ACTIVE_STATES)
-                  .values_list("cursor", flat=True).first())
-        if cursor is None or cursor >= job.variant_count:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table(Job)} SET {CURSOR} = {CURSOR} + 1, state = %s, started_at = COALESCE(started_at, %s)"
+                f" WHERE id = %s AND state IN (%s, %s) AND {CURSOR} < variant_count RETURNING {CURSOR}",
+                [Job.State.RUNNING, database_time(now), job.pk, *Job.ACTIVE_STATES],
+            )
+            moved = cursor.fetchone()
+        if moved is None:
             return None
-        Job.objects.filter(pk=job.pk).update(cursor=cursor + 1)
-        tasks = _expander_of(job.pk, job.created_at).variant(cursor)
-        taskset = TaskSet.objects.create(
-            job=job, variant=cursor, state=TaskSet.State.RUNNING, machine=machine, attempts=1, runs=1,
-            started_at=timezone.now(),
-        )
-        Task.objects.bulk_create([Task(taskset=taskset, task_id=t["id"], **{f: t[f] for f in Task.FIELDS}) for t in tasks])
-        Attempt.objects.create(taskset=taskset, number=1, machine=machine)
-        if job.state == Job.State.QUEUED:
-            job.mark_started()
+        variant = moved[0] - 1
+        tasks = _expander_of(job.pk, job.created_at).variant(variant)
+        taskset, task_pks = _create_running_taskset(job, variant, machine, now, tasks)
         _mark_busy(machine, taskset)
-    return Claim(taskset, tasks)
+    return Claim(taskset, tasks, task_pks)
+
+
+def _create_running_taskset(job: Job, variant: int, machine: Machine, now, tasks: list[dict]) -> tuple[TaskSet, dict]:
+    """The variant's task-set, tasks and first attempt: three plain INSERTs
+    (the claim runs thousands of times a minute, under the job's lock)."""
+    at = database_time(now)
+    running = TaskSet.State.RUNNING
+    [taskset_pk] = insert_returning_ids(TaskSet._meta.db_table, TASKSET_COLUMNS, [
+        (job.pk, variant, running, "", 1, 1, 0, "", machine.pk, at, at),
+    ])
+    task_pks = insert_returning_ids(Task._meta.db_table, TASK_COLUMNS, [
+        (taskset_pk, t["id"], *(t[f] for f in Task.FIELDS)) for t in tasks
+    ])
+    insert_rows(Attempt._meta.db_table, ATTEMPT_COLUMNS, [(taskset_pk, 1, machine.pk, at, "", "")])
+    taskset = TaskSet(pk=taskset_pk, job=job, variant=variant, state=running, attempts=1, runs=1, losses=0,
+                      machine=machine, created_at=now, started_at=now)
+    return taskset, {t["id"]: pk for t, pk in zip(tasks, task_pks)}
+
+
+CURSOR = '"cursor"'  # a reserved word in SQL, quoted alike on both databases
+TASKSET_COLUMNS = ("job_id", "variant", "state", "outcome", "attempts", "runs", "losses", "last_error",
+                   "machine_id", "created_at", "started_at")
+TASK_COLUMNS = ("taskset_id", "task_id", *Task.FIELDS)
+ATTEMPT_COLUMNS = ("taskset_id", "number", "machine_id", "started_at", "result", "error")
+
+
+@lru_cache(maxsize=64)
+def _job_of(job_id: int, created_at) -> Job:
+    """A job's options never change once submitted, so each machine reads them
+    once; its state comes with every look at the queue."""
+    return Job.objects.defer("spec").get(pk=job_id)
 
 
 @lru_cache(maxsize=64)
@@ -205,9 +252,11 @@ def _expander_of(job_id: int, created_at) -> taskfile.Expander:
 
 def _mark_busy(machine: Machine, taskset: TaskSet) -> None:
     """Part of the claim's transaction: a fenced machine claims nothing."""
-    updated = Machine.objects.filter(pk=machine.pk, lease=machine.lease, state__in=Machine.LIVE_STATES).update(
-        state=Machine.State.BUSY, current=taskset, current_since=timezone.now(),
-        activity=f"running job {taskset.job_id} variant {taskset.variant}",
-    )
-    if not updated:
+    if not execute(
+        f"UPDATE {table(Machine)} SET state = %s, current_id = %s, current_since = %s, activity = %s"
+        " WHERE id = %s AND lease = %s AND state IN (%s, %s, %s, %s)",
+        [Machine.State.BUSY, taskset.pk, database_time(timezone.now()),
+         f"running job {taskset.job_id} variant {taskset.variant}",
+         machine.pk, db_value(Machine, "lease", machine.lease), *Machine.LIVE_STATES],
+    ):
         raise Fenced(f"machine {machine.pk} lost its lease")

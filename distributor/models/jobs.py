@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import models, transaction
-from django.db.models import F, Q
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from distributor.models.fields import OrderedJSONField
@@ -92,11 +91,16 @@ class Job(models.Model):
         never disagree with the rows.
         """
         field = "bad_count" if bad else "finished_count"
-        Job.objects.filter(pk=self.pk).update(**{field: F(field) + 1})
-        Job.objects.filter(
-            Q(pk=self.pk, state__in=self.ACTIVE_STATES)
-            & Q(finished_count__gte=F("variant_count") - F("offset") - F("bad_count"))
-        ).update(state=self.State.FINISHED, ended_at=timezone.now())
+        quote = connection.ops.quote_name  # "offset" is a reserved word in SQL
+        last = f"state IN (%s, %s) AND finished_count + bad_count + 1 >= variant_count - {quote('offset')}"
+        with connection.cursor() as cursor:  # one statement: the row stays locked until the commit
+            cursor.execute(
+                f"UPDATE {quote(Job._meta.db_table)} SET {field} = {field} + 1,"
+                f" state = CASE WHEN {last} THEN %s ELSE state END,"
+                f" ended_at = CASE WHEN {last} THEN %s ELSE ended_at END WHERE id = %s",
+                [*self.ACTIVE_STATES, self.State.FINISHED, *self.ACTIVE_STATES,
+                 connection.ops.adapt_datetimefield_value(timezone.now()), self.pk],
+            )
 
     def cancel(self) -> bool:
         """Stop handing out this job's task-sets; the running ones finish."""
@@ -127,3 +131,4 @@ class Job(models.Model):
             admission=self.admission,
             monitors=self.monitors,
         )
+

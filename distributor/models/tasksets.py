@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+
+from distributor.models.rows import EVENT_COLUMNS, TASKJOB_COLUMNS, database_time, db_value, execute, insert_rows, table
 
 
 class TaskSet(models.Model):
@@ -67,19 +71,30 @@ class TaskSet(models.Model):
     def _running_on(self, machine) -> models.QuerySet:
         return TaskSet.objects.filter(pk=self.pk, state=self.State.RUNNING, machine=machine)
 
-    def finish(self, machine, outcome: str, taskjobs: list, analysis: dict | None = None) -> bool:
-        """Store the result and end the task-set; False if it was taken away."""
-        from distributor.models import TaskJob
+    def finish(self, machine, outcome: str, taskjobs: Sequence[tuple], events: Sequence[tuple] = (),
+               analysis: dict | None = None) -> bool:
+        """Store the result and end the task-set in one transaction; False if it
+        was taken away. ``taskjobs`` and ``events`` are rows in the order of
+        ``rows.TASKJOB_COLUMNS`` and ``rows.EVENT_COLUMNS``, built before the
+        transaction so that it holds its locks only for the writes."""
+        from distributor.models import Event, Machine, TaskJob
 
         now = timezone.now()
-        with transaction.atomic():
-            if not self._running_on(machine).update(
-                state=self.State.FINISHED, outcome=outcome, ended_at=now, analysis=analysis
-            ):
+        at = database_time(now)
+        finished = (self.State.FINISHED, outcome, at, db_value(TaskSet, "analysis", analysis))
+        with transaction.atomic():  # plain statements: this runs for every task-set, under the job's lock
+            if not execute(f"UPDATE {table(TaskSet)} SET state = %s, outcome = %s, ended_at = %s, analysis = %s"
+                           " WHERE id = %s AND state = %s AND machine_id = %s",
+                           [*finished, self.pk, self.State.RUNNING, machine.pk]):
                 return False
-            TaskJob.objects.bulk_create(taskjobs, batch_size=2000)
-            self._open_attempt().update(ended_at=now, result=Attempt.Result.FINISHED)
-            self.job.count_result(bad=False)
+            insert_rows(Event._meta.db_table, EVENT_COLUMNS, events)
+            insert_rows(TaskJob._meta.db_table, TASKJOB_COLUMNS, taskjobs)
+            execute(f"UPDATE {table(Attempt)} SET ended_at = %s, result = %s WHERE taskset_id = %s AND ended_at IS NULL",
+                    [at, Attempt.Result.FINISHED, self.pk])
+            execute(f"UPDATE {table(Machine)} SET tasksets_done = tasksets_done + 1, state = %s, current_id = NULL,"
+                    " activity = %s WHERE id = %s AND lease = %s",
+                    [Machine.State.IDLE, "between task-sets", machine.pk, db_value(Machine, "lease", machine.lease)])
+            self.job.count_result(bad=False)  # last: the job's row stays locked until the commit
         self.state, self.outcome, self.ended_at = self.State.FINISHED, outcome, now
         return True
 
