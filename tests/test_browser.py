@@ -43,12 +43,13 @@ document.querySelector('#machines .badge.busy') !== null &&
 
 
 def _longer_example(folder: Path) -> Path:
-    """The example with pi's arg1 in 1..40: 80 variants, long enough to watch."""
+    """The example with pi's arg1 in 1..2000: 4,000 variants, long enough to watch
+    (two machines run the example's variants in a few milliseconds each)."""
     import json
 
     spec = json.loads((ROOT / "fixtures" / "example5.json").read_text())
-    spec["tasksets"][0]["tasks"][1]["config"]["arg1"] = {"range": [1, 41]}
-    path = folder / "example5-80.json"
+    spec["tasksets"][0]["tasks"][1]["config"]["arg1"] = {"range": [1, 2001]}
+    path = folder / "example5-4000.json"
     path.write_text(json.dumps(spec))
     return path
 
@@ -175,7 +176,7 @@ def test_a_user_runs_the_example_and_reads_its_schedule(server, browser, tmp_pat
     # The dashboard while a longer job runs; then change the machine count again.
     page.goto(f"{server}/submit/")
     page.set_input_files("#id_file", str(_longer_example(tmp_path)))
-    page.fill("#id_name", "example5, 80 variants")
+    page.fill("#id_name", "example5, 4000 variants")
     page.click("button[value=submit]")
     page.goto(f"{server}/")
     page.wait_for_function(RUNNING_WITH_A_RATE, timeout=60_000)

@@ -136,7 +136,9 @@ def test_kill_stops_every_machine_at_once_and_resume_finishes_exactly_once(machi
 
 def test_crashes_of_the_machines_cluster_lose_and_duplicate_nothing(machines_cluster):
     marker = str(random.randint(100000, 999999))
-    target = scripted_target(duration_ms=10, process=marker)
+    # 100 ms task-sets: four machines need seconds for the job, so all five
+    # crashes land mid-job (the engine's own cost per task-set is a few ms).
+    target = scripted_target(duration_ms=100, process=marker)
     engine.set_max_machines(4)
     job = submit_job(job_file(500), target=target)
     cluster = machines_cluster
