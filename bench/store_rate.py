@@ -3,14 +3,15 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/dist_bench \\
         python bench/store_rate.py [--tasksets 1000] [--tasks 4] [--jobs 50] [--rounds 2]
 
-The engine stores a finished task-set's task-jobs with
-``TaskJob.objects.bulk_create(rows, batch_size=2000)`` inside the transaction
-that ends the task-set (``TaskSet.finish``). This script builds the same
-``TaskJob`` objects and stores them that way, one transaction per task-set,
-then stores the very same rows with COPY: once per task-set (the same
-transaction granularity) and once as a single COPY of everything (the
-ceiling). The table is emptied before each method; the fastest of
-``--rounds`` rounds counts. Target: the engine's rate ≥ 1/3 of COPY's.
+The engine stores a finished task-set's task-jobs in the transaction that
+ends the task-set: ``TaskSet.finish`` ends the task-set, its attempt and the
+machine's turn, bumps the job's counters and writes the rows with COPY
+(distributor/models/rows.py). This script runs exactly that, one call per
+task-set, then stores the very same rows with a bare COPY: once per task-set
+(the same transaction granularity, nothing else) and once as a single COPY of
+everything (the ceiling). The table is emptied before each method; the
+fastest of ``--rounds`` rounds counts. Target: the engine's rate ≥ 1/3 of
+COPY's.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def main() -> None:
     job, sets = make_tasksets(args.tasksets, args.tasks)
     rows = {ts: [row for task in tasks for row in task_rows(ts, task, args.jobs)] for ts, tasks in sets.items()}
     total = sum(map(len, rows.values()))
-    best = {"orm": float("inf"), "copy_per_set": float("inf"), "copy_once": float("inf")}
+    best = {"engine": float("inf"), "copy_per_set": float("inf"), "copy_once": float("inf")}
     for _ in range(args.rounds):
         for method in best:
             empty_table(job)
@@ -42,20 +43,27 @@ def main() -> None:
             best[method] = min(best[method], time.perf_counter() - started)
     empty_table(job)
     print(f"task-jobs: {args.tasksets} task-sets × {args.tasks} tasks × {args.jobs} jobs = {total:,} rows")
-    print(f"engine path (bulk_create per task-set): {rate(total, best['orm'])}")
-    print(f"COPY per task-set:                      {rate(total, best['copy_per_set'])}")
-    print(f"COPY of all rows at once:               {rate(total, best['copy_once'])}")
-    print(f"ratio engine / COPY per task-set: {best['copy_per_set'] / best['orm']:.2f}")
-    print(f"ratio engine / COPY at once:      {best['copy_once'] / best['orm']:.2f} (target ≥ 0.33)")
+    print(f"engine path (TaskSet.finish per task-set): {rate(total, best['engine'])}")
+    print(f"COPY per task-set:                         {rate(total, best['copy_per_set'])}")
+    print(f"COPY of all rows at once:                  {rate(total, best['copy_once'])}")
+    print(f"ratio engine / COPY per task-set: {best['copy_per_set'] / best['engine']:.2f}")
+    print(f"ratio engine / COPY at once:      {best['copy_once'] / best['engine']:.2f} (target ≥ 0.33)")
 
 
 def make_tasksets(count: int, tasks: int):
-    """Task-set and task rows (once); returns the job and task-set id → its task ids."""
-    from distributor.models import Task, TaskSet
+    """Task-set and task rows (once), running on one machine; returns the job
+    and task-set id → its task ids."""
+    import os
+
+    from distributor.models import Attempt, Machine, Task, TaskSet
 
     job = bench_job("store-rate")
     TaskSet.objects.filter(job=job).delete()
+    Machine.objects.filter(host="bench-store").delete()
+    for slot in range(count):  # one running task-set per machine: a machine each
+        Machine.objects.create(target=job.target, slot=slot, host="bench-store").take(os.getpid())
     sets = TaskSet.objects.bulk_create([TaskSet(job=job, variant=v, state=TaskSet.State.FINISHED) for v in range(count)])
+    Attempt.objects.bulk_create([Attempt(taskset=ts, number=1) for ts in sets])
     made = Task.objects.bulk_create([
         Task(taskset=ts, task_id=k, pkg="pi", arg1=k, priority=k, deadline=0, period=100, offset=0, numberofjobs=1,
              criticaltime=0, quota="5M", caps=50, cores=1, coreoffset=0)
@@ -72,25 +80,29 @@ def task_rows(taskset: int, task: int, jobs: int) -> list[tuple]:
 
 
 def empty_table(job) -> None:
-    """Only this benchmark's rows: the database may hold other data."""
+    """Only this benchmark's rows (the database may hold other data); its
+    task-sets run again on the benchmark's machine."""
     from django.db import connection
+
+    from distributor.models import Attempt, Machine, TaskSet
 
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM distributor_taskjob WHERE taskset_id IN "
                        "(SELECT id FROM distributor_taskset WHERE job_id = %s)", [job.pk])
+    machines = Machine.objects.filter(host="bench-store").order_by("slot").values_list("pk", flat=True)
+    for taskset, machine in zip(TaskSet.objects.filter(job=job).order_by("variant").values_list("pk", flat=True), machines):
+        TaskSet.objects.filter(pk=taskset).update(state=TaskSet.State.RUNNING, machine=machine, outcome="")
+    Attempt.objects.filter(taskset__job=job).update(ended_at=None, result="")
+    job.__class__.objects.filter(pk=job.pk).update(state="running", finished_count=0, variant_count=10**9, cursor=10**9)
 
 
-def store_orm(rows: dict[int, list[tuple]]) -> None:
-    """What TaskSet.finish does with the machine's TaskJob list."""
-    from django.db import transaction
+def store_engine(rows: dict[int, list[tuple]]) -> None:
+    """What a machine does when a task-set finishes: TaskSet.finish with its rows."""
+    from distributor.models import Machine, TaskSet
 
-    from distributor.models import TaskJob
-
-    for taskset, values in rows.items():
-        objects = [TaskJob(taskset_id=t, task_id=k, job_number=n, release_ms=r, start_ms=s, end_ms=e, exit_type=x)
-                   for t, k, n, r, s, e, x in values]
-        with transaction.atomic():
-            TaskJob.objects.bulk_create(objects, batch_size=2000)
+    tasksets = TaskSet.objects.filter(pk__in=list(rows)).select_related("job", "machine")
+    for taskset in tasksets:
+        assert taskset.finish(taskset.machine, TaskSet.Outcome.SCHEDULABLE, rows[taskset.pk])
 
 
 def _copy(cursor, values) -> None:
