@@ -89,6 +89,7 @@ def empty_table(job) -> None:
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM distributor_taskjob WHERE taskset_id IN "
                        "(SELECT id FROM distributor_taskset WHERE job_id = %s)", [job.pk])
+    Machine.objects.filter(host="bench-store").update(state=Machine.State.BUSY)
     machines = Machine.objects.filter(host="bench-store").order_by("slot").values_list("pk", flat=True)
     for taskset, machine in zip(TaskSet.objects.filter(job=job).order_by("variant").values_list("pk", flat=True), machines):
         TaskSet.objects.filter(pk=taskset).update(state=TaskSet.State.RUNNING, machine=machine, outcome="")

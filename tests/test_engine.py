@@ -126,6 +126,23 @@ def test_a_fenced_machine_claims_nothing(scripted):
     assert not TaskSet.objects.exists()
 
 
+def test_a_machine_declared_dead_stores_no_result(scripted):
+    """The finish is all or nothing: a machine that lost its row (declared dead,
+    its task-set requeued) writes no task-job, event or counter."""
+    job = submit_job(variants_file(1), target=scripted)
+    machine = live_machine(scripted)
+    claim = claim_next(machine)
+    Machine.objects.filter(pk=machine.pk).update(state=Machine.State.DEAD)
+    task = claim.task_pks[0]
+    rows = [(claim.taskset.pk, task, 0, 0, 0, 5, "EXIT")]
+    events = [(claim.taskset.pk, 1, 0, 0, "START", 0, timezone.now())]
+    assert not claim.taskset.finish(machine, TaskSet.Outcome.SCHEDULABLE, rows, events)
+    assert not TaskJob.objects.exists() and not Event.objects.exists()
+    assert TaskSet.objects.get().state == TaskSet.State.RUNNING
+    job.refresh_from_db()
+    assert (job.finished_count, Machine.objects.get(pk=machine.pk).tasksets_done) == (0, 0)
+
+
 # -- the reconciler -------------------------------------------------------------
 
 

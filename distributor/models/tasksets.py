@@ -82,19 +82,27 @@ class TaskSet(models.Model):
         now = timezone.now()
         at = database_time(now)
         finished = (self.State.FINISHED, outcome, at, db_value(TaskSet, "analysis", analysis))
-        with transaction.atomic():  # plain statements: this runs for every task-set, under the job's lock
-            if not execute(f"UPDATE {table(TaskSet)} SET state = %s, outcome = %s, ended_at = %s, analysis = %s"
-                           " WHERE id = %s AND state = %s AND machine_id = %s",
-                           [*finished, self.pk, self.State.RUNNING, machine.pk]):
-                return False
-            insert_rows(Event._meta.db_table, EVENT_COLUMNS, events)
-            insert_rows(TaskJob._meta.db_table, TASKJOB_COLUMNS, taskjobs)
-            execute(f"UPDATE {table(Attempt)} SET ended_at = %s, result = %s WHERE taskset_id = %s AND ended_at IS NULL",
-                    [at, Attempt.Result.FINISHED, self.pk])
-            execute(f"UPDATE {table(Machine)} SET tasksets_done = tasksets_done + 1, state = %s, current_id = NULL,"
-                    " activity = %s WHERE id = %s AND lease = %s",
-                    [Machine.State.IDLE, "between task-sets", machine.pk, db_value(Machine, "lease", machine.lease)])
-            self.job.count_result(bad=False)  # last: the job's row stays locked until the commit
+        lease = db_value(Machine, "lease", machine.lease)
+        try:
+            # Plain statements (this runs for every task-set), in the reconciler's
+            # order when it declares a machine dead, machine row first, so the two
+            # never wait for each other; the job's row last, locked until the commit.
+            with transaction.atomic():
+                if not execute(f"UPDATE {table(Machine)} SET tasksets_done = tasksets_done + 1, state = %s,"
+                               " current_id = NULL, activity = %s WHERE id = %s AND lease = %s AND state = %s",
+                               [Machine.State.IDLE, "between task-sets", machine.pk, lease, Machine.State.BUSY]):
+                    raise _TakenAway
+                if not execute(f"UPDATE {table(TaskSet)} SET state = %s, outcome = %s, ended_at = %s, analysis = %s"
+                               " WHERE id = %s AND state = %s AND machine_id = %s",
+                               [*finished, self.pk, self.State.RUNNING, machine.pk]):
+                    raise _TakenAway
+                insert_rows(Event._meta.db_table, EVENT_COLUMNS, events)
+                insert_rows(TaskJob._meta.db_table, TASKJOB_COLUMNS, taskjobs)
+                execute(f"UPDATE {table(Attempt)} SET ended_at = %s, result = %s"
+                        " WHERE taskset_id = %s AND ended_at IS NULL", [at, Attempt.Result.FINISHED, self.pk])
+                self.job.count_result(bad=False)
+        except _TakenAway:
+            return False
         self.state, self.outcome, self.ended_at = self.State.FINISHED, outcome, now
         return True
 
@@ -181,6 +189,10 @@ class TaskSet(models.Model):
 
     def _discard_attempt_events(self) -> None:
         self.events.filter(attempt=self.runs).delete()
+
+
+class _TakenAway(Exception):
+    """Rolls a finish back: its machine or its task-set is no longer its own."""
 
 
 class Task(models.Model):
