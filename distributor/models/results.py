@@ -31,7 +31,8 @@ class Event(models.Model):
         NOT_SCHEDULED = "NOT_SCHEDULED"
         JOBS_DONE = "JOBS_DONE"
 
-    taskset = models.ForeignKey("distributor.TaskSet", on_delete=models.CASCADE, related_name="events")
+    taskset = models.ForeignKey("distributor.TaskSet", on_delete=models.CASCADE, related_name="events",
+                                db_index=False)  # see Meta
     attempt = models.PositiveSmallIntegerField()
     seq = models.PositiveIntegerField()
     task_id = models.PositiveIntegerField()
@@ -53,8 +54,10 @@ class Event(models.Model):
 class TaskJob(models.Model):
     """One execution of a task, stored once, when its task-set finishes."""
 
-    taskset = models.ForeignKey("distributor.TaskSet", on_delete=models.CASCADE, related_name="taskjobs")
-    task = models.ForeignKey("distributor.Task", on_delete=models.CASCADE, related_name="taskjobs")
+    # Rows of a finished task-set arrive by the dozen for every task-set: no
+    # index beyond those in Meta, which lead with these columns.
+    taskset = models.ForeignKey("distributor.TaskSet", on_delete=models.CASCADE, related_name="taskjobs", db_index=False)
+    task = models.ForeignKey("distributor.Task", on_delete=models.CASCADE, related_name="taskjobs", db_index=False)
     job_number = models.PositiveIntegerField(help_text="0 for the task's first job")
     release_ms = models.BigIntegerField(null=True, blank=True, help_text="offset + k·period; unknown back to back")
     start_ms = models.BigIntegerField()

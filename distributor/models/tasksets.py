@@ -28,7 +28,8 @@ class TaskSet(models.Model):
         SCHEDULABLE = "schedulable"  # every job of every task ended with EXIT
         UNSCHEDULABLE = "unschedulable"
 
-    job = models.ForeignKey("distributor.Job", on_delete=models.CASCADE, related_name="tasksets")
+    # No index of its own: the unique (job, variant) index leads with it.
+    job = models.ForeignKey("distributor.Job", on_delete=models.CASCADE, related_name="tasksets", db_index=False)
     variant = models.PositiveBigIntegerField()
     state = models.CharField(max_length=16, choices=State.choices, default=State.RUNNING)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, blank=True, default="")
@@ -198,7 +199,7 @@ class _TakenAway(Exception):
 class Task(models.Model):
     """One task of a task-set with every attribute of the task-set file."""
 
-    taskset = models.ForeignKey(TaskSet, on_delete=models.CASCADE, related_name="tasks")
+    taskset = models.ForeignKey(TaskSet, on_delete=models.CASCADE, related_name="tasks", db_index=False)  # see Meta
     task_id = models.PositiveSmallIntegerField()
     pkg = models.CharField(max_length=15)
     arg1 = models.BigIntegerField(default=0)
@@ -235,7 +236,7 @@ class Attempt(models.Model):
         FAILED = "failed"  # target failure: counted against tries
         LOST = "lost"  # its machine died
 
-    taskset = models.ForeignKey(TaskSet, on_delete=models.CASCADE)
+    taskset = models.ForeignKey(TaskSet, on_delete=models.CASCADE, db_index=False)  # see Meta
     number = models.PositiveSmallIntegerField()
     machine = models.ForeignKey("distributor.Machine", null=True, blank=True, on_delete=models.SET_NULL)
     started_at = models.DateTimeField(default=timezone.now)
