@@ -65,7 +65,20 @@ def reap_dead_machines(config: DistributorConfig) -> list[int]:
             reason, still = f"machine {machine.pk} stopped beating (no heartbeat for {config.heartbeat_timeout_s} s)", stale
         if _declare_dead(machine, reason, still):
             dead.append(machine.pk)
+    _recover_orphans()
     return dead
+
+
+def _recover_orphans() -> None:
+    """A task-set still running on a machine that ended (one that crashed on an
+    unexpected error, say a database error while storing a result) goes back to
+    the queue as if its machine had died: nothing else would ever end it."""
+    orphans = TaskSet.objects.filter(state=TaskSet.State.RUNNING).exclude(machine__state__in=Machine.LIVE_STATES)
+    for taskset in orphans.select_related("job", "machine"):
+        machine = taskset.machine
+        reason = f"machine {machine.pk} ended ({machine.state}) while running it" if machine else "its machine is gone"
+        if taskset.recover_from_dead_machine(machine, reason):
+            log.warning("task-set %s: %s; back in the queue", taskset.pk, reason)
 
 
 def _declare_dead(machine: Machine, reason: str, still_dead: Q) -> bool:

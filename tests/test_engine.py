@@ -220,6 +220,19 @@ def test_a_stale_machine_is_declared_dead_and_its_taskset_requeued(scripted):
     assert job.tasksets.filter(state=TaskSet.State.RUNNING).count() == 0
 
 
+def test_a_taskset_left_running_by_a_machine_that_crashed_goes_back_to_the_queue(scripted):
+    """A machine that fails on an unexpected error (not a target failure) ends
+    as failed; the reconciler hands its task-set to the queue again."""
+    submit_job(variants_file(1), target=scripted)
+    machine = live_machine(scripted)
+    claim = claim_next(machine)
+    Machine.objects.filter(pk=machine.pk).update(state=Machine.State.FAILED)
+    engine.tick()
+    taskset = TaskSet.objects.get(pk=claim.taskset.pk)
+    assert (taskset.state, taskset.attempts, taskset.losses) == (TaskSet.State.QUEUED, 0, 1)
+    assert "ended (failed)" in taskset.last_error
+
+
 def test_a_launch_nobody_picks_up_is_declared_dead(scripted):
     submit_job(variants_file(1), target=scripted)
     Machine.objects.update(launched_at=timezone.now() - timedelta(hours=1))
