@@ -1,11 +1,14 @@
 """The queue: jobs go in, machines take task-sets out.
 
-Submitting stores one Job row whatever the number of variants. Claiming is a
-compare-and-set in the database, so any number of machines on any number of
-hosts can claim at once and each task-set goes to exactly one of them: first
-the task-sets put back in the queue, then the next fresh variant (the job's
-``cursor`` moves by one under a conditional UPDATE and the variant's rows are
-created in the same transaction).
+Submitting stores one Job row whatever the number of variants. Machines take
+the job's queued task-sets, lowest variant first (so task-sets put back in the
+queue run before fresh ones): each claim locks one task-set row and skips
+those other machines hold (``FOR UPDATE SKIP LOCKED``; SQLite has one writer
+anyway), so any number of machines on any number of hosts claim at once
+without waiting for each other. When a job has no queued task-set left, a
+machine turns its next BLOCK fresh variants into queued task-sets: the job's
+``cursor`` moves under the job's row lock, once per block rather than once per
+task-set, and the rows appear in the same transaction.
 """
 from __future__ import annotations
 
@@ -15,7 +18,6 @@ from functools import lru_cache
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from distributor import taskfile
@@ -147,15 +149,19 @@ def claim_next(machine: Machine) -> Claim | None:
     """The next task-set for this machine's target, or None when there is none.
 
     One read finds the active jobs in queue order and whether each has
-    task-sets put back or variants left, so an idle machine polls without
+    queued task-sets or variants left, so an idle machine polls without
     taking any lock. The claimed task-set carries its job (options, monitors,
     admission goal), so running it costs no further reads of the job."""
-    for job_id, created_at, state, fresh_left, requeued in _queue_of(machine.target_id):
+    for job_id, created_at, state, fresh_left, queued in _queue_of(machine.target_id):
         job = _job_of(job_id, created_at)
         job.state = state
-        claim = (requeued and _claim_requeued(job, machine)) or (fresh_left and _claim_fresh(job, machine))
-        if claim:
-            return claim
+        for _ in range(3):  # others may empty a new block before this machine gets to it
+            claim = _claim_queued(job, machine) if queued else None
+            if claim:
+                return claim
+            queued = fresh_left and _open_block(job)
+            if not queued:
+                break
     return None
 
 
@@ -170,69 +176,69 @@ def _queue_of(target_id: int) -> list[tuple]:
         return cursor.fetchall()
 
 
-def _claim_requeued(job: Job, machine: Machine) -> Claim | None:
-    candidates = TaskSet.objects.filter(job=job, state=TaskSet.State.QUEUED).order_by("variant")
-    for pk in candidates.values_list("pk", flat=True)[:8]:
-        with transaction.atomic():
-            taken = TaskSet.objects.filter(pk=pk, state=TaskSet.State.QUEUED).update(
-                state=TaskSet.State.RUNNING, machine=machine, attempts=F("attempts") + 1, runs=F("runs") + 1,
-                started_at=timezone.now(), ended_at=None,
-            )
-            if not taken:
-                continue  # another machine was quicker
-            taskset = TaskSet.objects.get(pk=pk)
-            taskset.job = job
-            Attempt.objects.create(taskset=taskset, number=taskset.runs, machine=machine)
-            _mark_busy(machine, taskset)
-            rows = list(taskset.tasks.all())
-        return Claim(taskset, [task.as_dict() for task in rows], {task.task_id: task.pk for task in rows})
-    return None
-
-
-def _claim_fresh(job: Job, machine: Machine) -> Claim | None:
-    """The job's next variant. Moving the cursor is the claim: one UPDATE that
-    locks the job's row (SQLite's IMMEDIATE transaction does the same) until
-    the variant's rows exist, so concurrent machines queue for it instead of
-    losing a compare-and-set and retrying."""
+def _claim_queued(job: Job, machine: Machine) -> Claim | None:
+    """The job's lowest queued task-set, in one transaction of plain statements
+    (it runs for every task-set): lock the row, start it, read its tasks, open
+    its attempt, mark the machine busy."""
     now = timezone.now()
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {table(Job)} SET {CURSOR} = {CURSOR} + 1, state = %s, started_at = COALESCE(started_at, %s)"
-                f" WHERE id = %s AND state IN (%s, %s) AND {CURSOR} < variant_count RETURNING {CURSOR}",
-                [Job.State.RUNNING, database_time(now), job.pk, *Job.ACTIVE_STATES],
-            )
-            moved = cursor.fetchone()
-        if moved is None:
-            return None
-        variant = moved[0] - 1
-        tasks = _expander_of(job.pk, job.created_at).variant(variant)
-        taskset, task_pks = _create_running_taskset(job, variant, machine, now, tasks)
-        _mark_busy(machine, taskset)
-    return Claim(taskset, tasks, task_pks)
-
-
-def _create_running_taskset(job: Job, variant: int, machine: Machine, now, tasks: list[dict]) -> tuple[TaskSet, dict]:
-    """The variant's task-set, tasks and first attempt: three plain INSERTs
-    (the claim runs thousands of times a minute, under the job's lock)."""
     at = database_time(now)
-    running = TaskSet.State.RUNNING
-    [taskset_pk] = insert_returning_ids(TaskSet._meta.db_table, TASKSET_COLUMNS, [
-        (job.pk, variant, running, "", 1, 1, 0, "", machine.pk, at, at),
-    ])
-    task_pks = insert_returning_ids(Task._meta.db_table, TASK_COLUMNS, [
-        (taskset_pk, t["id"], *(t[f] for f in Task.FIELDS)) for t in tasks
-    ])
-    insert_rows(Attempt._meta.db_table, ATTEMPT_COLUMNS, [(taskset_pk, 1, machine.pk, at, "", "")])
-    taskset = TaskSet(pk=taskset_pk, job=job, variant=variant, state=running, attempts=1, runs=1, losses=0,
-                      machine=machine, created_at=now, started_at=now)
-    return taskset, {t["id"]: pk for t, pk in zip(tasks, task_pks)}
+    skip_locked = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SELECT id FROM {table(TaskSet)} WHERE job_id = %s AND state = %s"
+                       f" ORDER BY variant LIMIT 1{skip_locked}", [job.pk, TaskSet.State.QUEUED])
+        picked = cursor.fetchone()
+        if picked is None:
+            return None
+        cursor.execute(f"UPDATE {table(TaskSet)} SET state = %s, machine_id = %s, attempts = attempts + 1,"
+                       " runs = runs + 1, started_at = %s, ended_at = NULL WHERE id = %s AND state = %s"
+                       " RETURNING variant, attempts, runs, losses",
+                       [TaskSet.State.RUNNING, machine.pk, at, picked[0], TaskSet.State.QUEUED])
+        started = cursor.fetchone()
+        if started is None:
+            return None
+        variant, attempts, runs, losses = started
+        cursor.execute(f"SELECT id, task_id, {TASK_FIELDS} FROM {table(Task)}"
+                       " WHERE taskset_id = %s ORDER BY task_id", [picked[0]])
+        rows = cursor.fetchall()
+        insert_rows(Attempt._meta.db_table, ATTEMPT_COLUMNS, [(picked[0], runs, machine.pk, at, "", "")])
+        taskset = TaskSet(pk=picked[0], job=job, variant=variant, state=TaskSet.State.RUNNING, attempts=attempts,
+                          runs=runs, losses=losses, machine=machine, started_at=now)
+        _mark_busy(machine, taskset)
+    tasks = [{"id": row[1], **dict(zip(Task.FIELDS, row[2:]))} for row in rows]
+    return Claim(taskset, tasks, {row[1]: row[0] for row in rows})
 
 
+def _open_block(job: Job) -> bool:
+    """Turn the job's next BLOCK fresh variants into queued task-sets with their
+    tasks; False when none are left. The job's row is locked for this alone."""
+    now = timezone.now()
+    at = database_time(now)
+    with transaction.atomic():
+        row = (Job.objects.select_for_update().filter(pk=job.pk, state__in=Job.ACTIVE_STATES)
+               .values_list("cursor", "variant_count").first())
+        if row is None or row[0] >= row[1]:
+            return False
+        first, end = row[0], min(row[0] + BLOCK, row[1])
+        execute(f"UPDATE {table(Job)} SET {CURSOR} = %s, state = %s, started_at = COALESCE(started_at, %s)"
+                " WHERE id = %s", [end, Job.State.RUNNING, at, job.pk])
+        variants = range(first, end)
+        ids = insert_returning_ids(TaskSet._meta.db_table, TASKSET_COLUMNS, [
+            (job.pk, variant, TaskSet.State.QUEUED, "", 0, 0, 0, "", None, at, None) for variant in variants
+        ])
+        expander = _expander_of(job.pk, job.created_at)
+        insert_rows(Task._meta.db_table, TASK_COLUMNS, [
+            (taskset_id, task["id"], *(task[f] for f in Task.FIELDS))
+            for taskset_id, variant in zip(ids, variants) for task in expander.variant(variant)
+        ])
+    return True
+
+
+BLOCK = 16  # fresh variants queued at a time: one lock of the job's row per BLOCK task-sets
 CURSOR = '"cursor"'  # a reserved word in SQL, quoted alike on both databases
 TASKSET_COLUMNS = ("job_id", "variant", "state", "outcome", "attempts", "runs", "losses", "last_error",
                    "machine_id", "created_at", "started_at")
 TASK_COLUMNS = ("taskset_id", "task_id", *Task.FIELDS)
+TASK_FIELDS = ", ".join(f'"{name}"' for name in Task.FIELDS)  # "offset" is a reserved word
 ATTEMPT_COLUMNS = ("taskset_id", "number", "machine_id", "started_at", "result", "error")
 
 

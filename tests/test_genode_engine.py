@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections import Counter, defaultdict
 from unittest import mock
@@ -310,13 +311,14 @@ def test_the_optimize_goal_keeps_its_order_on_every_database(stdio_target):
 # -- what the benchmarks found (bench/README.md) ---------------------------------------
 
 
-def test_concurrent_claims_take_each_variant_with_one_cursor_update(stdio_target):
-    """Four machines claiming at once from one job: a claim that bumps the
-    cursor with ``cursor = cursor + 1 WHERE cursor < variant_count`` never
-    loses, so no UPDATE of the job row comes back empty while work remains
-    (each machine may find the job exhausted once). Before 4bbd6a3 losers
-    re-read and retried: about 10 lost updates per claim with 16 machines
-    on PostgreSQL, 6 with 16 machines of a real cluster."""
+def test_concurrent_claims_take_each_variant_once_and_lock_the_job_once_per_block(stdio_target):
+    """Four machines claiming at once from one job take every variant exactly
+    once, and move the job's cursor (the one lock they share) once per block
+    of variants, not once per task-set. Before 4bbd6a3 a claim moved the
+    cursor by compare-and-set and losers retried: about 10 lost updates per
+    claim with 16 machines on PostgreSQL; until the blocks, every claim held
+    the job's row for its whole transaction, and with 16 machines most
+    PostgreSQL backends waited for it."""
     import os
     import threading
 
@@ -326,33 +328,33 @@ def test_concurrent_claims_take_each_variant_with_one_cursor_update(stdio_target
         machine.take(os.getpid())
         machines.append(machine)
     job = submit_job(job_file(10, 2), target=stdio_target)  # 80 variants
-    start, empty_updates = threading.Barrier(len(machines)), []
-    claim_fresh = queue._claim_fresh
-    lost = threading.local()
+    start, claimed, blocks = threading.Barrier(len(machines)), [], []
+    open_block = queue._open_block
 
-    def counting_claim_fresh(job, machine):
-        claim = claim_fresh(job, machine)  # None: the cursor UPDATE changed no row
-        lost.count = getattr(lost, "count", 0) + (claim is None)
-        return claim
+    def counting_open_block(job):
+        opened = open_block(job)
+        blocks.append(opened)
+        return opened
 
     def claim_all(machine: Machine) -> None:
         try:
             start.wait()
             while (claim := claim_next(machine)) is not None:
+                claimed.append(claim.taskset.variant)
                 TaskSet.objects.filter(pk=claim.taskset.pk).update(state=TaskSet.State.FINISHED)
         finally:
-            empty_updates.append(getattr(lost, "count", 0))
             connection.close()
 
     threads = [threading.Thread(target=claim_all, args=(machine,)) for machine in machines]
-    with mock.patch.object(queue, "_claim_fresh", counting_claim_fresh):
+    with mock.patch.object(queue, "_open_block", counting_open_block):
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
 
+    assert sorted(claimed) == list(range(job.total))
     assert job.tasksets.count() == job.total
-    assert sum(empty_updates) <= len(machines), f"{sum(empty_updates)} lost cursor updates for {job.total} claims"
+    assert blocks.count(True) == math.ceil(job.total / queue.BLOCK), blocks
 
 
 def test_a_claimed_taskset_carries_its_jobs_goal_and_monitors(stdio_target, django_assert_num_queries):

@@ -10,8 +10,9 @@ from distributor.models.fields import OrderedJSONField
 class Job(models.Model):
     """A submission: a task-set file's spec, expanded lazily into variants.
 
-    Variant rows are created only when a machine starts them (``cursor`` is the
-    next fresh variant), so a job of 10^9 variants costs one row.
+    Variant rows are created a block at a time as machines reach them
+    (``cursor`` is the next variant without a row), so a job of 10^9
+    variants costs one row.
     """
 
     class State(models.TextChoices):

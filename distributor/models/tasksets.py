@@ -10,7 +10,8 @@ from distributor.models.rows import EVENT_COLUMNS, TASKJOB_COLUMNS, database_tim
 
 
 class TaskSet(models.Model):
-    """One variant of a job, created when a machine first starts it.
+    """One variant of a job, created queued (with its tasks) in a block of
+    variants when machines reach it (``distributor.queue``).
 
     Every state change below is a compare-and-set on ``(state, machine)``: a
     machine that was declared dead and comes back finds its task-set gone and
