@@ -441,7 +441,8 @@ def print_breakdown(result: dict) -> None:
         line += (f"; each holds SQLite's one write lock, so all machines on this database together "
                  f"cannot pass ~{1000 / held:.0f} task-sets/s")
     else:
-        line += "; the claim's holds the job's row lock, so claims of one job queue behind each other"
+        line += ("; claims lock only their task-set (SKIP LOCKED) and the job's row once per block of"
+                 " variants; every finish locks the job's row for its counters until its commit")
     print(line)
 
 
