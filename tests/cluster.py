@@ -154,3 +154,18 @@ def store_binaries(binaries: dict[str, bytes]):
     yield rows
     for row in rows:
         row.file.delete(save=False)
+
+
+def join_machine_threads(threads, timeout: float = 10) -> None:
+    """Join machines run in this process's threads. One still running after
+    ``timeout`` is killed as an operator would, so that it never outlives its
+    test and writes into the next one."""
+    from distributor.models import Machine
+
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if any(thread.is_alive() for thread in threads):
+        Machine.objects.filter(state__in=Machine.LIVE_STATES).update(stop_mode=Machine.StopMode.KILL)
+        for thread in threads:
+            thread.join(10)

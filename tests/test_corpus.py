@@ -39,6 +39,7 @@ from distributor.models import Attempt, Binary, DistributorConfig, Job, Machine,
 from distributor.queue import submit_job
 from sessions import SessionInfo, TargetFailure, get_session_class
 from sessions.events import EventTracker
+from tests.cluster import join_machine_threads
 from tests.peer import events_xml, frame
 from webapp.models import ApiToken
 
@@ -750,8 +751,7 @@ def _run_machines(timeout: float = 20) -> None:
         if not Machine.objects.filter(state__in=Machine.LIVE_STATES).exists():
             break
         time.sleep(0.05)
-    for thread in threads:
-        thread.join(10)
+    join_machine_threads(threads)
 
 
 def _engine_run(replies: list[tuple[bytes, str]], tries: int) -> tuple[TaskSet, Machine]:

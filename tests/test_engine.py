@@ -18,6 +18,7 @@ from distributor.hosts import beat
 from distributor.machine import run_machine
 from distributor.models import Attempt, DistributorConfig, Event, Job, Machine, Target, TaskJob, TaskSet
 from distributor.queue import claim_next, submit_job
+from tests.cluster import join_machine_threads
 from tests.conftest import taskset_file
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -67,8 +68,7 @@ def run_launched(until_idle: bool = True, timeout: float = 30) -> None:
         if not Machine.objects.filter(state__in=Machine.LIVE_STATES).exists():
             break
         time.sleep(0.05)
-    for thread in threads:
-        thread.join(timeout=10)
+    join_machine_threads(threads)
 
 
 # -- claims ---------------------------------------------------------------------
