@@ -93,15 +93,6 @@ class Lifeline(threading.Thread):
         if row["stop_mode"] == Machine.StopMode.KILL:
             self.stop_event.set()
 
-def reconcile(who: str) -> None:
-    from distributor.engine import tick
-
-    try:
-        tick()
-    except Exception:  # noqa: BLE001 - the schedule will try again
-        logging.getLogger("distributor").exception("tick from %s failed", who)
-
-
 class MachineWorker:
     def __init__(self, machine: Machine):
         self.machine = machine
@@ -151,11 +142,19 @@ class MachineWorker:
                 kept = {"last_error": error} if error else {}
                 self._set_state(final, stopped_at=Now(), current=None, activity=error[:200] or "stopped", **kept)
                 if self.went_idle:
-                    # Work may have arrived after the last claim, when the reconciler still
-                    # counted this machine as live: hand over so that it is not stranded.
-                    reconcile(f"machine {self.machine.pk}")
+                    self._hand_over()
             _close_log(self.log)
         return f"machine {self.machine.pk}: {final or 'fenced'} {error}".strip()
+
+    def _hand_over(self) -> None:
+        """Work may have arrived after the last claim, while the reconciler still
+        counted this machine as live: reconcile now so that it is not stranded."""
+        from distributor.engine import tick
+
+        try:
+            tick()
+        except Exception:  # noqa: BLE001 - the host's reconciler will try again
+            self.log.exception("reconciling after going idle failed")
 
     def _work(self) -> None:
         idle_since = None

@@ -203,7 +203,7 @@ def _claim_queued(job: Job, machine: Machine) -> Claim | None:
         insert_rows(Attempt._meta.db_table, ATTEMPT_COLUMNS, [(picked[0], runs, machine.pk, at, "", "")])
         taskset = TaskSet(pk=picked[0], job=job, variant=variant, state=TaskSet.State.RUNNING, attempts=attempts,
                           runs=runs, losses=losses, machine=machine, started_at=now)
-        _mark_busy(machine, taskset)
+        _mark_busy(machine, taskset, at)
     tasks = [{"id": row[1], **dict(zip(Task.FIELDS, row[2:]))} for row in rows]
     return Claim(taskset, tasks, {row[1]: row[0] for row in rows})
 
@@ -256,12 +256,12 @@ def _expander_of(job_id: int, created_at) -> taskfile.Expander:
     return taskfile.Expander(Job.objects.values_list("spec", flat=True).get(pk=job_id))
 
 
-def _mark_busy(machine: Machine, taskset: TaskSet) -> None:
+def _mark_busy(machine: Machine, taskset: TaskSet, at) -> None:
     """Part of the claim's transaction: a fenced machine claims nothing."""
     if not execute(
         f"UPDATE {table(Machine)} SET state = %s, current_id = %s, current_since = %s, activity = %s"
         " WHERE id = %s AND lease = %s AND state IN (%s, %s, %s, %s)",
-        [Machine.State.BUSY, taskset.pk, database_time(timezone.now()),
+        [Machine.State.BUSY, taskset.pk, at,
          f"running job {taskset.job_id} variant {taskset.variant}",
          machine.pk, db_value(Machine, "lease", machine.lease), *Machine.LIVE_STATES],
     ):

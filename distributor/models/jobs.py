@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import connection, models, transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from distributor.models.fields import OrderedJSONField
+from distributor.models.rows import database_time, execute, table
 
 
 class Job(models.Model):
@@ -92,16 +93,12 @@ class Job(models.Model):
         never disagree with the rows.
         """
         field = "bad_count" if bad else "finished_count"
-        quote = connection.ops.quote_name  # "offset" is a reserved word in SQL
-        last = f"state IN (%s, %s) AND finished_count + bad_count + 1 >= variant_count - {quote('offset')}"
-        with connection.cursor() as cursor:  # one statement: the row stays locked until the commit
-            cursor.execute(
-                f"UPDATE {quote(Job._meta.db_table)} SET {field} = {field} + 1,"
-                f" state = CASE WHEN {last} THEN %s ELSE state END,"
-                f" ended_at = CASE WHEN {last} THEN %s ELSE ended_at END WHERE id = %s",
-                [*self.ACTIVE_STATES, self.State.FINISHED, *self.ACTIVE_STATES,
-                 connection.ops.adapt_datetimefield_value(timezone.now()), self.pk],
-            )
+        last = 'state IN (%s, %s) AND finished_count + bad_count + 1 >= variant_count - "offset"'  # reserved word
+        execute(  # one statement: the row stays locked until the commit
+            f"UPDATE {table(Job)} SET {field} = {field} + 1, state = CASE WHEN {last} THEN %s ELSE state END,"
+            f" ended_at = CASE WHEN {last} THEN %s ELSE ended_at END WHERE id = %s",
+            [*self.ACTIVE_STATES, self.State.FINISHED, *self.ACTIVE_STATES, database_time(timezone.now()), self.pk],
+        )
 
     def cancel(self) -> bool:
         """Stop handing out this job's task-sets; the running ones finish."""
