@@ -12,7 +12,6 @@ name from ``PLOTS``; each returns a complete ``<svg>`` document as text.
 from __future__ import annotations
 
 import math
-import random
 from collections import defaultdict
 from xml.sax.saxutils import escape, quoteattr
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
@@ -169,3 +170,31 @@ def join_machine_threads(threads, timeout: float = 10) -> None:
         Machine.objects.filter(state__in=Machine.LIVE_STATES).update(stop_mode=Machine.StopMode.KILL)
         for thread in threads:
             thread.join(10)
+
+
+@contextmanager
+def machines_cluster_running(workers: int = 5):
+    """This host's machines cluster for one test: started, ready, and at the
+    end every machine killed and the cluster stopped."""
+    from distributor import engine
+    from distributor.models import Machine
+
+    cluster = Cluster.machines(workers=workers).start().wait_ready()
+    try:
+        yield cluster
+    finally:
+        engine.kill_all()
+        try:
+            wait_until(lambda: not Machine.objects.filter(state__in=Machine.LIVE_STATES).exists(), 10,
+                       message="machines stop after the test")
+        finally:
+            cluster.stop()
+
+
+def stored_taskjobs(taskset) -> list[tuple]:
+    """(task id, job number, start, end, exit type) of a task-set's stored task-jobs, the shape of
+    ``tests.peer.peer_taskjobs``."""
+    from distributor.models import TaskJob
+
+    return sorted(TaskJob.objects.filter(taskset=taskset).values_list(
+        "task__task_id", "job_number", "start_ms", "end_ms", "exit_type"))

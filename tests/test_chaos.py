@@ -27,7 +27,6 @@ task-sets do not give on an idle machine).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -40,18 +39,17 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
-from django.core.files.base import ContentFile
 from django.db import connection
 from django.db.models import Count
 from django.utils import timezone
 
 from distributor import engine
 from distributor.hosts import beat
-from distributor.models import Attempt, Binary, DistributorConfig, Event, Host, Job, Machine, Target, TaskJob, TaskSet
+from distributor.models import Attempt, Event, Host, Job, Machine, Target, TaskJob, TaskSet
 from distributor.queue import claim_next, submit_job
 from distributor.taskfile import taskset_xml
-from tests.cluster import short_timeouts, store_binaries, Cluster, wait_until
-from tests.peer import TaskLoaderPeer
+from tests.cluster import Cluster, short_timeouts, store_binaries, stored_taskjobs, wait_until
+from tests.peer import TaskLoaderPeer, peer_taskjobs
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TASKSETS = int(os.environ.get("CHAOS_TASKSETS") or (600 if CI else 2000))
@@ -184,24 +182,6 @@ def hosts(configured, binaries, broker):
 
 
 # -- what the peers sent ----------------------------------------------------------------
-
-
-def peer_taskjobs(events: list[tuple]) -> list[tuple]:
-    """(task id, job number, start, end, exit type) of every job in a peer's events."""
-    running, numbers, jobs = {}, Counter(), []
-    for task_id, kind, at in events:
-        if kind == "START":
-            running[task_id] = at
-        elif kind != "JOBS_DONE":
-            start = at if kind == "NOT_SCHEDULED" else running.pop(task_id)
-            jobs.append((task_id, numbers[task_id], start, at, kind))
-            numbers[task_id] += 1
-    return sorted(jobs)
-
-
-def stored_taskjobs(taskset: TaskSet) -> list[tuple]:
-    return sorted(TaskJob.objects.filter(taskset=taskset).values_list(
-        "task__task_id", "job_number", "start_ms", "end_ms", "exit_type"))
 
 
 def runs_by_description(peers: list[ChaosPeer]) -> dict[str, list[tuple[str, object]]]:

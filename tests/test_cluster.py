@@ -16,9 +16,9 @@ import pytest
 from django.db.models import Count
 
 from distributor import engine
-from distributor.models import Attempt, DistributorConfig, Job, Machine, Target, TaskJob, TaskSet
+from distributor.models import Attempt, Job, Machine, Target, TaskJob, TaskSet
 from distributor.queue import submit_job
-from tests.cluster import short_timeouts, store_binaries, Cluster, wait_until
+from tests.cluster import machines_cluster_running, short_timeouts, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -37,15 +37,8 @@ def configured(db):
 
 @pytest.fixture
 def machines_cluster(configured):
-    cluster = Cluster.machines(workers=5).start().wait_ready()
-    try:
+    with machines_cluster_running(workers=5) as cluster:
         yield cluster
-    finally:
-        engine.kill_all()
-        try:
-            wait_until(lambda: live_count() == 0, 10, message="machines stop after the test")
-        finally:
-            cluster.stop()
 
 
 def scripted_target(**settings) -> Target:

@@ -9,24 +9,22 @@ here from the peers' raw events, independently of sessions.events.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from unittest import mock
 
 import pytest
 from defusedxml import ElementTree as SafeET
-from django.core.files.base import ContentFile
 from django.db import connection
 
 from distributor import engine, queue
-from distributor.models import Attempt, Binary, DistributorConfig, Job, Machine, Target, TaskJob, TaskSet
+from distributor.models import Attempt, Job, Machine, Target, TaskJob, TaskSet
 from distributor.queue import claim_next, submit_job
 from distributor.taskfile import taskset_xml
-from tests.cluster import short_timeouts, store_binaries, Cluster, wait_until
-from tests.peer import PeerFarm
+from tests.cluster import machines_cluster_running, short_timeouts, store_binaries, stored_taskjobs, wait_until
+from tests.peer import PeerFarm, peer_taskjobs
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -65,19 +63,8 @@ def binaries(db):
 
 @pytest.fixture
 def machines_cluster(configured, binaries):
-    cluster = Cluster.machines(workers=5).start().wait_ready()
-    try:
+    with machines_cluster_running(workers=5) as cluster:
         yield cluster
-    finally:
-        engine.kill_all()
-        try:
-            wait_until(lambda: live_count() == 0, 10, message="machines stop after the test")
-        finally:
-            cluster.stop()
-
-
-def live_count() -> int:
-    return Machine.objects.filter(state__in=Machine.LIVE_STATES).count()
 
 
 def genode_target(farm: PeerFarm) -> Target:
@@ -93,20 +80,7 @@ def wait_for_end(*jobs: Job, timeout: float = JOB_END_S) -> None:
         job.refresh_from_db()
 
 
-# -- what the peers sent, worked out from their raw events ----------------------
-
-
-def peer_taskjobs(events: list[tuple]) -> list[tuple]:
-    """(task id, job number, start, end, exit type) of every job in a peer's events."""
-    running, numbers, jobs = {}, Counter(), []
-    for task_id, kind, at in events:
-        if kind == "START":
-            running[task_id] = at
-        elif kind != "JOBS_DONE":
-            start = at if kind == "NOT_SCHEDULED" else running.pop(task_id)
-            jobs.append((task_id, numbers[task_id], start, at, kind))
-            numbers[task_id] += 1
-    return sorted(jobs)
+# -- what the peers received -------------------------------------------------------
 
 
 def goal_of(optimize_xml: str | None) -> dict | None:
@@ -119,11 +93,6 @@ def goal_of(optimize_xml: str | None) -> dict | None:
     goal = {child.tag: child.text for child in root}
     assert len(goal) == len(root), "each element once"
     return {name: int(value) if value.isdigit() else value for name, value in goal.items()}
-
-
-def stored_taskjobs(taskset: TaskSet) -> list[tuple]:
-    return sorted(TaskJob.objects.filter(taskset=taskset).values_list(
-        "task__task_id", "job_number", "start_ms", "end_ms", "exit_type"))
 
 
 def description(taskset: TaskSet) -> str:

@@ -6,6 +6,7 @@ tests) can compute what a peer will send for a task-set without a socket.
 from __future__ import annotations
 
 import struct
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Union
 
@@ -166,3 +167,16 @@ class _Simulation:
             self.events.append((task_id, "JOBS_DONE", now))
         elif not task["period"]:
             self.next_release[task_id] = now
+
+
+def peer_taskjobs(events: list[tuple]) -> list[tuple]:
+    """(task id, job number, start, end, exit type) of every job in a peer's events."""
+    running, numbers, jobs = {}, Counter(), []
+    for task_id, kind, at in events:
+        if kind == "START":
+            running[task_id] = at
+        elif kind != "JOBS_DONE":
+            start = at if kind == "NOT_SCHEDULED" else running.pop(task_id)
+            jobs.append((task_id, numbers[task_id], start, at, kind))
+            numbers[task_id] += 1
+    return sorted(jobs)
