@@ -13,11 +13,13 @@ from django.db.models import Count
 from django.utils import timezone
 
 import tests.fake_sessions  # noqa: F401 - registers the "scripted" kind
-from distributor import engine
+from distributor import engine, hosts
+from distributor import machine as machine_module
 from distributor.hosts import beat
 from distributor.machine import run_machine
 from distributor.models import Attempt, DistributorConfig, Event, Job, Machine, Target, TaskJob, TaskSet
 from distributor.queue import claim_next, submit_job
+from sessions.events import RawEvent
 from tests.cluster import join_machine_threads
 from tests.conftest import taskset_file
 
@@ -234,6 +236,28 @@ def test_a_taskset_left_running_by_a_machine_that_crashed_goes_back_to_the_queue
     assert "ended (failed)" in taskset.last_error
 
 
+def test_the_hosts_heartbeat_thread_runs_the_reconciler(scripted, monkeypatch):
+    """No machine ticks any more: each host's heartbeat thread reconciles every
+    few seconds, so a dead machine's task-set goes back without the schedule."""
+    submit_job(variants_file(1), target=scripted)
+    machine = Machine.objects.get()
+    machine.take(pid=1)
+    claim_next(machine)
+    Machine.objects.filter(pk=machine.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+    monkeypatch.setattr(hosts, "BEAT_SECONDS", 0.05)
+    monkeypatch.setattr(hosts, "RECONCILE_EVERY_SECONDS", 0.1)
+    heart = hosts.HostBeat()
+    heart.start()
+    try:
+        deadline = time.monotonic() + 10
+        while Machine.objects.get(pk=machine.pk).state != Machine.State.DEAD and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        heart.stop()
+    assert Machine.objects.get(pk=machine.pk).state == Machine.State.DEAD
+    assert TaskSet.objects.get().state == TaskSet.State.QUEUED
+
+
 def test_a_launch_nobody_picks_up_is_declared_dead(scripted):
     submit_job(variants_file(1), target=scripted)
     Machine.objects.update(launched_at=timezone.now() - timedelta(hours=1))
@@ -282,6 +306,35 @@ def test_a_job_runs_to_the_end_with_one_result_per_variant(scripted):
     per_taskset = TaskJob.objects.values("taskset").annotate(n=Count("pk")).values_list("n", flat=True)
     assert set(per_taskset) == {2}
     assert set(Machine.objects.values_list("state", flat=True)) == {Machine.State.STOPPED}
+
+
+def test_a_running_tasksets_events_reach_the_database_while_it_runs(scripted, monkeypatch):
+    """Events wait in the machine at most EVENT_FLUSH_SECONDS; what is left goes
+    in with the result, or before the failure that ends the attempt."""
+    submit_job(variants_file(1), target=scripted)
+    claim = claim_next(live_machine(scripted))
+    events = machine_module.EventBuffer(claim.taskset)
+    events.add([RawEvent(0, "START", 0)])
+    assert not Event.objects.exists()  # just received: still in the buffer
+    monkeypatch.setattr(machine_module, "EVENT_FLUSH_SECONDS", 0)
+    events.add([RawEvent(0, "EXIT", 4)])
+    stored = list(Event.objects.order_by("seq").values_list("attempt", "seq", "task_id", "type", "time_ms"))
+    assert stored == [(1, 0, 0, "START", 0), (1, 1, 0, "EXIT", 4)]
+    assert events.take() == []
+
+
+def test_a_big_result_is_stored_whole(scripted):
+    """Hundreds of task-job and event rows (COPY on PostgreSQL, one prepared
+    INSERT on SQLite) land with their task-set, each exactly once."""
+    job = submit_job(json_file([{"pkg": "hey", "period": 10, "numberofjobs": 80},
+                                {"pkg": "pi", "period": 20, "numberofjobs": 70}]), target=scripted)
+    run_launched()
+    taskset = job.tasksets.get()
+    assert taskset.state == TaskSet.State.FINISHED
+    assert taskset.taskjobs.count() == 150
+    assert sorted(taskset.taskjobs.filter(task__task_id=1).values_list("job_number", flat=True)) == list(range(70))
+    assert taskset.events.count() == 2 * 150 + 2  # START and an exit per job, JOBS_DONE per task
+    assert list(taskset.events.order_by("seq").values_list("seq", flat=True)) == list(range(302))
 
 
 def test_failing_tasksets_are_retried_then_bad_while_the_rest_finish(scripted):
