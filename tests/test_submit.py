@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db.models import Sum
 
-from distributor.models import Job, Target, TaskJob
+from distributor.models import Job, Machine, Target, TaskJob
 from tests.conftest import taskset_file
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,6 +32,9 @@ def test_wait_runs_the_example_on_simso_with_one_taskjob_per_released_job():
     job = Job.objects.get(pk=line["job"])
     assert (line["state"], line["total"], line["finished"], line["bad"]) == ("finished", 8, 8, 0)
     assert job.target.kind == "simso"
+    # --inline's machines stop with the command: none left running, none left to be declared dead.
+    assert not [thread for thread in threading.enumerate() if "run_machine" in thread.name]
+    assert set(Machine.objects.values_list("state", flat=True)) == {Machine.State.STOPPED}
     for taskset in job.tasksets.all():
         released = taskset.tasks.aggregate(n=Sum("numberofjobs"))["n"]
         rows = TaskJob.objects.filter(taskset=taskset)

@@ -4,10 +4,12 @@ from __future__ import annotations
 import json
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 
 from distributor.models import Job, Machine
 from distributor.queue import submit_job
@@ -46,8 +48,11 @@ class Command(BaseCommand):
             self.stdout.write(str(job.pk))
             return
         if opts["inline"]:
-            _run_machines_inline(job)
-        self.stdout.write(json.dumps(wait_for(job, opts["timeout"])))
+            with inline_machines(job):
+                result = wait_for(job, opts["timeout"])
+        else:
+            result = wait_for(job, opts["timeout"])
+        self.stdout.write(json.dumps(result))
 
     def _read(self, name: str) -> tuple[bytes, str]:
         if name == "-":
@@ -79,8 +84,11 @@ def wait_for(job: Job, timeout: float | None = None) -> dict:
     return {"job": job.pk, "state": job.state, **job.progress(), "seconds": round(time.monotonic() - started, 3)}
 
 
-def _run_machines_inline(job: Job) -> None:
-    """Run the machines the reconciler launched for this job in threads here.
+@contextmanager
+def inline_machines(job: Job):
+    """Run the machines the reconciler launches for this job in threads here,
+    and stop them on leaving: none outlives the command (or, run in-process,
+    the caller), and their rows end stopped rather than dead.
 
     The launch messages stay in the broker; if a cluster picks one up later
     it finds the machine taken and exits — the duplicate-delivery path."""
@@ -88,15 +96,30 @@ def _run_machines_inline(job: Job) -> None:
     from distributor.hosts import beat
     from distributor.machine import run_machine
 
-    def loop():
-        seen = set()
-        while Job.objects.filter(pk=job.pk, state__in=Job.ACTIVE_STATES).exists():
-            beat()  # this process acts as the host's machines cluster
-            tick()
-            for pk in Machine.objects.filter(state=Machine.State.LAUNCHING, target=job.target).values_list("pk", flat=True):
-                if pk not in seen:
-                    seen.add(pk)
-                    threading.Thread(target=run_machine, args=(pk,), daemon=True).start()
-            time.sleep(0.2)
+    done, started, threads = threading.Event(), set(), []
 
-    threading.Thread(target=loop, daemon=True).start()
+    def loop():
+        try:
+            while not done.is_set() and Job.objects.filter(pk=job.pk, state__in=Job.ACTIVE_STATES).exists():
+                beat()  # this process acts as the host's machines cluster
+                tick()
+                for pk in Machine.objects.filter(state=Machine.State.LAUNCHING, target=job.target).values_list("pk", flat=True):
+                    if pk not in started:
+                        started.add(pk)
+                        threads.append(threading.Thread(target=run_machine, args=(pk,), daemon=True))
+                        threads[-1].start()
+                done.wait(0.2)
+        finally:
+            connection.close()
+
+    launcher = threading.Thread(target=loop, daemon=True)
+    launcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        launcher.join(5)
+        # A kill puts any task-set still running back in the queue untouched.
+        Machine.objects.filter(pk__in=started, state__in=Machine.LIVE_STATES).update(stop_mode=Machine.StopMode.KILL)
+        for thread in threads:
+            thread.join(15)
