@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from distributor.analysis import analyse
 from distributor.models import DistributorConfig, Event, Machine, TaskSet
-from distributor.models.rows import EVENT_COLUMNS, database_time, insert_rows
+from distributor.models.rows import EVENT_COLUMNS, database_time, db_value, execute, fetch, insert_rows, now_sql, table
 from distributor.monitors import MonitorGroup
 from distributor.queue import Claim, Fenced, claim_next
 from sessions import EventTracker, SessionInfo, Stopped, TargetFailure, TaskSetError, etm, get_session_class
@@ -76,21 +76,26 @@ class Lifeline(threading.Thread):
         finally:
             connection.close()
 
+    # Plain prepared statements: sixteen lifelines poll these 80 times a second.
+
     def _beat(self) -> None:
-        alive = Machine.objects.filter(
-            pk=self.machine.pk, lease=self.machine.lease, state__in=Machine.LIVE_STATES
-        ).update(heartbeat_at=Now())
+        alive = execute(
+            f"UPDATE {table(Machine)} SET heartbeat_at = {now_sql()} WHERE id = %s AND lease = %s"
+            f" AND state IN ({', '.join(['%s'] * len(Machine.LIVE_STATES))})",
+            [self.machine.pk, db_value(Machine, "lease", self.machine.lease), *Machine.LIVE_STATES],
+        )
         if not alive:
             self.fenced = True
             self.stop_event.set()
 
     def _read_flags(self) -> None:
-        row = Machine.objects.filter(pk=self.machine.pk).values("stop_mode", "reboot_requested").first()
-        if row is None:
+        rows = fetch(f"SELECT stop_mode, reboot_requested FROM {table(Machine)} WHERE id = %s", [self.machine.pk])
+        if not rows:
             return
-        self.drain = row["stop_mode"] == Machine.StopMode.DRAIN
-        self.reboot = row["reboot_requested"]
-        if row["stop_mode"] == Machine.StopMode.KILL:
+        stop_mode, reboot = rows[0]
+        self.drain = stop_mode == Machine.StopMode.DRAIN
+        self.reboot = bool(reboot)
+        if stop_mode == Machine.StopMode.KILL:
             self.stop_event.set()
 
 class MachineWorker:

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from distributor import taskfile
 from distributor.models import Attempt, DistributorConfig, Job, Machine, Target, Task, TaskSet
-from distributor.models.rows import database_time, db_value, execute, insert_returning_ids, insert_rows, table
+from distributor.models.rows import database_time, db_value, execute, fetch, insert_rows, prepared_cursor, table
 
 MAX_TRIES = 100
 
@@ -166,14 +166,12 @@ def claim_next(machine: Machine) -> Claim | None:
 
 
 def _queue_of(target_id: int) -> list[tuple]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT j.id, j.created_at, j.state, j.{CURSOR} < j.variant_count,"
-            f" EXISTS (SELECT 1 FROM {table(TaskSet)} t WHERE t.job_id = j.id AND t.state = %s)"
-            f" FROM {table(Job)} j WHERE j.target_id = %s AND j.state IN (%s, %s) ORDER BY j.priority DESC, j.id",
-            [TaskSet.State.QUEUED, target_id, *Job.ACTIVE_STATES],
-        )
-        return cursor.fetchall()
+    return fetch(
+        f"SELECT j.id, j.created_at, j.state, j.{CURSOR} < j.variant_count,"
+        f" EXISTS (SELECT 1 FROM {table(TaskSet)} t WHERE t.job_id = j.id AND t.state = %s)"
+        f" FROM {table(Job)} j WHERE j.target_id = %s AND j.state IN (%s, %s) ORDER BY j.priority DESC, j.id",
+        [TaskSet.State.QUEUED, target_id, *Job.ACTIVE_STATES],
+    )
 
 
 def _claim_queued(job: Job, machine: Machine) -> Claim | None:
@@ -183,7 +181,7 @@ def _claim_queued(job: Job, machine: Machine) -> Claim | None:
     now = timezone.now()
     at = database_time(now)
     skip_locked = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(), prepared_cursor() as cursor:
         cursor.execute(f"SELECT id FROM {table(TaskSet)} WHERE job_id = %s AND state = %s"
                        f" ORDER BY variant LIMIT 1{skip_locked}", [job.pk, TaskSet.State.QUEUED])
         picked = cursor.fetchone()
@@ -221,14 +219,15 @@ def _open_block(job: Job) -> bool:
         first, end = row[0], min(row[0] + BLOCK, row[1])
         execute(f"UPDATE {table(Job)} SET {CURSOR} = %s, state = %s, started_at = COALESCE(started_at, %s)"
                 " WHERE id = %s", [end, Job.State.RUNNING, at, job.pk])
-        variants = range(first, end)
-        ids = insert_returning_ids(TaskSet._meta.db_table, TASKSET_COLUMNS, [
-            (job.pk, variant, TaskSet.State.QUEUED, "", 0, 0, 0, "", None, at, None) for variant in variants
+        insert_rows(TaskSet._meta.db_table, TASKSET_COLUMNS, [
+            (job.pk, variant, TaskSet.State.QUEUED, "", 0, 0, 0, "", None, at, None) for variant in range(first, end)
         ])
+        created = fetch(f"SELECT id, variant FROM {table(TaskSet)} WHERE job_id = %s AND variant >= %s"
+                        " AND variant < %s", [job.pk, first, end])  # new: the cursor moved under the lock
         expander = _expander_of(job.pk, job.created_at)
         insert_rows(Task._meta.db_table, TASK_COLUMNS, [
             (taskset_id, task["id"], *(task[f] for f in Task.FIELDS))
-            for taskset_id, variant in zip(ids, variants) for task in expander.variant(variant)
+            for taskset_id, variant in created for task in expander.variant(variant)
         ])
     return True
 

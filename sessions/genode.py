@@ -391,17 +391,21 @@ class GenodeSession(Session):
     def _binaries_to_send(self, tasks: list[dict]) -> list[tuple[str, str, bytes]]:
         """(name, sha256, bytes) of the binaries the target lacks, in task order."""
         from distributor.models import Binary
+        from distributor.models.rows import fetch, table
 
         names = list(dict.fromkeys(task["pkg"] for task in tasks))
-        rows = {row.name: row for row in Binary.objects.filter(name__in=names)}
-        missing = [name for name in names if name not in rows]
+        # Every task-set asks, so the checksums come by one plain statement and
+        # only the rows to send are loaded.
+        checksums = dict(fetch(f"SELECT name, sha256 FROM {table(Binary)} WHERE name IN"
+                               f" ({', '.join(['%s'] * len(names))})", names))
+        missing = [name for name in names if name not in checksums]
         if missing:
             raise MissingBinary(missing)
-        return [
-            (name, rows[name].sha256, read_binary(rows[name]))
-            for name in names
-            if self.sent_binaries.get(name) != rows[name].sha256
-        ]
+        stale = [name for name in names if self.sent_binaries.get(name) != checksums[name]]
+        rows = {row.name: row for row in Binary.objects.filter(name__in=stale)} if stale else {}
+        if len(rows) < len(stale):  # deleted since
+            raise MissingBinary([name for name in stale if name not in rows])
+        return [(name, rows[name].sha256, read_binary(rows[name])) for name in stale]
 
 
 def read_binary(binary) -> bytes:
