@@ -94,7 +94,8 @@ def empty_table(job) -> None:
     for taskset, machine in zip(TaskSet.objects.filter(job=job).order_by("variant").values_list("pk", flat=True), machines):
         TaskSet.objects.filter(pk=taskset).update(state=TaskSet.State.RUNNING, machine=machine, outcome="")
     Attempt.objects.filter(taskset__job=job).update(ended_at=None, result="")
-    job.__class__.objects.filter(pk=job.pk).update(state="running", finished_count=0, variant_count=10**9, cursor=10**9)
+    job.__class__.objects.filter(pk=job.pk).update(state="running", variant_count=10**9, cursor=10**9)
+    job.tallies.all().delete()
 
 
 def store_engine(rows: dict[int, list[tuple]]) -> None:

@@ -51,8 +51,9 @@ def build(tasksets: int, machines: int, *, owner=None, events_every: int = 100, 
     running = min(machines, tasksets)
     bad = tasksets // 50
     job = Job.objects.create(name="bench", owner=owner, target=target, spec=parsed.spec, variant_count=parsed.variant_count,
-                             cursor=tasksets, state=Job.State.RUNNING, started_at=now - timedelta(hours=10),
-                             finished_count=tasksets - running - bad, bad_count=bad)
+                             cursor=tasksets, state=Job.State.RUNNING, started_at=now - timedelta(hours=10))
+    job.add_counts(finished=tasksets - running - bad, bad=bad)
+    job.refresh_from_db()
     small = [Job.objects.create(name=f"queued {n}", owner=owner, target=target, spec=parsed.spec,
                                 variant_count=parsed.variant_count, cursor=0) for n in range(2)]
     first_slot = Machine.objects.filter(target=target).count()  # a second build adds machines beside the first's

@@ -30,6 +30,7 @@ def tick() -> dict:
     """Reconcile once; returns what it did (for logs, tests and the CLI)."""
     config = DistributorConfig.get()
     dead = reap_dead_machines(config)
+    _end_done_jobs()
     with transaction.atomic():
         config = DistributorConfig.objects.select_for_update().get(pk=config.pk)
         drained = _drain_surplus(config)
@@ -79,6 +80,14 @@ def _recover_orphans() -> None:
         reason = f"machine {machine.pk} ended ({machine.state}) while running it" if machine else "its machine is gone"
         if taskset.recover_from_dead_machine(machine, reason):
             log.warning("task-set %s: %s; back in the queue", taskset.pk, reason)
+
+
+def _end_done_jobs() -> None:
+    """Machines end a job when they look for work after its last result; this
+    ends one whose last task-set was called bad by the reconciler, or whose
+    machine stopped between storing the last result and looking again."""
+    for job in Job.objects.filter(state__in=Job.ACTIVE_STATES, cursor__gte=F("variant_count")):
+        job.end_if_done()
 
 
 def _declare_dead(machine: Machine, reason: str, still_dead: Q) -> bool:

@@ -8,7 +8,9 @@ anyway), so any number of machines on any number of hosts claim at once
 without waiting for each other. When a job has no queued task-set left, a
 machine turns its next BLOCK fresh variants into queued task-sets: the job's
 ``cursor`` moves under the job's row lock, once per block rather than once per
-task-set, and the rows appear in the same transaction.
+task-set, and the rows appear in the same transaction. A machine that finds
+nothing left in a job ends it if none of its task-sets still runs: the job's
+end follows the commit of its last result, whichever machine stored it.
 """
 from __future__ import annotations
 
@@ -162,6 +164,7 @@ def claim_next(machine: Machine) -> Claim | None:
             queued = fresh_left and _open_block(job)
             if not queued:
                 break
+        job.end_if_done()  # it gave this machine nothing: it may have just had its last result
     return None
 
 

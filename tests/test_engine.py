@@ -17,7 +17,7 @@ from distributor import engine, hosts
 from distributor import machine as machine_module
 from distributor.hosts import beat
 from distributor.machine import run_machine
-from distributor.models import Attempt, DistributorConfig, Event, Job, Machine, Target, TaskJob, TaskSet
+from distributor.models import Attempt, DistributorConfig, Event, Job, Machine, Tally, Target, TaskJob, TaskSet
 from distributor.queue import claim_next, submit_job
 from sessions.events import RawEvent
 from tests.cluster import join_machine_threads
@@ -144,6 +144,83 @@ def test_a_machine_declared_dead_stores_no_result(scripted):
     assert TaskSet.objects.get().state == TaskSet.State.RUNNING
     job.refresh_from_db()
     assert (job.finished_count, Machine.objects.get(pk=machine.pk).tasksets_done) == (0, 0)
+
+
+def finish_now(claim, machine) -> bool:
+    """Store a one-job result for a claimed task-set, as a machine would."""
+    rows = [(claim.taskset.pk, claim.task_pks[0], 0, 0, 0, 5, "EXIT")]
+    return claim.taskset.finish(machine, TaskSet.Outcome.SCHEDULABLE, rows)
+
+
+def test_finishing_tasksets_count_on_their_machines_tallies_and_never_write_the_jobs_row(scripted):
+    """Every machine storing a result used to add to the job's own row and hold
+    it until its commit: with 16 machines on PostgreSQL they queued for it
+    (bench/README.md). Each machine now adds to its own tally; the job's counts
+    are the sums."""
+    from django.test.utils import CaptureQueriesContext
+
+    job = submit_job(variants_file(6), target=scripted)
+    machines = [live_machine(scripted, slot) for slot in range(2)]
+    for machine in machines * 2:
+        claim = claim_next(machine)
+        with CaptureQueriesContext(connection) as statements:
+            assert finish_now(claim, machine)
+        written = [q["sql"] for q in statements.captured_queries if q["sql"].lstrip().upper().startswith("UPDATE")]
+        assert written and not any(f"UPDATE {connection.ops.quote_name(Job._meta.db_table)}" in sql for sql in written)
+    claim = claim_next(machines[0])
+    assert claim.taskset.fail(machines[0], "target crashed", final=True) == TaskSet.State.BAD
+    assert sorted(Tally.objects.filter(job=job).values_list("counter", "finished", "bad")) == [
+        (machines[0].pk, 2, 1), (machines[1].pk, 2, 0)]
+    job.refresh_from_db()
+    assert (job.finished_count, job.bad_count, job.progress()["percent"]) == (4, 1, 83.3)
+    assert Job.objects.filter(pk=job.pk).values_list("finished_count", "bad_count").get() == (4, 1)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite has no server-side prepared statements")
+def test_hot_path_statements_are_prepared_once_per_connection(scripted):
+    """PostgreSQL plans a machine's statements once, not for every task-set:
+    they run prepared through one server-binding cursor per connection."""
+    from distributor.models.rows import fetch
+
+    submit_job(variants_file(3), target=scripted)
+    machine = live_machine(scripted)
+    for _ in range(3):
+        assert finish_now(claim_next(machine), machine)
+    assert fetch("SELECT 1 WHERE %s = 1", [1]) == [(1,)]
+    prepared = [row[0] for row in fetch("SELECT statement FROM pg_prepared_statements", [])]
+    claims = [sql for sql in prepared if "FOR UPDATE SKIP LOCKED" in sql]
+    assert len(claims) == 1 and "$1" in claims[0]  # one plan, reused by all three claims
+    assert any("INSERT INTO" in sql and "distributor_tally" in sql for sql in prepared)
+
+
+def test_a_job_ends_when_a_machine_looks_for_work_after_its_last_result(scripted):
+    """The last result's machine, or any other, ends the job as it looks at the
+    queue after that result's commit: never while a task-set still runs."""
+    job = submit_job(variants_file(2), target=scripted)
+    first, second = live_machine(scripted, 0), live_machine(scripted, 1)
+    claims = {first: claim_next(first), second: claim_next(second)}
+    assert finish_now(claims[first], first)
+    assert claim_next(first) is None
+    job.refresh_from_db()
+    assert job.state == Job.State.RUNNING  # the second still runs
+    assert finish_now(claims[second], second)
+    assert claim_next(first) is None  # looks after the other machine's last result
+    job.refresh_from_db()
+    assert (job.state, job.finished_count, job.bad_count) == (Job.State.FINISHED, 2, 0)
+    assert job.ended_at is not None
+
+
+def test_the_reconciler_ends_a_job_whose_last_result_nobody_looked_past(scripted):
+    """A machine that stops right after storing the last result (a kill, a
+    crash) leaves the job's end to the reconciler."""
+    job = submit_job(variants_file(1), target=scripted)
+    machine = live_machine(scripted)
+    assert finish_now(claim_next(machine), machine)
+    job.refresh_from_db()
+    assert job.state == Job.State.RUNNING
+    engine.tick()
+    job.refresh_from_db()
+    assert (job.state, job.finished_count) == (Job.State.FINISHED, 1)
 
 
 # -- the reconciler -------------------------------------------------------------

@@ -4,7 +4,7 @@ it (targets, machines). The database is the only truth: every state change is
 a conditional UPDATE on these rows."""
 from distributor.models.config import DistributorConfig
 from distributor.models.targets import Binary, BootImage, Target
-from distributor.models.jobs import Job
+from distributor.models.jobs import Job, Tally
 from distributor.models.tasksets import Attempt, Task, TaskSet
 from distributor.models.results import Event, ExitType, TaskJob
 from distributor.models.hosts import Host
@@ -24,4 +24,5 @@ __all__ = [
     "Task",
     "TaskJob",
     "TaskSet",
+    "Tally",
 ]

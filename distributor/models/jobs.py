@@ -2,10 +2,31 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models, transaction
+from django.db.models import OuterRef, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from distributor.models.fields import OrderedJSONField
 from distributor.models.rows import database_time, execute, table
+
+
+class JobQuerySet(models.QuerySet):
+    def with_counts(self) -> "JobQuerySet":
+        """Each job's ``finished_count`` and ``bad_count``: the sums of its tallies."""
+        return self.annotate(**{
+            f"{column}_count": Coalesce(
+                Subquery(Tally.objects.filter(job=OuterRef("pk")).order_by().values("job")
+                         .annotate(n=Sum(column)).values("n")),
+                Value(0), output_field=models.BigIntegerField())
+            for column in ("finished", "bad")
+        })
+
+
+class JobManager(models.Manager.from_queryset(JobQuerySet)):
+    """Jobs come with their counts, wherever they are read (pages, API, exports)."""
+
+    def get_queryset(self) -> JobQuerySet:
+        return super().get_queryset().with_counts()
 
 
 class Job(models.Model):
@@ -13,7 +34,9 @@ class Job(models.Model):
 
     Variant rows are created a block at a time as machines reach them
     (``cursor`` is the next variant without a row), so a job of 10^9
-    variants costs one row.
+    variants costs one row. Its counts of ended task-sets are not on this row
+    but in its tallies, one per counting machine (see ``Tally``), so that
+    machines finishing task-sets never queue for one shared row.
     """
 
     class State(models.TextChoices):
@@ -35,17 +58,22 @@ class Job(models.Model):
     admission = OrderedJSONField(null=True, blank=True, help_text="admission-control goal sent with OPTIMIZE, in order")
     monitors = models.JSONField(default=list, blank=True, help_text="extra monitors by name, e.g. ['logging']")
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
-    finished_count = models.PositiveBigIntegerField(default=0)
-    bad_count = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
 
+    objects = JobManager()
+
     class Meta:
+        base_manager_name = "objects"  # a task-set's job has its counts too
         indexes = [
             # claim: active jobs of a target in queue order
             models.Index(fields=["state", "target", "-priority", "id"], name="job_queue_order"),
         ]
+
+    # The sums of the tallies, annotated by the manager; a job just created has none.
+    finished_count = 0
+    bad_count = 0
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.name}"
@@ -86,19 +114,40 @@ class Job(models.Model):
     def mark_started(self) -> None:
         Job.objects.filter(pk=self.pk, state=self.State.QUEUED).update(state=self.State.RUNNING, started_at=timezone.now())
 
-    def count_result(self, bad: bool) -> None:
-        """Add one ended task-set to the counters and end the job with its last one.
+    def refresh_from_db(self, *args, **kwargs) -> None:
+        super().refresh_from_db(*args, **kwargs)
+        counts = Job.objects.filter(pk=self.pk).values("finished_count", "bad_count").first()
+        if counts:
+            self.finished_count, self.bad_count = counts["finished_count"], counts["bad_count"]
 
-        Runs inside the transaction that ended the task-set, so the counters
-        never disagree with the rows.
-        """
-        field = "bad_count" if bad else "finished_count"
-        last = 'state IN (%s, %s) AND finished_count + bad_count + 1 >= variant_count - "offset"'  # reserved word
-        execute(  # one statement: the row stays locked until the commit
-            f"UPDATE {table(Job)} SET {field} = {field} + 1, state = CASE WHEN {last} THEN %s ELSE state END,"
-            f" ended_at = CASE WHEN {last} THEN %s ELSE ended_at END WHERE id = %s",
-            [*self.ACTIVE_STATES, self.State.FINISHED, *self.ACTIVE_STATES, database_time(timezone.now()), self.pk],
+    def add_counts(self, *, finished: int = 0, bad: int = 0, machine_id: int | None = None) -> None:
+        """Add ended task-sets to the tally of the machine that ended them (the
+        operator and the reconciler share counter 0), inside the transaction
+        that ended them, so the counts never disagree with the rows. No other
+        machine writes a machine's tally row: finishes never wait for each other."""
+        tally = table(Tally)
+        execute(
+            f"INSERT INTO {tally} (job_id, counter, finished, bad) VALUES (%s, %s, %s, %s)"
+            f" ON CONFLICT (job_id, counter) DO UPDATE SET finished = {tally}.finished + excluded.finished,"
+            f" bad = {tally}.bad + excluded.bad",
+            [self.pk, machine_id or 0, finished, bad],
         )
+
+    def end_if_done(self) -> bool:
+        """Mark the job finished once every variant has a row and none is queued or
+        running. Run after the commit that ended a task-set (the claim that
+        follows a result, the reconciler): the last result's commit is then
+        visible, whichever machine stored it. One statement, which locks the
+        row only when it ends the job."""
+        from distributor.models import TaskSet
+
+        return bool(execute(
+            f"UPDATE {table(Job)} SET state = %s, ended_at = %s WHERE id = %s AND state IN (%s, %s)"
+            f' AND "cursor" >= variant_count AND NOT EXISTS (SELECT 1 FROM {table(TaskSet)} t'
+            " WHERE t.job_id = %s AND t.state IN (%s, %s))",
+            [self.State.FINISHED, database_time(timezone.now()), self.pk, *self.ACTIVE_STATES,
+             self.pk, TaskSet.State.QUEUED, TaskSet.State.RUNNING],
+        ))
 
     def cancel(self) -> bool:
         """Stop handing out this job's task-sets; the running ones finish."""
@@ -130,3 +179,21 @@ class Job(models.Model):
             monitors=self.monitors,
         )
 
+
+
+class Tally(models.Model):
+    """A job's ended task-sets as counted by one machine (``counter`` is its id;
+    0 counts the operator's and the reconciler's). The job's counts are the
+    sums: a machine storing a result adds to its own row, which no other
+    machine writes, instead of to the job's, which every one would."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="tallies", db_index=False)  # see Meta
+    counter = models.BigIntegerField()
+    finished = models.BigIntegerField(default=0)
+    bad = models.BigIntegerField(default=0)  # an operator's retry of a bad task-set takes one off counter 0's
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "counter"], name="one_tally_per_counter")]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} counter {self.counter}: {self.finished} finished, {self.bad} bad"

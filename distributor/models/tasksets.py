@@ -88,7 +88,7 @@ class TaskSet(models.Model):
         try:
             # Plain statements (this runs for every task-set), in the reconciler's
             # order when it declares a machine dead, machine row first, so the two
-            # never wait for each other; the job's row last, locked until the commit.
+            # never wait for each other. Nothing here is shared with other machines.
             with transaction.atomic():
                 if not execute(f"UPDATE {table(Machine)} SET tasksets_done = tasksets_done + 1, state = %s,"
                                " current_id = NULL, activity = %s WHERE id = %s AND lease = %s AND state = %s",
@@ -102,7 +102,7 @@ class TaskSet(models.Model):
                 insert_rows(TaskJob._meta.db_table, TASKJOB_COLUMNS, taskjobs)
                 execute(f"UPDATE {table(Attempt)} SET ended_at = %s, result = %s"
                         " WHERE taskset_id = %s AND ended_at IS NULL", [at, Attempt.Result.FINISHED, self.pk])
-                self.job.count_result(bad=False)
+                self.job.add_counts(finished=1, machine_id=machine.pk)
         except _TakenAway:
             return False
         self.state, self.outcome, self.ended_at = self.State.FINISHED, outcome, now
@@ -113,7 +113,7 @@ class TaskSet(models.Model):
         job's tries (at once when ``final``: the task-set itself cannot run).
         Returns the new state, or None if it was taken away."""
         bad = final or self.attempts >= self.job.tries
-        return self._end_attempt(machine, Attempt.Result.FAILED, error, bad=bad, forgive=False)
+        return self._end_attempt(machine, Attempt.Result.FAILED, error, bad=bad, forgive=False, counter=machine.pk)
 
     def recover_from_dead_machine(self, machine, reason: str) -> str | None:
         """Its machine stopped beating: queue it again and forgive the attempt
@@ -122,7 +122,7 @@ class TaskSet(models.Model):
         losses = self.losses + 1
         bad = losses >= max(self.job.tries, 1)
         error = f"{reason}; its machine died {losses} time(s)" if bad else reason
-        return self._end_attempt(machine, Attempt.Result.LOST, error, bad=bad, forgive=not bad, lost=True)
+        return self._end_attempt(machine, Attempt.Result.LOST, error, bad=bad, forgive=not bad, lost=True, counter=None)
 
     def put_back(self, machine) -> bool:
         """Kill all: back in the queue untouched (the attempt is not counted)."""
@@ -147,7 +147,7 @@ class TaskSet(models.Model):
                 pk=self.pk, state=self.State.BAD, job__state__in=[*Job.ACTIVE_STATES, Job.State.FINISHED]
             ).update(state=self.State.QUEUED, losses=0, ended_at=None):
                 return False
-            Job.objects.filter(pk=self.job_id).update(bad_count=F("bad_count") - 1)
+            self.job.add_counts(bad=-1)  # counter 0's may go below zero; the sum cannot
             Job.objects.filter(pk=self.job_id, state=Job.State.FINISHED).update(state=Job.State.RUNNING, ended_at=None)
         self.state = self.State.QUEUED
         return True
@@ -161,11 +161,13 @@ class TaskSet(models.Model):
                 state=self.State.BAD, ended_at=now, last_error=reason[:4000]
             ):
                 return False
-            self.job.count_result(bad=True)
+            self.job.add_counts(bad=1)
+        self.job.end_if_done()  # it may have been the last one left
         self.state, self.last_error = self.State.BAD, reason
         return True
 
-    def _end_attempt(self, machine, result: str, error: str, *, bad: bool, forgive: bool, lost: bool = False):
+    def _end_attempt(self, machine, result: str, error: str, *, bad: bool, forgive: bool, counter: int | None,
+                     lost: bool = False):
         now = timezone.now()
         new_state = self.State.BAD if bad else self.State.QUEUED
         changes = {"state": new_state, "last_error": error[:4000], "ended_at": now if bad else None}
@@ -181,7 +183,7 @@ class TaskSet(models.Model):
                 return None
             self._open_attempt().update(ended_at=now, result=result, error=error[:4000])
             if bad:
-                self.job.count_result(bad=True)
+                self.job.add_counts(bad=1, machine_id=counter)
         self.state, self.last_error = new_state, error
         return new_state
 
