@@ -334,7 +334,7 @@ class EventBuffer:
             self.flush()
 
     def flush(self) -> None:
-        insert_rows(Event._meta.db_table, EVENT_COLUMNS, self.take())
+        insert_rows(Event, EVENT_COLUMNS, self.take())
         self.flushed_at = time.monotonic()
 
     def take(self) -> list[tuple]:

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from distributor import taskfile
 from distributor.models import Attempt, DistributorConfig, Job, Machine, Target, Task, TaskSet
-from distributor.models.rows import database_time, db_value, execute, fetch, insert_rows, prepared_cursor, table
+from distributor.models.rows import database_time, db_value, execute, fetch, insert_rows, pipeline, table
 
 MAX_TRIES = 100
 
@@ -179,32 +179,32 @@ def _queue_of(target_id: int) -> list[tuple]:
 
 def _claim_queued(job: Job, machine: Machine) -> Claim | None:
     """The job's lowest queued task-set, in one transaction of plain statements
-    (it runs for every task-set): lock the row, start it, read its tasks, open
-    its attempt, mark the machine busy."""
+    and two round trips (it runs for every task-set): take and start the row,
+    then read its tasks, open its attempt and mark the machine busy."""
     now = timezone.now()
     at = database_time(now)
     skip_locked = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
-    with transaction.atomic(), prepared_cursor() as cursor:
-        cursor.execute(f"SELECT id FROM {table(TaskSet)} WHERE job_id = %s AND state = %s"
-                       f" ORDER BY variant LIMIT 1{skip_locked}", [job.pk, TaskSet.State.QUEUED])
-        picked = cursor.fetchone()
-        if picked is None:
+    with transaction.atomic():
+        started = fetch(
+            f"UPDATE {table(TaskSet)} SET state = %s, machine_id = %s, attempts = attempts + 1, runs = runs + 1,"
+            f" started_at = %s, ended_at = NULL WHERE id = (SELECT id FROM {table(TaskSet)} WHERE job_id = %s"
+            f" AND state = %s ORDER BY variant LIMIT 1{skip_locked}) AND state = %s"
+            " RETURNING id, variant, attempts, runs, losses",
+            [TaskSet.State.RUNNING, machine.pk, at, job.pk, TaskSet.State.QUEUED, TaskSet.State.QUEUED])
+        if not started:
             return None
-        cursor.execute(f"UPDATE {table(TaskSet)} SET state = %s, machine_id = %s, attempts = attempts + 1,"
-                       " runs = runs + 1, started_at = %s, ended_at = NULL WHERE id = %s AND state = %s"
-                       " RETURNING variant, attempts, runs, losses",
-                       [TaskSet.State.RUNNING, machine.pk, at, picked[0], TaskSet.State.QUEUED])
-        started = cursor.fetchone()
-        if started is None:
-            return None
-        variant, attempts, runs, losses = started
-        cursor.execute(f"SELECT id, task_id, {TASK_FIELDS} FROM {table(Task)}"
-                       " WHERE taskset_id = %s ORDER BY task_id", [picked[0]])
-        rows = cursor.fetchall()
-        insert_rows(Attempt._meta.db_table, ATTEMPT_COLUMNS, [(picked[0], runs, machine.pk, at, "", "")])
-        taskset = TaskSet(pk=picked[0], job=job, variant=variant, state=TaskSet.State.RUNNING, attempts=attempts,
+        taskset_id, variant, attempts, runs, losses = started[0]
+        taskset = TaskSet(pk=taskset_id, job=job, variant=variant, state=TaskSet.State.RUNNING, attempts=attempts,
                           runs=runs, losses=losses, machine=machine, started_at=now)
-        _mark_busy(machine, taskset, at)
+        with pipeline() as run:
+            tasks = run(f"SELECT id, task_id, {TASK_FIELDS} FROM {table(Task)}"
+                        " WHERE taskset_id = %s ORDER BY task_id", [taskset_id])
+            run(f"INSERT INTO {table(Attempt)} (taskset_id, number, machine_id, started_at, result, error)"
+                " VALUES (%s, %s, %s, %s, %s, %s)", [taskset_id, runs, machine.pk, at, "", ""])
+            busy = _mark_busy(machine, taskset, at, run)
+        if not busy.rowcount:
+            raise Fenced(f"machine {machine.pk} lost its lease")  # rolls the claim back
+        rows = tasks.fetchall()
     tasks = [{"id": row[1], **dict(zip(Task.FIELDS, row[2:]))} for row in rows]
     return Claim(taskset, tasks, {row[1]: row[0] for row in rows})
 
@@ -222,13 +222,13 @@ def _open_block(job: Job) -> bool:
         first, end = row[0], min(row[0] + BLOCK, row[1])
         execute(f"UPDATE {table(Job)} SET {CURSOR} = %s, state = %s, started_at = COALESCE(started_at, %s)"
                 " WHERE id = %s", [end, Job.State.RUNNING, at, job.pk])
-        insert_rows(TaskSet._meta.db_table, TASKSET_COLUMNS, [
+        insert_rows(TaskSet, TASKSET_COLUMNS, [
             (job.pk, variant, TaskSet.State.QUEUED, "", 0, 0, 0, "", None, at, None) for variant in range(first, end)
         ])
         created = fetch(f"SELECT id, variant FROM {table(TaskSet)} WHERE job_id = %s AND variant >= %s"
                         " AND variant < %s", [job.pk, first, end])  # new: the cursor moved under the lock
         expander = _expander_of(job.pk, job.created_at)
-        insert_rows(Task._meta.db_table, TASK_COLUMNS, [
+        insert_rows(Task, TASK_COLUMNS, [
             (taskset_id, task["id"], *(task[f] for f in Task.FIELDS))
             for taskset_id, variant in created for task in expander.variant(variant)
         ])
@@ -241,7 +241,6 @@ TASKSET_COLUMNS = ("job_id", "variant", "state", "outcome", "attempts", "runs", 
                    "machine_id", "created_at", "started_at")
 TASK_COLUMNS = ("taskset_id", "task_id", *Task.FIELDS)
 TASK_FIELDS = ", ".join(f'"{name}"' for name in Task.FIELDS)  # "offset" is a reserved word
-ATTEMPT_COLUMNS = ("taskset_id", "number", "machine_id", "started_at", "result", "error")
 
 
 @lru_cache(maxsize=64)
@@ -258,13 +257,13 @@ def _expander_of(job_id: int, created_at) -> taskfile.Expander:
     return taskfile.Expander(Job.objects.values_list("spec", flat=True).get(pk=job_id))
 
 
-def _mark_busy(machine: Machine, taskset: TaskSet, at) -> None:
-    """Part of the claim's transaction: a fenced machine claims nothing."""
-    if not execute(
+def _mark_busy(machine: Machine, taskset: TaskSet, at, run):
+    """Part of the claim's transaction: a fenced machine claims nothing (its
+    ``rowcount`` is 0)."""
+    return run(
         f"UPDATE {table(Machine)} SET state = %s, current_id = %s, current_since = %s, activity = %s"
         " WHERE id = %s AND lease = %s AND state IN (%s, %s, %s, %s)",
         [Machine.State.BUSY, taskset.pk, at,
          f"running job {taskset.job_id} variant {taskset.variant}",
          machine.pk, db_value(Machine, "lease", machine.lease), *Machine.LIVE_STATES],
-    ):
-        raise Fenced(f"machine {machine.pk} lost its lease")
+    )

@@ -120,13 +120,14 @@ class Job(models.Model):
         if counts:
             self.finished_count, self.bad_count = counts["finished_count"], counts["bad_count"]
 
-    def add_counts(self, *, finished: int = 0, bad: int = 0, machine_id: int | None = None) -> None:
+    def add_counts(self, *, finished: int = 0, bad: int = 0, machine_id: int | None = None, run=execute) -> None:
         """Add ended task-sets to the tally of the machine that ended them (the
         operator and the reconciler share counter 0), inside the transaction
         that ended them, so the counts never disagree with the rows. No other
-        machine writes a machine's tally row: finishes never wait for each other."""
+        machine writes a machine's tally row: finishes never wait for each other.
+        ``run`` is the caller's ``rows.pipeline`` when it sends it with others."""
         tally = table(Tally)
-        execute(
+        run(
             f"INSERT INTO {tally} (job_id, counter, finished, bad) VALUES (%s, %s, %s, %s)"
             f" ON CONFLICT (job_id, counter) DO UPDATE SET finished = {tally}.finished + excluded.finished,"
             f" bad = {tally}.bad + excluded.bad",

@@ -16,7 +16,7 @@ client and never prepare, so the rest of the project is unaffected).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
@@ -31,11 +31,11 @@ TASKJOB_COLUMNS = ("taskset_id", "task_id", "job_number", "release_ms", "start_m
 CACHED_PARAMETERS = 50
 
 
-def insert_rows(table: str, columns: Sequence[str], rows: Sequence[tuple]) -> None:
-    """Insert ``rows`` (tuples in the order of ``columns``) into ``table``."""
+def insert_rows(model, columns: Sequence[str], rows: Sequence[tuple]) -> None:
+    """Insert ``rows`` (tuples in the order of ``columns``) into ``model``'s table."""
     if not rows:
         return
-    head = _insert_head(table, tuple(columns))
+    head = _insert_head(model._meta.db_table, tuple(columns))
     with prepared_cursor() as cursor:
         if connection.vendor != "postgresql":
             cursor.executemany(f"{head} VALUES {_values(len(columns), 1)}", rows)
@@ -62,6 +62,50 @@ def fetch(sql: str, params: Sequence) -> list[tuple]:
 
 
 @contextmanager
+def pipeline() -> Iterator[Callable[[str, Sequence], object]]:
+    """Run several statements in one round trip: yields ``run(sql, params)``,
+    which returns the statement's cursor, to read (``rowcount``, ``fetchall``)
+    after the block. On PostgreSQL the statements go out together and their
+    results come back together (pipeline mode: every round trip to the server
+    is two context switches on a machine running sixteen machines and their
+    backends); on SQLite they simply run in turn."""
+    if connection.vendor != "postgresql":
+        with connection.cursor() as django_cursor:
+            yield _run_at_once(django_cursor)
+        return
+    raw = _ready_connection()
+    cursors: list = []
+
+    def run(sql: str, params: Sequence):
+        cursor = _wrap(_server_cursor(raw, len(cursors) + 1))
+        cursors.append(cursor)
+        cursor.execute(sql, params)
+        return cursor
+
+    with connection.wrap_database_errors, raw.pipeline():
+        yield run
+
+
+def _run_at_once(django_cursor):
+    """``pipeline``'s ``run`` on SQLite: a snapshot of each statement's outcome."""
+    def run(sql: str, params: Sequence):
+        django_cursor.execute(sql, params)
+        return _Outcome(django_cursor.rowcount, django_cursor.fetchall() if django_cursor.description else [])
+    return run
+
+
+class _Outcome:
+    def __init__(self, rowcount: int, rows: list):
+        self.rowcount, self._rows = rowcount, rows
+
+    def fetchall(self) -> list:
+        return self._rows
+
+    def fetchone(self):
+        return self._rows[0] if self._rows else None
+
+
+@contextmanager
 def prepared_cursor() -> Iterator:
     """A cursor for the statements above: Django's on SQLite; on PostgreSQL
     one that binds on the server and prepares what it runs, kept open for the
@@ -72,10 +116,17 @@ def prepared_cursor() -> Iterator:
         with connection.cursor() as django_cursor:
             yield django_cursor
         return
+    yield _wrap(_server_cursor(_ready_connection()))
+
+
+def _ready_connection():
     connection.ensure_connection()
     connection.validate_thread_sharing()
-    wrap = _LoggedCursor if connection.queries_logged else CursorWrapper
-    yield wrap(_server_cursor(connection.connection), connection)
+    return connection.connection
+
+
+def _wrap(cursor):
+    return (_LoggedCursor if connection.queries_logged else CursorWrapper)(cursor, connection)
 
 
 class _LoggedCursor(CursorDebugWrapper):
@@ -87,15 +138,18 @@ class _LoggedCursor(CursorDebugWrapper):
             return CursorWrapper.execute(self, sql, params)
 
 
-def _server_cursor(raw):
-    """The connection's one server-binding cursor (a new connection gets a new one)."""
+def _server_cursor(raw, number: int = 0):
+    """The connection's server-binding cursor ``number`` (0 for plain statements,
+    1, 2 ... for those of a pipeline); a new connection gets new ones."""
     import psycopg
 
-    kept = getattr(connection, "_prepared_cursor", None)
-    if kept is None or kept.connection is not raw or kept.closed:
+    kept = getattr(connection, "_prepared_cursors", None)
+    if kept is None or kept[0].connection is not raw or kept[0].closed:
         raw.prepare_threshold = 0  # prepare at first use; only server-binding cursors ever prepare
-        kept = connection._prepared_cursor = psycopg.Cursor(raw)
-    return kept
+        kept = connection._prepared_cursors = [psycopg.Cursor(raw)]
+    while len(kept) <= number:
+        kept.append(psycopg.Cursor(raw))
+    return kept[number]
 
 
 def now_sql() -> str:

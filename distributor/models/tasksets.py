@@ -6,7 +6,7 @@ from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from distributor.models.rows import EVENT_COLUMNS, TASKJOB_COLUMNS, database_time, db_value, execute, insert_rows, table
+from distributor.models.rows import EVENT_COLUMNS, TASKJOB_COLUMNS, database_time, db_value, insert_rows, pipeline, table
 
 
 class TaskSet(models.Model):
@@ -86,23 +86,27 @@ class TaskSet(models.Model):
         finished = (self.State.FINISHED, outcome, at, db_value(TaskSet, "analysis", analysis))
         lease = db_value(Machine, "lease", machine.lease)
         try:
-            # Plain statements (this runs for every task-set), in the reconciler's
-            # order when it declares a machine dead, machine row first, so the two
-            # never wait for each other. Nothing here is shared with other machines.
+            # Plain statements (this runs for every task-set), in one round trip
+            # but the rows' COPY, and in the reconciler's order when it declares a
+            # machine dead, machine row first, so the two never wait for each
+            # other. Nothing here is shared with other machines.
             with transaction.atomic():
-                if not execute(f"UPDATE {table(Machine)} SET tasksets_done = tasksets_done + 1, state = %s,"
-                               " current_id = NULL, activity = %s WHERE id = %s AND lease = %s AND state = %s",
-                               [Machine.State.IDLE, "between task-sets", machine.pk, lease, Machine.State.BUSY]):
-                    raise _TakenAway
-                if not execute(f"UPDATE {table(TaskSet)} SET state = %s, outcome = %s, ended_at = %s, analysis = %s"
-                               " WHERE id = %s AND state = %s AND machine_id = %s",
-                               [*finished, self.pk, self.State.RUNNING, machine.pk]):
-                    raise _TakenAway
-                insert_rows(Event._meta.db_table, EVENT_COLUMNS, events)
-                insert_rows(TaskJob._meta.db_table, TASKJOB_COLUMNS, taskjobs)
-                execute(f"UPDATE {table(Attempt)} SET ended_at = %s, result = %s"
+                with pipeline() as run:
+                    checks = [
+                        run(f"UPDATE {table(Machine)} SET tasksets_done = tasksets_done + 1, state = %s,"
+                            " current_id = NULL, activity = %s WHERE id = %s AND lease = %s AND state = %s",
+                            [Machine.State.IDLE, "between task-sets", machine.pk, lease, Machine.State.BUSY]),
+                        run(f"UPDATE {table(TaskSet)} SET state = %s, outcome = %s, ended_at = %s, analysis = %s"
+                            " WHERE id = %s AND state = %s AND machine_id = %s",
+                            [*finished, self.pk, self.State.RUNNING, machine.pk]),
+                    ]
+                    run(f"UPDATE {table(Attempt)} SET ended_at = %s, result = %s"
                         " WHERE taskset_id = %s AND ended_at IS NULL", [at, Attempt.Result.FINISHED, self.pk])
-                self.job.add_counts(finished=1, machine_id=machine.pk)
+                    self.job.add_counts(finished=1, machine_id=machine.pk, run=run)
+                if not all(check.rowcount for check in checks):
+                    raise _TakenAway  # rolls all of it back
+                insert_rows(Event, EVENT_COLUMNS, events)
+                insert_rows(TaskJob, TASKJOB_COLUMNS, taskjobs)
         except _TakenAway:
             return False
         self.state, self.outcome, self.ended_at = self.State.FINISHED, outcome, now
