@@ -179,21 +179,23 @@ def _queue_of(target_id: int) -> list[tuple]:
 
 def _claim_queued(job: Job, machine: Machine) -> Claim | None:
     """The job's lowest queued task-set, in one transaction of plain statements
-    and two round trips (it runs for every task-set): take and start the row,
-    then read its tasks, open its attempt and mark the machine busy."""
+    and three round trips (it runs for every task-set): take and start the row,
+    then read its tasks, open its attempt and mark the machine busy, then commit."""
     now = timezone.now()
     at = database_time(now)
     skip_locked = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
     with transaction.atomic():
-        started = fetch(
-            f"UPDATE {table(TaskSet)} SET state = %s, machine_id = %s, attempts = attempts + 1, runs = runs + 1,"
-            f" started_at = %s, ended_at = NULL WHERE id = (SELECT id FROM {table(TaskSet)} WHERE job_id = %s"
-            f" AND state = %s ORDER BY variant LIMIT 1{skip_locked}) AND state = %s"
-            " RETURNING id, variant, attempts, runs, losses",
-            [TaskSet.State.RUNNING, machine.pk, at, job.pk, TaskSet.State.QUEUED, TaskSet.State.QUEUED])
-        if not started:
+        with pipeline() as run:  # one round trip with the transaction's BEGIN
+            started = run(
+                f"UPDATE {table(TaskSet)} SET state = %s, machine_id = %s, attempts = attempts + 1, runs = runs + 1,"
+                f" started_at = %s, ended_at = NULL WHERE id = (SELECT id FROM {table(TaskSet)} WHERE job_id = %s"
+                f" AND state = %s ORDER BY variant LIMIT 1{skip_locked}) AND state = %s"
+                " RETURNING id, variant, attempts, runs, losses",
+                [TaskSet.State.RUNNING, machine.pk, at, job.pk, TaskSet.State.QUEUED, TaskSet.State.QUEUED])
+        started = started.fetchone()
+        if started is None:
             return None
-        taskset_id, variant, attempts, runs, losses = started[0]
+        taskset_id, variant, attempts, runs, losses = started
         taskset = TaskSet(pk=taskset_id, job=job, variant=variant, state=TaskSet.State.RUNNING, attempts=attempts,
                           runs=runs, losses=losses, machine=machine, started_at=now)
         with pipeline() as run:

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
 EVENT_COLUMNS = ("taskset_id", "attempt", "seq", "task_id", "type", "time_ms", "received_at")
@@ -37,7 +37,7 @@ def insert_rows(model, columns: Sequence[str], rows: Sequence[tuple]) -> None:
         return
     head = _insert_head(model._meta.db_table, tuple(columns))
     with prepared_cursor() as cursor:
-        if connection.vendor != "postgresql":
+        if not _on_postgresql():
             cursor.executemany(f"{head} VALUES {_values(len(columns), 1)}", rows)
         elif len(rows) * len(columns) <= CACHED_PARAMETERS:
             cursor.execute(f"{head} VALUES {_values(len(columns), len(rows))}", [v for row in rows for v in row])
@@ -69,20 +69,21 @@ def pipeline() -> Iterator[Callable[[str, Sequence], object]]:
     results come back together (pipeline mode: every round trip to the server
     is two context switches on a machine running sixteen machines and their
     backends); on SQLite they simply run in turn."""
-    if connection.vendor != "postgresql":
-        with connection.cursor() as django_cursor:
+    db = connections[DEFAULT_DB_ALIAS]  # the thread's connection, looked up once
+    if not _on_postgresql():
+        with db.cursor() as django_cursor:
             yield _run_at_once(django_cursor)
         return
-    raw = _ready_connection()
+    raw = _ready_connection(db)
     cursors: list = []
 
     def run(sql: str, params: Sequence):
-        cursor = _wrap(_server_cursor(raw, len(cursors) + 1))
+        cursor = _wrap(db, _server_cursor(db, raw, len(cursors) + 1))
         cursors.append(cursor)
         cursor.execute(sql, params)
         return cursor
 
-    with connection.wrap_database_errors, raw.pipeline():
+    with db.wrap_database_errors, raw.pipeline():
         yield run
 
 
@@ -112,21 +113,27 @@ def prepared_cursor() -> Iterator:
     life of the connection (making one costs more than running a prepared
     statement) and wrapped like Django's: its errors are Django's, and query
     wrappers and the debug log see its statements."""
-    if connection.vendor != "postgresql":
-        with connection.cursor() as django_cursor:
+    db = connections[DEFAULT_DB_ALIAS]  # the thread's connection, looked up once
+    if not _on_postgresql():
+        with db.cursor() as django_cursor:
             yield django_cursor
         return
-    yield _wrap(_server_cursor(_ready_connection()))
+    yield _wrap(db, _server_cursor(db, _ready_connection(db)))
 
 
-def _ready_connection():
-    connection.ensure_connection()
-    connection.validate_thread_sharing()
-    return connection.connection
+@lru_cache(maxsize=1)
+def _on_postgresql() -> bool:
+    return connection.vendor == "postgresql"
 
 
-def _wrap(cursor):
-    return (_LoggedCursor if connection.queries_logged else CursorWrapper)(cursor, connection)
+def _ready_connection(db):
+    db.ensure_connection()
+    db.validate_thread_sharing()
+    return db.connection
+
+
+def _wrap(db, cursor):
+    return (_LoggedCursor if db.queries_logged else CursorWrapper)(cursor, db)
 
 
 class _LoggedCursor(CursorDebugWrapper):
@@ -138,15 +145,15 @@ class _LoggedCursor(CursorDebugWrapper):
             return CursorWrapper.execute(self, sql, params)
 
 
-def _server_cursor(raw, number: int = 0):
+def _server_cursor(db, raw, number: int = 0):
     """The connection's server-binding cursor ``number`` (0 for plain statements,
     1, 2 ... for those of a pipeline); a new connection gets new ones."""
     import psycopg
 
-    kept = getattr(connection, "_prepared_cursors", None)
+    kept = getattr(db, "_prepared_cursors", None)
     if kept is None or kept[0].connection is not raw or kept[0].closed:
         raw.prepare_threshold = 0  # prepare at first use; only server-binding cursors ever prepare
-        kept = connection._prepared_cursors = [psycopg.Cursor(raw)]
+        kept = db._prepared_cursors = [psycopg.Cursor(raw)]
     while len(kept) <= number:
         kept.append(psycopg.Cursor(raw))
     return kept[number]
@@ -154,11 +161,12 @@ def _server_cursor(raw, number: int = 0):
 
 def now_sql() -> str:
     """The database's clock in a plain statement with parameters, as Django's ``Now()`` writes it."""
-    if connection.vendor == "postgresql":
+    if _on_postgresql():
         return "STATEMENT_TIMESTAMP()"
     return "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')"
 
 
+@lru_cache(maxsize=64)
 def table(model) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
