@@ -192,7 +192,7 @@ class MachineWorker:
         """Start the target, retrying with a short back-off; no fixed delays."""
         for attempt in range(1, BOOT_TRIES + 1):
             self.info.check_stop()
-            self._set_state(Machine.State.STARTING, activity=f"starting target (try {attempt})")
+            self._set_state(Machine.State.STARTING, activity=f"starting target (try {attempt})", current=None)
             try:
                 self.session.start_host()
             except (TargetFailure, OSError) as failure:

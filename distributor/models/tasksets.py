@@ -93,9 +93,12 @@ class TaskSet(models.Model):
             with transaction.atomic():
                 with pipeline() as run:
                     checks = [
-                        run(f"UPDATE {table(Machine)} SET tasksets_done = tasksets_done + 1, state = %s,"
-                            " current_id = NULL, activity = %s WHERE id = %s AND lease = %s AND state = %s",
-                            [Machine.State.IDLE, "between task-sets", machine.pk, lease, Machine.State.BUSY]),
+                        # Busy until its next claim or until it finds none: no indexed
+                        # column changes, so PostgreSQL updates the row in place (HOT).
+                        run(f"UPDATE {table(Machine)} SET tasksets_done = tasksets_done + 1, activity = %s"
+                            " WHERE id = %s AND lease = %s AND state = %s",
+                            [f"finished job {self.job_id} variant {self.variant}", machine.pk, lease,
+                             Machine.State.BUSY]),
                         run(f"UPDATE {table(TaskSet)} SET state = %s, outcome = %s, ended_at = %s, analysis = %s"
                             " WHERE id = %s AND state = %s AND machine_id = %s",
                             [*finished, self.pk, self.State.RUNNING, machine.pk]),
