@@ -442,7 +442,7 @@ def print_breakdown(result: dict) -> None:
                  f"cannot pass ~{1000 / held:.0f} task-sets/s")
     else:
         line += ("; claims lock only their task-set (SKIP LOCKED) and the job's row once per block of"
-                 " variants; every finish locks the job's row for its counters until its commit")
+                 " variants; finishes lock only their own machine's rows (its tally counts for the job)")
     print(line)
 
 

@@ -5,7 +5,7 @@
 
 The engine stores a finished task-set's task-jobs in the transaction that
 ends the task-set: ``TaskSet.finish`` ends the task-set, its attempt and the
-machine's turn, bumps the job's counters and writes the rows with COPY
+machine's turn, adds it to the machine's tally of the job and writes the rows with COPY
 (distributor/models/rows.py). This script runs exactly that, one call per
 task-set, then stores the very same rows with a bare COPY: once per task-set
 (the same transaction granularity, nothing else) and once as a single COPY of

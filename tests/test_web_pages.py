@@ -218,6 +218,17 @@ def test_the_admin_keeps_results_read_only(client, staff, campaign):
     assert 'type="submit" value="Save"' not in page
 
 
+def test_the_admin_shows_a_jobs_counts_from_its_tallies(client, staff, campaign):
+    staff.is_superuser = True
+    staff.save()
+    client.force_login(staff)
+    job = Job.objects.order_by("pk").first()
+    done = f"{job.finished_count + job.bad_count} / {job.total} ({job.bad_count} bad)"
+    assert job.finished_count > 0 and done in client.get("/admin/distributor/job/").content.decode()
+    page = client.get(f"/admin/distributor/job/{job.pk}/change/").content.decode()
+    assert f'<div class="readonly">{job.finished_count}</div>' in page
+
+
 def test_the_unfiltered_job_page_counts_its_task_sets_from_the_cursor(client, alice, campaign):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
