@@ -16,6 +16,7 @@ client and never prepare, so the rest of the project is unaffected).
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -75,11 +76,10 @@ def pipeline() -> Iterator[Callable[[str, Sequence], object]]:
             yield _run_at_once(django_cursor)
         return
     raw = _ready_connection(db)
-    cursors: list = []
+    numbers = itertools.count(1)  # a cursor of its own for each statement, to hold its result
 
     def run(sql: str, params: Sequence):
-        cursor = _wrap(db, _server_cursor(db, raw, len(cursors) + 1))
-        cursors.append(cursor)
+        cursor = _wrap(db, _server_cursor(db, raw, next(numbers)))
         cursor.execute(sql, params)
         return cursor
 
