@@ -86,8 +86,10 @@ def _end_done_jobs() -> None:
     """Machines end a job when they look for work after its last result; this
     ends one whose last task-set was called bad by the reconciler, or whose
     machine stopped between storing the last result and looking again."""
-    for job in Job.objects.filter(state__in=Job.ACTIVE_STATES, cursor__gte=F("variant_count")):
-        job.end_if_done()
+    for job_id in Job.objects.filter(state__in=Job.ACTIVE_STATES, cursor__gte=F("variant_count")).values_list(
+        "pk", flat=True
+    ):
+        Job(pk=job_id).end_if_done()  # its id is all it needs: no counts summed for it
 
 
 def _declare_dead(machine: Machine, reason: str, still_dead: Q) -> bool:

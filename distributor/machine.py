@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from distributor.analysis import analyse
 from distributor.models import DistributorConfig, Event, Machine, TaskSet
-from distributor.models.rows import EVENT_COLUMNS, database_time, db_value, execute, fetch, insert_rows, now_sql, table
+from distributor.models.rows import EVENT_COLUMNS, database_time, db_value, execute, fetch, insert_rows, now_sql, placeholders, table
 from distributor.monitors import MonitorGroup
 from distributor.queue import Claim, Fenced, claim_next
 from sessions import EventTracker, SessionInfo, Stopped, TargetFailure, TaskSetError, etm, get_session_class
@@ -81,7 +81,7 @@ class Lifeline(threading.Thread):
     def _beat(self) -> None:
         alive = execute(
             f"UPDATE {table(Machine)} SET heartbeat_at = {now_sql()} WHERE id = %s AND lease = %s"
-            f" AND state IN ({', '.join(['%s'] * len(Machine.LIVE_STATES))})",
+            f" AND state IN {placeholders(len(Machine.LIVE_STATES))}",
             [self.machine.pk, db_value(Machine, "lease", self.machine.lease), *Machine.LIVE_STATES],
         )
         if not alive:

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from distributor import taskfile
 from distributor.models import Attempt, DistributorConfig, Job, Machine, Target, Task, TaskSet
-from distributor.models.rows import database_time, db_value, execute, fetch, insert_rows, pipeline, table
+from distributor.models.rows import (database_time, db_value, execute, fetch, insert_rows, on_postgresql, pipeline,
+                                     placeholders, table)
 
 MAX_TRIES = 100
 
@@ -183,7 +184,7 @@ def _claim_queued(job: Job, machine: Machine) -> Claim | None:
     then read its tasks, open its attempt and mark the machine busy, then commit."""
     now = timezone.now()
     at = database_time(now)
-    skip_locked = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    skip_locked = " FOR UPDATE SKIP LOCKED" if on_postgresql() else ""
     with transaction.atomic():
         with pipeline() as run:  # one round trip with the transaction's BEGIN
             started = run(
@@ -264,7 +265,7 @@ def _mark_busy(machine: Machine, taskset: TaskSet, at, run):
     ``rowcount`` is 0)."""
     return run(
         f"UPDATE {table(Machine)} SET state = %s, current_id = %s, current_since = %s, activity = %s"
-        " WHERE id = %s AND lease = %s AND state IN (%s, %s, %s, %s)",
+        f" WHERE id = %s AND lease = %s AND state IN {placeholders(len(Machine.LIVE_STATES))}",
         [Machine.State.BUSY, taskset.pk, at,
          f"running job {taskset.job_id} variant {taskset.variant}",
          machine.pk, db_value(Machine, "lease", machine.lease), *Machine.LIVE_STATES],

@@ -391,13 +391,13 @@ class GenodeSession(Session):
     def _binaries_to_send(self, tasks: list[dict]) -> list[tuple[str, str, bytes]]:
         """(name, sha256, bytes) of the binaries the target lacks, in task order."""
         from distributor.models import Binary
-        from distributor.models.rows import fetch, table
+        from distributor.models.rows import fetch, placeholders, table
 
         names = list(dict.fromkeys(task["pkg"] for task in tasks))
         # Every task-set asks, so the checksums come by one plain statement and
         # only the rows to send are loaded.
-        checksums = dict(fetch(f"SELECT name, sha256 FROM {table(Binary)} WHERE name IN"
-                               f" ({', '.join(['%s'] * len(names))})", names))
+        checksums = dict(fetch(f"SELECT name, sha256 FROM {table(Binary)} WHERE name IN {placeholders(len(names))}",
+                               names))
         missing = [name for name in names if name not in checksums]
         if missing:
             raise MissingBinary(missing)

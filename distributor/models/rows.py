@@ -38,7 +38,7 @@ def insert_rows(model, columns: Sequence[str], rows: Sequence[tuple]) -> None:
         return
     head = _insert_head(model._meta.db_table, tuple(columns))
     with prepared_cursor() as cursor:
-        if not _on_postgresql():
+        if not on_postgresql():
             cursor.executemany(f"{head} VALUES {_values(len(columns), 1)}", rows)
         elif len(rows) * len(columns) <= CACHED_PARAMETERS:
             cursor.execute(f"{head} VALUES {_values(len(columns), len(rows))}", [v for row in rows for v in row])
@@ -71,7 +71,7 @@ def pipeline() -> Iterator[Callable[[str, Sequence], object]]:
     is two context switches on a machine running sixteen machines and their
     backends); on SQLite they simply run in turn."""
     db = connections[DEFAULT_DB_ALIAS]  # the thread's connection, looked up once
-    if not _on_postgresql():
+    if not on_postgresql():
         with db.cursor() as django_cursor:
             yield _run_at_once(django_cursor)
         return
@@ -114,7 +114,7 @@ def prepared_cursor() -> Iterator:
     statement) and wrapped like Django's: its errors are Django's, and query
     wrappers and the debug log see its statements."""
     db = connections[DEFAULT_DB_ALIAS]  # the thread's connection, looked up once
-    if not _on_postgresql():
+    if not on_postgresql():
         with db.cursor() as django_cursor:
             yield django_cursor
         return
@@ -122,8 +122,14 @@ def prepared_cursor() -> Iterator:
 
 
 @lru_cache(maxsize=1)
-def _on_postgresql() -> bool:
+def on_postgresql() -> bool:
+    """Whether the database is PostgreSQL (asked once: the vendor never changes)."""
     return connection.vendor == "postgresql"
+
+
+def placeholders(count: int) -> str:
+    """``(%s, %s, ...)``: ``count`` parameters, for ``IN`` and ``VALUES``."""
+    return _values(count, 1)
 
 
 def _ready_connection(db):
@@ -161,7 +167,7 @@ def _server_cursor(db, raw, number: int = 0):
 
 def now_sql() -> str:
     """The database's clock in a plain statement with parameters, as Django's ``Now()`` writes it."""
-    if _on_postgresql():
+    if on_postgresql():
         return "STATEMENT_TIMESTAMP()"
     return "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')"
 
