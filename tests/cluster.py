@@ -176,18 +176,25 @@ def join_machine_threads(threads, timeout: float = 10) -> None:
 def machines_cluster_running(workers: int = 5):
     """This host's machines cluster for one test: started, ready, and at the
     end every machine killed and the cluster stopped."""
-    from distributor import engine
-    from distributor.models import Machine
-
     cluster = Cluster.machines(workers=workers).start().wait_ready()
     try:
         yield cluster
     finally:
-        engine.kill_all()
-        try:
-            wait_until(lambda: not Machine.objects.filter(state__in=Machine.LIVE_STATES).exists(), 10,
-                       message="machines stop after the test")
-        finally:
+        kill_machines_and_stop(cluster)
+
+
+def kill_machines_and_stop(*clusters: Cluster, timeout: float = 15) -> None:
+    """A test's end: kill every machine as the operator would, wait until none
+    is live (their task-sets back in the queue), then stop the clusters."""
+    from distributor import engine
+    from distributor.models import Machine
+
+    engine.kill_all()
+    try:
+        wait_until(lambda: not Machine.objects.filter(state__in=Machine.LIVE_STATES).exists(), timeout,
+                   message="machines stop after the test")
+    finally:
+        for cluster in clusters:
             cluster.stop()
 
 

@@ -48,7 +48,8 @@ from distributor.hosts import beat
 from distributor.models import Attempt, Event, Host, Job, Machine, Target, TaskJob, TaskSet
 from distributor.queue import claim_next, submit_job
 from distributor.taskfile import taskset_xml
-from tests.cluster import Cluster, short_timeouts, store_binaries, stored_taskjobs, wait_until
+from tests.cluster import (Cluster, kill_machines_and_stop, short_timeouts, store_binaries, stored_taskjobs,
+                           wait_until)
 from tests.peer import TaskLoaderPeer, peer_taskjobs
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -172,13 +173,7 @@ def hosts(configured, binaries, broker):
     try:
         yield clusters, marker, sent
     finally:
-        engine.kill_all()
-        try:
-            wait_until(lambda: not Machine.objects.filter(state__in=Machine.LIVE_STATES).exists(), 15,
-                       message="machines stop after the test")
-        finally:
-            for cluster in clusters.values():
-                cluster.stop()
+        kill_machines_and_stop(*clusters.values())
 
 
 # -- what the peers sent ----------------------------------------------------------------
@@ -313,11 +308,7 @@ def test_two_hosts_crashes_and_faulty_targets_lose_and_duplicate_nothing(hosts):
 
         wait_until(lambda: not Job.objects.get(pk=job.pk).is_active, 600, tick=True, message="the job ends")
         elapsed = time.monotonic() - started
-        engine.kill_all()
-        wait_until(lambda: not Machine.objects.filter(state__in=Machine.LIVE_STATES).exists(), 15,
-                   message="machines stop")
-        for cluster in clusters.values():
-            cluster.stop()
+        kill_machines_and_stop(*clusters.values())
         runs = runs_by_description(peers)
 
     job.refresh_from_db()

@@ -33,7 +33,7 @@ from pyroute2 import IPRoute, netns
 from distributor import engine, network
 from distributor.models import Attempt, DistributorConfig, Event, Job, Machine, TaskJob, TaskSet
 from distributor.queue import submit_job
-from tests.cluster import Cluster, wait_until
+from tests.cluster import Cluster, kill_machines_and_stop, wait_until
 from tests.test_qemu import build_guest, require_prerequisites
 
 pytestmark = [pytest.mark.qemu, pytest.mark.network, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -124,11 +124,7 @@ def qemu_cluster(pool_netns, configured):
         cluster.wait_ready()
         yield cluster
     finally:
-        engine.kill_all()
-        try:
-            wait_until(lambda: live_count() == 0, 30, message="machines stop after the test")
-        finally:
-            cluster.stop()
+        kill_machines_and_stop(cluster, timeout=30)
 
 
 @pytest.fixture
