@@ -193,6 +193,31 @@ def test_hot_path_statements_are_prepared_once_per_connection(scripted):
     assert any("INSERT INTO" in sql and "distributor_tally" in sql for sql in prepared)
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="heap-only updates are PostgreSQL's")
+def test_a_finish_updates_its_machines_row_in_place(scripted):
+    """Storing a result changes no indexed column of the machine's row (it stays
+    busy, on the same task-set, until the next claim or the idle check), so
+    PostgreSQL writes no index entries for it: a heap-only update."""
+    from django.db import transaction
+
+    from distributor.models.rows import fetch
+
+    submit_job(variants_file(1), target=scripted)
+    machine = live_machine(scripted)
+    claim = claim_next(machine)
+    def counts():  # this connection's updates not yet reported to the statistics collector
+        return fetch("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = %s",
+                     [Machine._meta.db_table])[0]
+
+    with transaction.atomic():
+        before = counts()
+        assert finish_now(claim, machine)
+        after = counts()
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 1)  # one update, made in place
+    row = Machine.objects.get(pk=machine.pk)
+    assert (row.state, row.current_id, row.tasksets_done) == (Machine.State.BUSY, claim.taskset.pk, 1)
+
+
 def test_a_job_ends_when_a_machine_looks_for_work_after_its_last_result(scripted):
     """The last result's machine, or any other, ends the job as it looks at the
     queue after that result's commit: never while a task-set still runs."""
