@@ -13,7 +13,10 @@ exactly what a peer sent on that task-set's one successful run.
 The broker: on PostgreSQL the clusters use Redis (``CHAOS_REDIS_URL``,
 default db 15 on 127.0.0.1, flushed before and after), as several hosts
 would in production; on SQLite they use the ORM broker. The test process
-must use the same broker, since its ``tick()`` sends the launch messages.
+must use the same broker, since its ``tick()`` sends launch messages too
+(so do the hosts' own reconcilers: the test watches the broker itself to
+see both hosts' launches arrive, by MONITOR on Redis and by a trigger on
+the ORM broker's table).
 django-q2 1.11 copies ``settings.Q_CLUSTER`` into the class attributes of
 ``django_q.conf.Conf`` once, at import, and ``get_broker()`` reads those
 attributes on every ``async_task``; overriding settings (pytest-django's
@@ -31,6 +34,7 @@ import json
 import os
 import random
 import signal
+import threading
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -39,6 +43,7 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
+import redis
 from django.db import connection
 from django.db.models import Count
 from django.utils import timezone
@@ -115,28 +120,17 @@ def peer_farm(count: int):
 @pytest.fixture
 def broker(monkeypatch):
     """The clusters' broker, also used by this process (see the module
-    docstring); ``sent`` counts the launch messages this process queued."""
-    from django_q.brokers import orm, redis_broker
+    docstring); ``launches()`` lists the queue of every launch message that
+    reached the broker, whichever process sent it (this one's ticks or a
+    host's own reconciler), as the broker itself saw it."""
     from django_q.conf import Conf
-
-    sent = []
-
-    def counting(cls):
-        original = cls.enqueue
-
-        def enqueue(self, task):
-            sent.append(self.list_key)
-            return original(self, task)
-        monkeypatch.setattr(cls, "enqueue", enqueue)
 
     if connection.vendor != "postgresql":
         monkeypatch.setattr(Conf, "ORM", "default")
         monkeypatch.setattr(Conf, "REDIS", {})
-        counting(orm.ORM)
-        yield {"REDIS_URL": ""}, sent  # an empty REDIS_URL is the ORM broker
+        with orm_launches() as launches:
+            yield {"REDIS_URL": ""}, launches  # an empty REDIS_URL is the ORM broker
         return
-    import redis
-
     url = os.environ.get("CHAOS_REDIS_URL", DEFAULT_REDIS_URL)
     client = redis.from_url(url)
     client.ping()  # no Redis on PostgreSQL is a failure, not a skip
@@ -144,12 +138,65 @@ def broker(monkeypatch):
     monkeypatch.setattr(Conf, "ORM", None)
     monkeypatch.setattr(Conf, "REDIS", url)
     monkeypatch.setattr(Conf, "DJANGO_REDIS", None)
-    counting(redis_broker.Redis)
     try:
-        yield {"REDIS_URL": url}, sent
+        with redis_launches(client) as launches:
+            yield {"REDIS_URL": url}, launches
     finally:
         client.flushdb()
         client.close()
+
+
+@contextmanager
+def redis_launches(client: redis.Redis):
+    """Yields a function listing every RPUSH (django-q2's enqueue) into
+    ``client``'s database from any client, as Redis's MONITOR reports them."""
+    pushed: list[str] = []
+    database = client.connection_pool.connection_kwargs.get("db", 0)
+    stopped = threading.Event()
+
+    def listen(monitor) -> None:
+        for command in monitor.listen():
+            if stopped.is_set():
+                return
+            words = command["command"].split(" ", 2)
+            if command["db"] == database and words[0].upper() == "RPUSH":
+                pushed.append(words[1])
+
+    with client.monitor() as monitor:
+        thread = threading.Thread(target=listen, args=(monitor,), name="redis-monitor", daemon=True)
+        thread.start()
+        try:
+            yield lambda: list(pushed)
+        finally:
+            stopped.set()
+            client.ping()  # a command the monitor sees: it wakes up and returns
+            thread.join(timeout=5)
+
+
+@contextmanager
+def orm_launches():
+    """Yields a function listing every message queued in django-q2's ORM
+    broker table from any process: a trigger copies each one's queue name
+    into a table of the test's own."""
+    from django_q.models import OrmQ
+
+    queue = connection.ops.quote_name(OrmQ._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE chaos_launches (key TEXT NOT NULL)")
+        cursor.execute(f"CREATE TRIGGER chaos_launch AFTER INSERT ON {queue}"
+                       " BEGIN INSERT INTO chaos_launches (key) VALUES (NEW.key); END")
+
+    def queued() -> list[str]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT key FROM chaos_launches")
+            return [row[0] for row in cursor.fetchall()]
+
+    try:
+        yield queued
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER IF EXISTS chaos_launch")
+            cursor.execute("DROP TABLE IF EXISTS chaos_launches")
 
 
 @pytest.fixture
@@ -167,11 +214,11 @@ def binaries(transactional_db):
 def hosts(configured, binaries, broker):
     """Two machines clusters; every process they ever start carries a marker."""
     marker = uuid.uuid4().hex
-    broker_env, sent = broker
+    broker_env, launches = broker
     env = {**broker_env, "CHAOS_RUN": marker}
     clusters = {name: Cluster.machines(host=name, workers=WORKERS, extra_env=env) for name in HOSTS}
     try:
-        yield clusters, marker, sent
+        yield clusters, marker, launches
     finally:
         kill_machines_and_stop(*clusters.values())
 
@@ -272,7 +319,7 @@ def processes_with(marker: str) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_two_hosts_crashes_and_faulty_targets_lose_and_duplicate_nothing(hosts):
-    clusters, marker, sent = hosts
+    clusters, marker, launches = hosts
     host_a, host_b = clusters["chaos-a"], clusters["chaos-b"]
     rng = random.Random(SEED)
     with peer_farm(PEERS) as peers:
@@ -367,8 +414,8 @@ def test_two_hosts_crashes_and_faulty_targets_lose_and_duplicate_nothing(hosts):
     assert lost, "no task-set was lost with its machine"
     assert results.filter(machine__host="chaos-a", ended_at__gt=restarted_at).exists(), "host A worked after its restart"
     assert results.filter(machine__host="chaos-b", ended_at__range=(crashed_at, restarted_at)).exists()
-    assert {f"django_q:machines-{host}:q" for host in HOSTS} <= set(sent) if connection.vendor == "postgresql" \
-        else {f"machines-{host}" for host in HOSTS} <= set(sent), sent
+    queues = {f"django_q:machines-{host}:q" if connection.vendor == "postgresql" else f"machines-{host}" for host in HOSTS}
+    assert queues <= set(launches()), Counter(launches())
 
     # Nothing left running, of any cluster ever started.
     wait_until(lambda: not processes_with(marker), 15, message="every cluster process exits")
