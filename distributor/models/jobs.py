@@ -126,13 +126,7 @@ class Job(models.Model):
         that ended them, so the counts never disagree with the rows. No other
         machine writes a machine's tally row: finishes never wait for each other.
         ``run`` is the caller's ``rows.pipeline`` when it sends it with others."""
-        tally = table(Tally)
-        run(
-            f"INSERT INTO {tally} (job_id, counter, finished, bad) VALUES (%s, %s, %s, %s)"
-            f" ON CONFLICT (job_id, counter) DO UPDATE SET finished = {tally}.finished + excluded.finished,"
-            f" bad = {tally}.bad + excluded.bad",
-            [self.pk, machine_id or 0, finished, bad],
-        )
+        run(tally_upsert("VALUES (%s, %s, %s, %s)"), [self.pk, machine_id or 0, finished, bad])
 
     def end_if_done(self) -> bool:
         """Mark the job finished once every variant has a row and none is queued or
@@ -198,3 +192,12 @@ class Tally(models.Model):
 
     def __str__(self) -> str:
         return f"job {self.job_id} counter {self.counter}: {self.finished} finished, {self.bad} bad"
+
+
+def tally_upsert(source: str) -> str:
+    """Adds ``source``'s rows (job, counter, finished, bad) to their tallies:
+    a VALUES list, or a SELECT inside a larger statement."""
+    tally = table(Tally)
+    return (f"INSERT INTO {tally} (job_id, counter, finished, bad) {source}"
+            f" ON CONFLICT (job_id, counter) DO UPDATE SET finished = {tally}.finished + excluded.finished,"
+            f" bad = {tally}.bad + excluded.bad")

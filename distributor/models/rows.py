@@ -3,11 +3,12 @@
 A machine claims and finishes task-sets thousands of times a minute, each with
 dozens of event and task-job rows. The ORM builds a model instance per row and
 compiles every statement, which costs more than the database's own work, so
-the hot path writes plain tuples with the statements below: on PostgreSQL one
-``INSERT`` for a row or two and ``COPY`` for more (its fastest way in; psycopg
-would parse a multi-row ``INSERT`` of hundreds of placeholders anew, in
-Python, every time: 2 ms for a task-set's events), and on SQLite one prepared
-``INSERT`` run over all rows. Callers own the transaction.
+the hot path writes plain tuples with the statements below. On PostgreSQL
+rows go in as one array per column (``INSERT … SELECT * FROM unnest(…)``):
+one statement of a fixed number of parameters whatever the number of rows,
+so it is prepared once and can travel inside a larger statement (a finished
+task-set is one statement, ``TaskSet.finish``). On SQLite one prepared
+``INSERT`` runs over all rows. Callers own the transaction.
 
 On PostgreSQL these statements go through a server-side binding cursor and
 are prepared once per connection, so the server plans each of them once
@@ -27,25 +28,39 @@ from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
 EVENT_COLUMNS = ("taskset_id", "attempt", "seq", "task_id", "type", "time_ms", "received_at")
 TASKJOB_COLUMNS = ("taskset_id", "task_id", "job_number", "release_ms", "start_ms", "end_ms", "exit_type")
-# psycopg parses a statement of at most this many parameters once per process;
-# a bigger one is parsed anew, in Python, every time: more rows go by COPY.
-CACHED_PARAMETERS = 50
 
 
 def insert_rows(model, columns: Sequence[str], rows: Sequence[tuple]) -> None:
     """Insert ``rows`` (tuples in the order of ``columns``) into ``model``'s table."""
     if not rows:
         return
-    head = _insert_head(model._meta.db_table, tuple(columns))
+    columns = tuple(columns)
+    head = insert_head(model._meta.db_table, columns)
     with prepared_cursor() as cursor:
-        if not on_postgresql():
-            cursor.executemany(f"{head} VALUES {_values(len(columns), 1)}", rows)
-        elif len(rows) * len(columns) <= CACHED_PARAMETERS:
-            cursor.execute(f"{head} VALUES {_values(len(columns), len(rows))}", [v for row in rows for v in row])
+        if on_postgresql():
+            cursor.execute(f"{head} {unnest_select(model, columns)}", column_arrays(model, columns, rows))
         else:
-            with cursor.cursor.copy(f"COPY {head.removeprefix('INSERT INTO ')} FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
+            cursor.executemany(f"{head} VALUES {_values(len(columns), 1)}", rows)
+
+
+@lru_cache(maxsize=32)
+def unnest_select(model, columns: tuple[str, ...]) -> str:
+    """``SELECT * FROM unnest(%(event_seq)s::integer[], …)`` (PostgreSQL): rows
+    from one array per column, cast to the column's type, with the parameters
+    ``column_arrays`` makes; a statement may hold several of them."""
+    arrays = [f"%({_array_name(model, column)})s::{model._meta.get_field(column).db_type(connection)}[]"
+              for column in columns]
+    return f"SELECT * FROM unnest({', '.join(arrays)})"
+
+
+def column_arrays(model, columns: Sequence[str], rows: Sequence[tuple]) -> dict[str, list]:
+    """Rows as one list per column: the parameters of ``unnest_select``."""
+    values = [list(column) for column in zip(*rows)] if rows else [[] for _ in columns]
+    return {_array_name(model, column): column_values for column, column_values in zip(columns, values)}
+
+
+def _array_name(model, column: str) -> str:
+    return f"{model._meta.model_name}_{column}"
 
 
 def execute(sql: str, params: Sequence) -> int:
@@ -188,7 +203,7 @@ def db_value(model, field: str, value):
 
 
 @lru_cache(maxsize=32)
-def _insert_head(table: str, columns: tuple[str, ...]) -> str:
+def insert_head(table: str, columns: tuple[str, ...]) -> str:
     quote = connection.ops.quote_name
     return f"INSERT INTO {quote(table)} ({', '.join(map(quote, columns))})"
 
