@@ -25,7 +25,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from distributor.analysis import analyse
-from distributor.models import DistributorConfig, Event, Machine, TaskSet
+from distributor.models import DistributorConfig, Event, Machine, Orders, TaskSet
 from distributor.models.rows import EVENT_COLUMNS, database_time, db_value, execute, fetch, insert_rows, now_sql, placeholders, table
 from distributor.monitors import MonitorGroup
 from distributor.queue import Claim, Fenced, claim_next
@@ -52,7 +52,14 @@ def run_machine(machine_id: int) -> str:
 
 
 class Lifeline(threading.Thread):
-    """Heartbeat and stop flags, apart from the work so that neither waits."""
+    """Heartbeat and stop flags, apart from the work so that neither waits.
+
+    While task-sets come and go quickly the work's own statements renew the
+    lease and read the operator's orders (every claim and finish does), and
+    the lifeline only listens (``heard``); it beats and reads the flags
+    itself when the work has said nothing for a poll interval (a long
+    task-set, an idle machine), so a kill is noticed within a fraction of a
+    second either way."""
 
     def __init__(self, machine: Machine, config: DistributorConfig, stop_event: threading.Event):
         super().__init__(name=f"lifeline-{machine.pk}", daemon=True)
@@ -63,20 +70,29 @@ class Lifeline(threading.Thread):
         self.fenced = False
         self.done = threading.Event()
         self.beat_every = max(0.2, min(2.0, config.heartbeat_timeout_s / 5))
+        self.heard_at = float("-inf")  # when the work last renewed the lease and read the orders
+
+    def heard(self, orders: Orders) -> None:
+        """The work's statement renewed the lease and brought these orders."""
+        self.heard_at = time.monotonic()
+        self._obey(orders)
 
     def run(self) -> None:
         next_beat = time.monotonic()
         try:
             while not self.done.wait(POLL_SECONDS):
                 now = time.monotonic()
+                if now - self.heard_at < POLL_SECONDS:
+                    next_beat = max(next_beat, self.heard_at + self.beat_every)
+                    continue
                 if now >= next_beat:
                     self._beat()
                     next_beat = now + self.beat_every
-                self._read_flags()
+                self._read_orders()
         finally:
             connection.close()
 
-    # Plain prepared statements: sixteen lifelines poll these 80 times a second.
+    # Plain prepared statements: sixteen idle lifelines poll these 80 times a second.
 
     def _beat(self) -> None:
         alive = execute(
@@ -88,15 +104,17 @@ class Lifeline(threading.Thread):
             self.fenced = True
             self.stop_event.set()
 
-    def _read_flags(self) -> None:
+    def _read_orders(self) -> None:
         rows = fetch(f"SELECT stop_mode, reboot_requested FROM {table(Machine)} WHERE id = %s", [self.machine.pk])
-        if not rows:
-            return
-        stop_mode, reboot = rows[0]
-        self.drain = stop_mode == Machine.StopMode.DRAIN
-        self.reboot = bool(reboot)
-        if stop_mode == Machine.StopMode.KILL:
+        if rows:
+            self._obey(Orders(*rows[0]))
+
+    def _obey(self, orders: Orders) -> None:
+        self.drain = orders.stop_mode == Machine.StopMode.DRAIN
+        self.reboot = bool(orders.reboot)
+        if orders.stop_mode == Machine.StopMode.KILL:
             self.stop_event.set()
+
 
 class MachineWorker:
     def __init__(self, machine: Machine):
@@ -169,6 +187,7 @@ class MachineWorker:
             claim = claim_next(self.machine)
             if claim is not None:
                 idle_since = None
+                self.lifeline.heard(claim.orders)
                 self._run(claim)
                 continue
             if idle_since is None:
@@ -272,8 +291,10 @@ class MachineWorker:
             for job in tracker.all_jobs()
         ]
         outcome = TaskSet.Outcome.SCHEDULABLE if tracker.schedulable else TaskSet.Outcome.UNSCHEDULABLE
-        if not taskset.finish(self.machine, outcome, rows, events.take(), analysis=self._analyse(claim.tasks)):
+        orders = taskset.finish(self.machine, outcome, rows, events.take(), analysis=self._analyse(claim.tasks))
+        if orders is None:
             raise Fenced(f"task-set {taskset.pk} was taken away before it finished")
+        self.lifeline.heard(orders)
         monitors.taskset_finish(taskset)
 
     def _fail(self, taskset: TaskSet, cause: str, events: EventBuffer, monitors: MonitorGroup, final: bool = False) -> None:

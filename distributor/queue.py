@@ -23,9 +23,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from distributor import taskfile
-from distributor.models import Attempt, DistributorConfig, Job, Machine, Target, Task, TaskSet
-from distributor.models.rows import (database_time, db_value, execute, fetch, insert_rows, on_postgresql, pipeline,
-                                     placeholders, table)
+from distributor.models import Attempt, DistributorConfig, Job, Machine, Orders, Target, Task, TaskSet
+from distributor.models.rows import (database_time, db_value, execute, fetch, insert_rows, now_sql, on_postgresql,
+                                     pipeline, placeholders, table)
 
 MAX_TRIES = 100
 
@@ -146,6 +146,7 @@ class Claim:
     taskset: TaskSet
     tasks: list[dict]
     task_pks: dict[int, int]  # task id -> Task row, for the task-jobs of the result
+    orders: Orders  # the operator's, read with the claim
 
 
 def claim_next(machine: Machine) -> Claim | None:
@@ -179,37 +180,93 @@ def _queue_of(target_id: int) -> list[tuple]:
 
 
 def _claim_queued(job: Job, machine: Machine) -> Claim | None:
-    """The job's lowest queued task-set, in one transaction of plain statements
-    and three round trips (it runs for every task-set): take and start the row,
-    then read its tasks, open its attempt and mark the machine busy, then commit."""
+    """The job's lowest queued task-set, started with its attempt and the
+    machine marked busy, all or nothing; None when another machine was
+    quicker. Raises Fenced if this machine lost its lease."""
     now = timezone.now()
-    at = database_time(now)
-    skip_locked = " FOR UPDATE SKIP LOCKED" if on_postgresql() else ""
+    claim = _claim_in_one_statement if on_postgresql() else _claim_in_one_transaction
+    found = claim(job, machine, database_time(now))
+    if found is None:
+        return None
+    (taskset_id, variant, attempts, runs, losses), orders, task_rows = found
+    taskset = TaskSet(pk=taskset_id, job=job, variant=variant, state=TaskSet.State.RUNNING, attempts=attempts,
+                      runs=runs, losses=losses, machine=machine, started_at=now)
+    tasks = [{"id": row[1], **dict(zip(Task.FIELDS, row[2:]))} for row in task_rows]
+    return Claim(taskset, tasks, {row[1]: row[0] for row in task_rows}, Orders(*orders))
+
+
+def _claim_in_one_statement(job: Job, machine: Machine, at):
+    """PostgreSQL: one statement, so one round trip and one commit. The
+    machine's row is locked first (a machine declared dead claims nothing),
+    then the lowest queued task-set that no other claim holds (``SKIP
+    LOCKED``: machines never wait for each other); the rows that come back
+    are the task-set's tasks, none if the machine is not live with its lease."""
+    rows = fetch(_claim_statement(), {
+        "machine": machine.pk, "lease": db_value(Machine, "lease", machine.lease), "live": list(Machine.LIVE_STATES),
+        "job": job.pk, "queued": TaskSet.State.QUEUED, "running": TaskSet.State.RUNNING, "at": at,
+        "busy": Machine.State.BUSY, "activity": f"running job {job.pk} variant ",
+    })
+    if not rows:
+        raise Fenced(f"machine {machine.pk} lost its lease")
+    if rows[0][0] is None:
+        return None  # nothing queued that another claim did not hold
+    return rows[0][:5], rows[0][5:7], [row[7:] for row in rows]
+
+
+@lru_cache(maxsize=1)
+def _claim_statement() -> str:
+    return f"""
+        WITH fence AS (
+            SELECT id FROM {table(Machine)} WHERE id = %(machine)s AND lease = %(lease)s AND state = ANY(%(live)s)
+            FOR UPDATE
+        ), started AS (
+            UPDATE {table(TaskSet)} SET state = %(running)s, machine_id = %(machine)s, attempts = attempts + 1,
+                runs = runs + 1, started_at = %(at)s, ended_at = NULL
+            WHERE id = (SELECT id FROM {table(TaskSet)} WHERE job_id = %(job)s AND state = %(queued)s
+                        ORDER BY variant LIMIT 1 FOR UPDATE SKIP LOCKED)
+              AND state = %(queued)s AND EXISTS (SELECT FROM fence)
+            RETURNING id, variant, attempts, runs, losses
+        ), attempt AS (
+            INSERT INTO {table(Attempt)} (taskset_id, number, machine_id, started_at, result, error)
+            SELECT id, runs, %(machine)s, %(at)s, '', '' FROM started
+        ), busy AS (
+            UPDATE {table(Machine)} m SET state = %(busy)s, current_id = started.id, current_since = %(at)s,
+                heartbeat_at = STATEMENT_TIMESTAMP(), activity = %(activity)s || started.variant
+            FROM started WHERE m.id = %(machine)s
+            RETURNING m.stop_mode, m.reboot_requested
+        )
+        SELECT started.*, busy.*, task.id, task.task_id, {', '.join(f'task.{f}' for f in TASK_FIELD_NAMES)}
+        FROM fence LEFT JOIN started ON TRUE LEFT JOIN busy ON TRUE
+        LEFT JOIN {table(Task)} task ON task.taskset_id = started.id
+        ORDER BY task.task_id"""
+
+
+def _claim_in_one_transaction(job: Job, machine: Machine, at):
+    """SQLite (one writer): the same writes in one transaction."""
     with transaction.atomic():
-        with pipeline() as run:  # one round trip with the transaction's BEGIN
-            started = run(
-                f"UPDATE {table(TaskSet)} SET state = %s, machine_id = %s, attempts = attempts + 1, runs = runs + 1,"
-                f" started_at = %s, ended_at = NULL WHERE id = (SELECT id FROM {table(TaskSet)} WHERE job_id = %s"
-                f" AND state = %s ORDER BY variant LIMIT 1{skip_locked}) AND state = %s"
-                " RETURNING id, variant, attempts, runs, losses",
-                [TaskSet.State.RUNNING, machine.pk, at, job.pk, TaskSet.State.QUEUED, TaskSet.State.QUEUED])
-        started = started.fetchone()
-        if started is None:
+        started = fetch(
+            f"UPDATE {table(TaskSet)} SET state = %s, machine_id = %s, attempts = attempts + 1, runs = runs + 1,"
+            f" started_at = %s, ended_at = NULL WHERE id = (SELECT id FROM {table(TaskSet)} WHERE job_id = %s"
+            " AND state = %s ORDER BY variant LIMIT 1) AND state = %s RETURNING id, variant, attempts, runs, losses",
+            [TaskSet.State.RUNNING, machine.pk, at, job.pk, TaskSet.State.QUEUED, TaskSet.State.QUEUED])
+        if not started:
             return None
-        taskset_id, variant, attempts, runs, losses = started
-        taskset = TaskSet(pk=taskset_id, job=job, variant=variant, state=TaskSet.State.RUNNING, attempts=attempts,
-                          runs=runs, losses=losses, machine=machine, started_at=now)
+        taskset_id, variant, *_ = started[0]
         with pipeline() as run:
             tasks = run(f"SELECT id, task_id, {TASK_FIELDS} FROM {table(Task)}"
                         " WHERE taskset_id = %s ORDER BY task_id", [taskset_id])
             run(f"INSERT INTO {table(Attempt)} (taskset_id, number, machine_id, started_at, result, error)"
-                " VALUES (%s, %s, %s, %s, %s, %s)", [taskset_id, runs, machine.pk, at, "", ""])
-            busy = _mark_busy(machine, taskset, at, run)
-        if not busy.rowcount:
+                " VALUES (%s, %s, %s, %s, %s, %s)", [taskset_id, started[0][3], machine.pk, at, "", ""])
+            busy = run(
+                f"UPDATE {table(Machine)} SET state = %s, current_id = %s, current_since = %s, heartbeat_at = {now_sql()},"
+                f" activity = %s WHERE id = %s AND lease = %s AND state IN {placeholders(len(Machine.LIVE_STATES))}"
+                " RETURNING stop_mode, reboot_requested",
+                [Machine.State.BUSY, taskset_id, at, f"running job {job.pk} variant {variant}",
+                 machine.pk, db_value(Machine, "lease", machine.lease), *Machine.LIVE_STATES])
+        orders = busy.fetchone()
+        if orders is None:
             raise Fenced(f"machine {machine.pk} lost its lease")  # rolls the claim back
-        rows = tasks.fetchall()
-    tasks = [{"id": row[1], **dict(zip(Task.FIELDS, row[2:]))} for row in rows]
-    return Claim(taskset, tasks, {row[1]: row[0] for row in rows})
+        return started[0], orders, tasks.fetchall()
 
 
 def _open_block(job: Job) -> bool:
@@ -243,7 +300,8 @@ CURSOR = '"cursor"'  # a reserved word in SQL, quoted alike on both databases
 TASKSET_COLUMNS = ("job_id", "variant", "state", "outcome", "attempts", "runs", "losses", "last_error",
                    "machine_id", "created_at", "started_at")
 TASK_COLUMNS = ("taskset_id", "task_id", *Task.FIELDS)
-TASK_FIELDS = ", ".join(f'"{name}"' for name in Task.FIELDS)  # "offset" is a reserved word
+TASK_FIELD_NAMES = tuple(f'"{name}"' for name in Task.FIELDS)  # "offset" is a reserved word
+TASK_FIELDS = ", ".join(TASK_FIELD_NAMES)
 
 
 @lru_cache(maxsize=64)
@@ -258,15 +316,3 @@ def _expander_of(job_id: int, created_at) -> taskfile.Expander:
     """A job's spec never changes, so its expander is kept per process; the
     creation time is in the key because an id can come back after a rollback."""
     return taskfile.Expander(Job.objects.values_list("spec", flat=True).get(pk=job_id))
-
-
-def _mark_busy(machine: Machine, taskset: TaskSet, at, run):
-    """Part of the claim's transaction: a fenced machine claims nothing (its
-    ``rowcount`` is 0)."""
-    return run(
-        f"UPDATE {table(Machine)} SET state = %s, current_id = %s, current_since = %s, activity = %s"
-        f" WHERE id = %s AND lease = %s AND state IN {placeholders(len(Machine.LIVE_STATES))}",
-        [Machine.State.BUSY, taskset.pk, at,
-         f"running job {taskset.job_id} variant {taskset.variant}",
-         machine.pk, db_value(Machine, "lease", machine.lease), *Machine.LIVE_STATES],
-    )

@@ -16,9 +16,10 @@ import tests.fake_sessions  # noqa: F401 - registers the "scripted" kind
 from distributor import engine, hosts
 from distributor import machine as machine_module
 from distributor.hosts import beat
-from distributor.machine import run_machine
-from distributor.models import Attempt, DistributorConfig, Event, Job, Machine, Tally, Target, TaskJob, TaskSet
-from distributor.queue import claim_next, submit_job
+from distributor.machine import Lifeline, run_machine
+from distributor.models import (Attempt, DistributorConfig, Event, Job, Machine, Orders, Tally, Target, TaskJob,
+                                TaskSet)
+from distributor.queue import BLOCK, claim_next, submit_job
 from sessions.events import RawEvent
 from tests.cluster import join_machine_threads
 from tests.conftest import taskset_file
@@ -152,6 +153,91 @@ def finish_now(claim, machine) -> bool:
     return claim.taskset.finish(machine, TaskSet.Outcome.SCHEDULABLE, rows)
 
 
+def test_claims_and_finishes_renew_the_lease_and_bring_the_operators_orders(scripted):
+    """A machine's own statements beat for it and read its stop flags, so its
+    lifeline need not poll while task-sets come and go."""
+    submit_job(variants_file(2), target=scripted)
+    machine = live_machine(scripted)
+    stale = timezone.now() - timedelta(minutes=5)
+    Machine.objects.filter(pk=machine.pk).update(heartbeat_at=stale)
+    claim = claim_next(machine)
+    assert claim.orders == Orders("", False)
+    assert Machine.objects.get(pk=machine.pk).heartbeat_at > stale + timedelta(minutes=4)
+
+    Machine.objects.filter(pk=machine.pk).update(heartbeat_at=stale, stop_mode=Machine.StopMode.DRAIN,
+                                                 reboot_requested=True)
+    assert finish_now(claim, machine) == Orders(Machine.StopMode.DRAIN, True)
+    assert Machine.objects.get(pk=machine.pk).heartbeat_at > stale + timedelta(minutes=4)
+
+
+def test_a_task_set_taken_away_from_a_live_machine_stores_nothing(scripted):
+    job = submit_job(variants_file(1), target=scripted)
+    machine = live_machine(scripted)
+    claim = claim_next(machine)
+    TaskSet.objects.filter(pk=claim.taskset.pk).update(state=TaskSet.State.QUEUED)
+    events = [(claim.taskset.pk, 1, 0, 0, "START", 0, timezone.now())]
+    assert claim.taskset.finish(machine, TaskSet.Outcome.SCHEDULABLE, [], events) is None
+    assert not Event.objects.exists() and not Tally.objects.exists()
+    assert Attempt.objects.get().ended_at is None
+    assert Machine.objects.get(pk=machine.pk).tasksets_done == 0
+    job.refresh_from_db()
+    assert job.finished_count == 0
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite runs them as several statements in one transaction")
+def test_a_claim_and_a_finish_are_one_statement_each_on_postgresql(scripted):
+    """One round trip and one commit each: with sixteen machines on two cores,
+    every round trip is two context switches and every commit a WAL flush."""
+    from django.test.utils import CaptureQueriesContext
+
+    submit_job(variants_file(BLOCK + 1), target=scripted)
+    machine = live_machine(scripted)
+    claim_next(machine)  # the first claim queues a block of variants
+    TaskSet.objects.filter(machine=machine).update(state=TaskSet.State.FINISHED)
+    with CaptureQueriesContext(connection) as statements:
+        claim = claim_next(machine)
+    assert len(statements) == 2  # the look at the queue, then the claim
+    task = claim.task_pks[0]
+    rows = [(claim.taskset.pk, task, 0, 0, 0, 5, "EXIT"), (claim.taskset.pk, task, 1, 10, 10, 15, "EXIT")]
+    events = [(claim.taskset.pk, 1, seq, 0, kind, at, timezone.now())
+              for seq, (kind, at) in enumerate([("START", 0), ("EXIT", 5), ("START", 10), ("EXIT", 15)])]
+    with CaptureQueriesContext(connection) as statements:
+        assert claim.taskset.finish(machine, TaskSet.Outcome.SCHEDULABLE, rows, events)
+    assert len(statements) == 1
+    assert list(TaskJob.objects.values_list("job_number", "start_ms", "end_ms")) == [(0, 0, 5), (1, 10, 15)]
+    assert list(Event.objects.values_list("seq", "type", "time_ms")) == [(0, "START", 0), (1, "EXIT", 5),
+                                                                         (2, "START", 10), (3, "EXIT", 15)]
+
+
+def test_a_lifeline_listens_while_the_work_brings_orders_and_polls_when_it_falls_silent(scripted, monkeypatch):
+    machine = live_machine(scripted)
+    calls = []
+    for name in ("_beat", "_read_orders"):
+        real = getattr(Lifeline, name)
+        monkeypatch.setattr(Lifeline, name, lambda self, real=real, name=name: (calls.append(name), real(self)))
+    stop = threading.Event()
+    lifeline = Lifeline(machine, DistributorConfig.get(), stop)
+    lifeline.heard(Orders("", False))
+    lifeline.start()
+    try:
+        busy_until = time.monotonic() + 1.0
+        while time.monotonic() < busy_until:  # task-sets finishing every 20 ms
+            lifeline.heard(Orders("", False))
+            time.sleep(0.02)
+        while_busy = list(calls)
+        Machine.objects.filter(pk=machine.pk).update(stop_mode=Machine.StopMode.KILL)
+        assert stop.wait(2), "the lifeline read the kill itself once the work fell silent"
+    finally:
+        lifeline.done.set()
+        lifeline.join()
+    assert while_busy == []
+    assert "_read_orders" in calls  # no beat yet: the work renewed the lease less than a beat ago
+
+    quiet = Lifeline(machine, DistributorConfig.get(), threading.Event())
+    quiet.heard(Orders(Machine.StopMode.KILL, False))  # a finish brought the kill
+    assert quiet.stop_event.is_set()
+
+
 def test_finishing_tasksets_count_on_their_machines_tallies_and_never_write_the_jobs_row(scripted):
     """Every machine storing a result used to add to the job's own row and hold
     it until its commit: with 16 machines on PostgreSQL they queued for it
@@ -165,8 +251,9 @@ def test_finishing_tasksets_count_on_their_machines_tallies_and_never_write_the_
         claim = claim_next(machine)
         with CaptureQueriesContext(connection) as statements:
             assert finish_now(claim, machine)
-        written = [q["sql"] for q in statements.captured_queries if q["sql"].lstrip().upper().startswith("UPDATE")]
-        assert written and not any(f"UPDATE {connection.ops.quote_name(Job._meta.db_table)}" in sql for sql in written)
+        written = " ".join(q["sql"] for q in statements.captured_queries)
+        assert f"UPDATE {connection.ops.quote_name(TaskSet._meta.db_table)}" in written
+        assert f"UPDATE {connection.ops.quote_name(Job._meta.db_table)}" not in written
     claim = claim_next(machines[0])
     assert claim.taskset.fail(machines[0], "target crashed", final=True) == TaskSet.State.BAD
     assert sorted(Tally.objects.filter(job=job).values_list("counter", "finished", "bad")) == [

@@ -8,7 +8,7 @@ from distributor.models.jobs import Job, Tally
 from distributor.models.tasksets import Attempt, Task, TaskSet
 from distributor.models.results import Event, ExitType, TaskJob
 from distributor.models.hosts import Host
-from distributor.models.machines import Machine
+from distributor.models.machines import Machine, Orders
 
 __all__ = [
     "Attempt",
@@ -20,6 +20,7 @@ __all__ = [
     "Host",
     "Job",
     "Machine",
+    "Orders",
     "Target",
     "Task",
     "TaskJob",

@@ -1,10 +1,20 @@
 from __future__ import annotations
 
 import uuid
+from typing import NamedTuple
 
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
+
+
+class Orders(NamedTuple):
+    """What the operator asks of a running machine (``Machine.stop_mode`` and
+    ``reboot_requested``), read back by the statements that claim and finish
+    its task-sets, and by its lifeline between them."""
+
+    stop_mode: str
+    reboot: bool
 
 
 class Machine(models.Model):
