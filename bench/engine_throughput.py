@@ -441,8 +441,9 @@ def print_breakdown(result: dict) -> None:
         line += (f"; each holds SQLite's one write lock, so all machines on this database together "
                  f"cannot pass ~{1000 / held:.0f} task-sets/s")
     else:
-        line += ("; claims lock only their task-set (SKIP LOCKED) and the job's row once per block of"
-                 " variants; finishes lock only their own machine's rows (its tally counts for the job)")
+        line += ("; besides these atomic blocks, each claim and each finish is one statement, a transaction"
+                 " of its own; claims lock their machine's row and one task-set (SKIP LOCKED), the job's row once"
+                 " per block of variants; finishes lock only their own machine's rows (its tally counts for the job)")
     print(line)
 
 

@@ -3,10 +3,11 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/dist_bench \\
         python bench/store_rate.py [--tasksets 1000] [--tasks 4] [--jobs 50] [--rounds 2]
 
-The engine stores a finished task-set's task-jobs in the transaction that
-ends the task-set: ``TaskSet.finish`` ends the task-set, its attempt and the
-machine's turn, adds it to the machine's tally of the job and writes the rows with COPY
-(distributor/models/rows.py). This script runs exactly that, one call per
+The engine stores a finished task-set's task-jobs in the statement that ends
+the task-set: ``TaskSet.finish`` ends the task-set, its attempt and the
+machine's turn, adds it to the machine's tally of the job and inserts the rows
+from one array per column (``unnest``; distributor/models/rows.py), all in
+one statement. This script runs exactly that, one call per
 task-set, then stores the very same rows with a bare COPY: once per task-set
 (the same transaction granularity, nothing else) and once as a single COPY of
 everything (the ceiling). The table is emptied before each method; the
@@ -100,7 +101,7 @@ def empty_table(job) -> None:
 
 def store_engine(rows: dict[int, list[tuple]]) -> None:
     """What a machine does when a task-set finishes: TaskSet.finish with its rows."""
-    from distributor.models import Machine, TaskSet
+    from distributor.models import TaskSet
 
     tasksets = TaskSet.objects.filter(pk__in=list(rows)).select_related("job", "machine")
     for taskset in tasksets:

@@ -513,8 +513,9 @@ def test_a_running_tasksets_events_reach_the_database_while_it_runs(scripted, mo
 
 
 def test_a_big_result_is_stored_whole(scripted):
-    """Hundreds of task-job and event rows (COPY on PostgreSQL, one prepared
-    INSERT on SQLite) land with their task-set, each exactly once."""
+    """Hundreds of task-job and event rows (arrays of a column each inside the
+    finish's one statement on PostgreSQL, one prepared INSERT on SQLite) land
+    with their task-set, each exactly once."""
     job = submit_job(json_file([{"pkg": "hey", "period": 10, "numberofjobs": 80},
                                 {"pkg": "pi", "period": 20, "numberofjobs": 70}]), target=scripted)
     run_launched()
