@@ -443,9 +443,21 @@ def ping(host: str, timeout: float = 5.0) -> bool:
 # -- event messages ------------------------------------------------------------
 
 
+# The message as the task loader writes it. A body that is exactly this (no
+# DTD, no entity, no whitespace: a strict subset of well-formed XML) is read
+# with one regular expression, ten times faster than the XML parser, which
+# reads every other body and names what is wrong with it.
+_EVENT = rb'<event task-id="(\d{1,10})" type="([A-Z_]{1,16})" time-stamp="(\d{1,19})"/>'
+_CANONICAL_MESSAGE = re.compile(rb"<profile><events>(?:" + _EVENT.replace(b"(", b"(?:") + rb")*</events></profile>\0")
+_CANONICAL_EVENT = re.compile(_EVENT)
+
+
 def parse_events(body: bytes) -> list[RawEvent]:
     """One message body (NUL-terminated ASCII XML) as events; TargetFailure
     names what is wrong with it."""
+    if _CANONICAL_MESSAGE.fullmatch(body):
+        return [_checked(int(task_id), kind.decode("ascii"), int(time_ms))
+                for task_id, kind, time_ms in _CANONICAL_EVENT.findall(body)]
     if not body.isascii():
         offset = next(i for i, byte in enumerate(body) if byte > 127)
         raise TargetFailure(f"non-ASCII byte 0x{body[offset]:02X} at offset {offset} of an event message: {_excerpt(body)}")
@@ -485,6 +497,10 @@ def _event(element) -> RawEvent:
         raise TargetFailure(f"unknown structure: non-integer task-id or time-stamp in {element.attrib}") from None
     if task_id < 0 or time_ms < 0:
         raise TargetFailure(f"negative task-id or time-stamp in {element.attrib}")
+    return _checked(task_id, kind, time_ms)
+
+
+def _checked(task_id: int, kind: str, time_ms: int) -> RawEvent:
     # A larger number is garbage, and storing it would fail as a database
     # error instead of naming the cause.
     if task_id > MAX_TASK_ID:

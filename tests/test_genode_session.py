@@ -342,6 +342,35 @@ def test_event_messages_are_parsed_strictly():
         parse_events(b'<!DOCTYPE p [<!ENTITY a "b">]><profile>&a;</profile>\0')
 
 
+def test_the_loaders_own_form_and_any_other_well_formed_form_read_alike(monkeypatch):
+    """The task loader's exact form is read by a regular expression, anything
+    else by the XML parser: both give the same events and refuse the same
+    numbers."""
+    from sessions import genode
+
+    canonical = (b'<profile><events><event task-id="0" type="START" time-stamp="12"/>'
+                 b'<event task-id="2" type="EXIT_PERIOD" time-stamp="9007199254740993"/></events></profile>\0')
+    other_forms = [
+        canonical.replace(b"><event", b">\n  <event"),  # indented
+        canonical.replace(b'task-id="0" type="START"', b'type="START" task-id="0"'),  # attributes reordered
+        canonical.replace(b'"/>', b'" />'),
+    ]
+    expected = [(0, "START", 12), (2, "EXIT_PERIOD", 9007199254740993)]
+    assert genode._CANONICAL_MESSAGE.fullmatch(canonical)
+    assert parse_events(canonical) == expected
+    for body in other_forms:
+        assert not genode._CANONICAL_MESSAGE.fullmatch(body)
+        assert parse_events(body) == expected
+    assert parse_events(b"<profile><events></events></profile>\0") == []
+    too_big = b'<profile><events><event task-id="4294967295" type="START" time-stamp="0"/></events></profile>\0'
+    with pytest.raises(TargetFailure, match="task-id 4294967295 out of range"):
+        parse_events(too_big)
+    with pytest.raises(TargetFailure, match="task-id 4294967295 out of range"):
+        parse_events(too_big.replace(b"<event ", b"<event  "))  # the XML parser's path
+    with pytest.raises(TargetFailure, match="without its trailing NUL"):
+        parse_events(canonical[:-1])
+
+
 def test_settings_are_checked_by_name():
     errors = GenodeSession.check_settings({"connect_timeout": "fast", "ping": "yes", "max_message_bytes": 10,
                                            "colour": 1}, [])

@@ -53,10 +53,41 @@ def unnest_select(model, columns: tuple[str, ...]) -> str:
     return f"SELECT * FROM unnest({', '.join(arrays)})"
 
 
-def column_arrays(model, columns: Sequence[str], rows: Sequence[tuple]) -> dict[str, list]:
-    """Rows as one list per column: the parameters of ``unnest_select``."""
-    values = [list(column) for column in zip(*rows)] if rows else [[] for _ in columns]
-    return {_array_name(model, column): column_values for column, column_values in zip(columns, values)}
+def column_arrays(model, columns: Sequence[str], rows: Sequence[tuple]) -> dict[str, str]:
+    """Rows as one array per column, the parameters of ``unnest_select``,
+    written as PostgreSQL array literals: psycopg would adapt each value of a
+    list in Python, four times the cost (0.3 ms for a task-set's events)."""
+    values = zip(*rows) if rows else [() for _ in columns]
+    return {_array_name(model, column): _array_literal(column_values, _is_number(model, column))
+            for column, column_values in zip(columns, values)}
+
+
+def _array_literal(values: Sequence, numbers: bool) -> str:
+    """``{1,NULL,3}``; anything but a number is double-quoted, with ``"`` and
+    ``\\`` escaped (the array syntax), so no text can end its element. A
+    column repeats itself (event types, a message's time of arrival): each
+    distinct value is written once."""
+    if numbers and None not in values:
+        return "{" + ",".join(map(str, map(int, values))) + "}"
+    written = {value: _array_element(value, numbers) for value in set(values)}
+    return "{" + ",".join([written[value] for value in values]) + "}"
+
+
+def _array_element(value, number: bool) -> str:
+    if value is None:
+        return "NULL"
+    if number:
+        return str(int(value))
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@lru_cache(maxsize=128)
+def _is_number(model, column: str) -> bool:
+    return model._meta.get_field(column).get_internal_type() in _INTEGER_TYPES
+
+
+_INTEGER_TYPES = {"SmallIntegerField", "IntegerField", "BigIntegerField", "PositiveSmallIntegerField",
+                  "PositiveIntegerField", "PositiveBigIntegerField", "ForeignKey", "AutoField", "BigAutoField"}
 
 
 def _array_name(model, column: str) -> str:
