@@ -71,6 +71,7 @@ class Lifeline(threading.Thread):
         self.done = threading.Event()
         self.beat_every = max(0.2, min(2.0, config.heartbeat_timeout_s / 5))
         self.heard_at = float("-inf")  # when the work last renewed the lease and read the orders
+        self.read_at = self.beat_at = float("-inf")  # when the lifeline itself last did
 
     def heard(self, orders: Orders) -> None:
         """The work's statement renewed the lease and brought these orders."""
@@ -78,19 +79,24 @@ class Lifeline(threading.Thread):
         self._obey(orders)
 
     def run(self) -> None:
-        next_beat = time.monotonic()
+        """Reads the orders whenever they are POLL_SECONDS old (so a kill waits
+        no longer than that) and beats when the lease is ``beat_every`` old,
+        counting what the work heard."""
         try:
-            while not self.done.wait(POLL_SECONDS):
+            while not self.done.wait(max(0.0, self._informed_at() + POLL_SECONDS - time.monotonic())):
                 now = time.monotonic()
-                if now - self.heard_at < POLL_SECONDS:
-                    next_beat = max(next_beat, self.heard_at + self.beat_every)
-                    continue
-                if now >= next_beat:
+                if now - self._informed_at() < POLL_SECONDS:
+                    continue  # the work heard them in the meantime
+                if now - max(self.heard_at, self.beat_at) >= self.beat_every:
                     self._beat()
-                    next_beat = now + self.beat_every
+                    self.beat_at = now
                 self._read_orders()
+                self.read_at = now
         finally:
             connection.close()
+
+    def _informed_at(self) -> float:
+        return max(self.heard_at, self.read_at)
 
     # Plain prepared statements: sixteen idle lifelines poll these 80 times a second.
 

@@ -103,9 +103,10 @@ def test_scaling_up_and_down_mid_run(machines_cluster):
 
 
 def test_kill_stops_every_machine_at_once_and_resume_finishes_exactly_once(machines_cluster):
-    target = scripted_target(duration_ms=200)
+    # One-second task-sets: a kill is noticed within 0.2 s, so it lands mid-run.
+    target = scripted_target(duration_ms=1000)
     engine.set_max_machines(3)
-    job = submit_job(job_file(30), target=target)
+    job = submit_job(job_file(12), target=target)
     wait_until(lambda: TaskSet.objects.filter(state=TaskSet.State.RUNNING).count() == 3, 30, message="three running")
     running = set(TaskSet.objects.filter(state=TaskSet.State.RUNNING).values_list("pk", flat=True))
 
