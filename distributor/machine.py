@@ -4,10 +4,11 @@
 takes its Machine row with a compare-and-set (a duplicate delivery exits at
 once), boots its target through its session, then loops: claim a task-set,
 run it, keep its events as they arrive (written at least every half second),
-and store its result with its last events in one transaction. A background
-*lifeline* thread renews the lease with database time and watches the
-operator's stop modes, so a task-set that runs for minutes keeps its lease
-and a kill is noticed within a fraction of a second. On every exit path the
+and store its result with its last events in one transaction. The claims
+and finishes renew the machine's lease with database time and bring back
+the operator's stop modes; between them a background *lifeline* thread does
+it, so a task-set that runs for minutes keeps its lease and a kill is
+noticed within a fraction of a second. On every exit path the
 target is taken down. (The reconciler runs in the host's heartbeat thread.)
 """
 from __future__ import annotations

@@ -25,7 +25,7 @@ from django.utils import timezone
 from distributor import taskfile
 from distributor.models import Attempt, DistributorConfig, Job, Machine, Orders, Target, Task, TaskSet
 from distributor.models.rows import (database_time, db_value, execute, fetch, insert_rows, now_sql, on_postgresql,
-                                     pipeline, placeholders, table)
+                                     placeholders, table)
 
 MAX_TRIES = 100
 
@@ -252,21 +252,19 @@ def _claim_in_one_transaction(job: Job, machine: Machine, at):
         if not started:
             return None
         taskset_id, variant, *_ = started[0]
-        with pipeline() as run:
-            tasks = run(f"SELECT id, task_id, {TASK_FIELDS} FROM {table(Task)}"
-                        " WHERE taskset_id = %s ORDER BY task_id", [taskset_id])
-            run(f"INSERT INTO {table(Attempt)} (taskset_id, number, machine_id, started_at, result, error)"
+        execute(f"INSERT INTO {table(Attempt)} (taskset_id, number, machine_id, started_at, result, error)"
                 " VALUES (%s, %s, %s, %s, %s, %s)", [taskset_id, started[0][3], machine.pk, at, "", ""])
-            busy = run(
-                f"UPDATE {table(Machine)} SET state = %s, current_id = %s, current_since = %s, heartbeat_at = {now_sql()},"
-                f" activity = %s WHERE id = %s AND lease = %s AND state IN {placeholders(len(Machine.LIVE_STATES))}"
-                " RETURNING stop_mode, reboot_requested",
-                [Machine.State.BUSY, taskset_id, at, f"running job {job.pk} variant {variant}",
-                 machine.pk, db_value(Machine, "lease", machine.lease), *Machine.LIVE_STATES])
-        orders = busy.fetchone()
-        if orders is None:
+        orders = fetch(
+            f"UPDATE {table(Machine)} SET state = %s, current_id = %s, current_since = %s, heartbeat_at = {now_sql()},"
+            f" activity = %s WHERE id = %s AND lease = %s AND state IN {placeholders(len(Machine.LIVE_STATES))}"
+            " RETURNING stop_mode, reboot_requested",
+            [Machine.State.BUSY, taskset_id, at, f"running job {job.pk} variant {variant}",
+             machine.pk, db_value(Machine, "lease", machine.lease), *Machine.LIVE_STATES])
+        if not orders:
             raise Fenced(f"machine {machine.pk} lost its lease")  # rolls the claim back
-        return started[0], orders, tasks.fetchall()
+        tasks = fetch(f"SELECT id, task_id, {TASK_FIELDS} FROM {table(Task)} WHERE taskset_id = %s ORDER BY task_id",
+                      [taskset_id])
+        return started[0], orders[0], tasks
 
 
 def _open_block(job: Job) -> bool:

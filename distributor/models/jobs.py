@@ -120,13 +120,12 @@ class Job(models.Model):
         if counts:
             self.finished_count, self.bad_count = counts["finished_count"], counts["bad_count"]
 
-    def add_counts(self, *, finished: int = 0, bad: int = 0, machine_id: int | None = None, run=execute) -> None:
+    def add_counts(self, *, finished: int = 0, bad: int = 0, machine_id: int | None = None) -> None:
         """Add ended task-sets to the tally of the machine that ended them (the
         operator and the reconciler share counter 0), inside the transaction
         that ended them, so the counts never disagree with the rows. No other
-        machine writes a machine's tally row: finishes never wait for each other.
-        ``run`` is the caller's ``rows.pipeline`` when it sends it with others."""
-        run(tally_upsert("VALUES (%s, %s, %s, %s)"), [self.pk, machine_id or 0, finished, bad])
+        machine writes a machine's tally row: finishes never wait for each other."""
+        execute(tally_upsert("VALUES (%s, %s, %s, %s)"), [self.pk, machine_id or 0, finished, bad])
 
     def end_if_done(self) -> bool:
         """Mark the job finished once every variant has a row and none is queued or

@@ -17,8 +17,7 @@ client and never prepare, so the rest of the project is unaffected).
 """
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
@@ -109,50 +108,6 @@ def fetch(sql: str, params: Sequence) -> list[tuple]:
 
 
 @contextmanager
-def pipeline() -> Iterator[Callable[[str, Sequence], object]]:
-    """Run several statements in one round trip: yields ``run(sql, params)``,
-    which returns the statement's cursor, to read (``rowcount``, ``fetchall``)
-    after the block. On PostgreSQL the statements go out together and their
-    results come back together (pipeline mode: every round trip to the server
-    is two context switches on a machine running sixteen machines and their
-    backends); on SQLite they simply run in turn."""
-    db = connections[DEFAULT_DB_ALIAS]  # the thread's connection, looked up once
-    if not on_postgresql():
-        with db.cursor() as django_cursor:
-            yield _run_at_once(django_cursor)
-        return
-    raw = _ready_connection(db)
-    numbers = itertools.count(1)  # a cursor of its own for each statement, to hold its result
-
-    def run(sql: str, params: Sequence):
-        cursor = _wrap(db, _server_cursor(db, raw, next(numbers)))
-        cursor.execute(sql, params)
-        return cursor
-
-    with db.wrap_database_errors, raw.pipeline():
-        yield run
-
-
-def _run_at_once(django_cursor):
-    """``pipeline``'s ``run`` on SQLite: a snapshot of each statement's outcome."""
-    def run(sql: str, params: Sequence):
-        django_cursor.execute(sql, params)
-        return _Outcome(django_cursor.rowcount, django_cursor.fetchall() if django_cursor.description else [])
-    return run
-
-
-class _Outcome:
-    def __init__(self, rowcount: int, rows: list):
-        self.rowcount, self._rows = rowcount, rows
-
-    def fetchall(self) -> list:
-        return self._rows
-
-    def fetchone(self):
-        return self._rows[0] if self._rows else None
-
-
-@contextmanager
 def prepared_cursor() -> Iterator:
     """A cursor for the statements above: Django's on SQLite; on PostgreSQL
     one that binds on the server and prepares what it runs, kept open for the
@@ -197,18 +152,15 @@ class _LoggedCursor(CursorDebugWrapper):
             return CursorWrapper.execute(self, sql, params)
 
 
-def _server_cursor(db, raw, number: int = 0):
-    """The connection's server-binding cursor ``number`` (0 for plain statements,
-    1, 2 ... for those of a pipeline); a new connection gets new ones."""
+def _server_cursor(db, raw):
+    """The connection's server-binding cursor; a new connection gets a new one."""
     import psycopg
 
-    kept = getattr(db, "_prepared_cursors", None)
-    if kept is None or kept[0].connection is not raw or kept[0].closed:
+    kept = getattr(db, "_prepared_cursor", None)
+    if kept is None or kept.connection is not raw or kept.closed:
         raw.prepare_threshold = 0  # prepare at first use; only server-binding cursors ever prepare
-        kept = db._prepared_cursors = [psycopg.Cursor(raw)]
-    while len(kept) <= number:
-        kept.append(psycopg.Cursor(raw))
-    return kept[number]
+        kept = db._prepared_cursor = psycopg.Cursor(raw)
+    return kept
 
 
 def now_sql() -> str:

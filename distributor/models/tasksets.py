@@ -7,8 +7,8 @@ from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from distributor.models.rows import (EVENT_COLUMNS, TASKJOB_COLUMNS, column_arrays, database_time, db_value, fetch,
-                                     insert_head, insert_rows, now_sql, on_postgresql, pipeline, table, unnest_select)
+from distributor.models.rows import (EVENT_COLUMNS, TASKJOB_COLUMNS, column_arrays, database_time, db_value, execute,
+                                     fetch, insert_head, insert_rows, now_sql, on_postgresql, table, unnest_select)
 
 
 class TaskSet(models.Model):
@@ -242,27 +242,26 @@ def _finish_in_one_transaction(taskset: TaskSet, machine, outcome, taskjobs, eve
 
     try:
         with transaction.atomic():
-            with pipeline() as run:
-                busy = run(f"UPDATE {table(Machine)} SET tasksets_done = tasksets_done + 1, activity = %s,"
+            orders = fetch(f"UPDATE {table(Machine)} SET tasksets_done = tasksets_done + 1, activity = %s,"
                            f" heartbeat_at = {now_sql()} WHERE id = %s AND lease = %s AND state = %s"
                            " RETURNING stop_mode, reboot_requested",
                            [f"finished job {taskset.job_id} variant {taskset.variant}", machine.pk,
                             db_value(Machine, "lease", machine.lease), Machine.State.BUSY])
-                ended = run(f"UPDATE {table(TaskSet)} SET state = %s, outcome = %s, ended_at = %s, analysis = %s"
-                            " WHERE id = %s AND state = %s AND machine_id = %s",
-                            [TaskSet.State.FINISHED, outcome, at, db_value(TaskSet, "analysis", analysis),
-                             taskset.pk, TaskSet.State.RUNNING, machine.pk])
-                run(f"UPDATE {table(Attempt)} SET ended_at = %s, result = %s"
-                    " WHERE taskset_id = %s AND ended_at IS NULL", [at, Attempt.Result.FINISHED, taskset.pk])
-                taskset.job.add_counts(finished=1, machine_id=machine.pk, run=run)
-            orders = busy.fetchone()
-            if orders is None or not ended.rowcount:
+            if not orders or not execute(
+                f"UPDATE {table(TaskSet)} SET state = %s, outcome = %s, ended_at = %s, analysis = %s"
+                " WHERE id = %s AND state = %s AND machine_id = %s",
+                [TaskSet.State.FINISHED, outcome, at, db_value(TaskSet, "analysis", analysis),
+                 taskset.pk, TaskSet.State.RUNNING, machine.pk],
+            ):
                 raise _TakenAway  # rolls all of it back
+            execute(f"UPDATE {table(Attempt)} SET ended_at = %s, result = %s WHERE taskset_id = %s AND ended_at IS NULL",
+                    [at, Attempt.Result.FINISHED, taskset.pk])
+            taskset.job.add_counts(finished=1, machine_id=machine.pk)
             insert_rows(Event, EVENT_COLUMNS, events)
             insert_rows(TaskJob, TASKJOB_COLUMNS, taskjobs)
     except _TakenAway:
         return None
-    return Orders(*orders)
+    return Orders(*orders[0])
 
 
 class Task(models.Model):
