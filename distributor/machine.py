@@ -84,10 +84,10 @@ class Lifeline(threading.Thread):
         no longer than that) and beats when the lease is ``beat_every`` old,
         counting what the work heard."""
         try:
-            while not self.done.wait(max(0.0, self._informed_at() + POLL_SECONDS - time.monotonic())):
-                now = time.monotonic()
-                if now - self._informed_at() < POLL_SECONDS:
+            while not self.done.wait(self.seconds_to_next_read()):
+                if self.seconds_to_next_read() > 0:
                     continue  # the work heard them in the meantime
+                now = time.monotonic()
                 if now - max(self.heard_at, self.beat_at) >= self.beat_every:
                     self._beat()
                     self.beat_at = now
@@ -96,8 +96,9 @@ class Lifeline(threading.Thread):
         finally:
             connection.close()
 
-    def _informed_at(self) -> float:
-        return max(self.heard_at, self.read_at)
+    def seconds_to_next_read(self) -> float:
+        """0 when the newest orders, the work's or its own, are POLL_SECONDS old."""
+        return max(0.0, max(self.heard_at, self.read_at) + POLL_SECONDS - time.monotonic())
 
     # Plain prepared statements: sixteen idle lifelines poll these 80 times a second.
 

@@ -251,9 +251,9 @@ def _claim_in_one_transaction(job: Job, machine: Machine, at):
             [TaskSet.State.RUNNING, machine.pk, at, job.pk, TaskSet.State.QUEUED, TaskSet.State.QUEUED])
         if not started:
             return None
-        taskset_id, variant, *_ = started[0]
+        taskset_id, variant, _, runs, _ = started[0]
         execute(f"INSERT INTO {table(Attempt)} (taskset_id, number, machine_id, started_at, result, error)"
-                " VALUES (%s, %s, %s, %s, %s, %s)", [taskset_id, started[0][3], machine.pk, at, "", ""])
+                " VALUES (%s, %s, %s, %s, %s, %s)", [taskset_id, runs, machine.pk, at, "", ""])
         orders = fetch(
             f"UPDATE {table(Machine)} SET state = %s, current_id = %s, current_since = %s, heartbeat_at = {now_sql()},"
             f" activity = %s WHERE id = %s AND lease = %s AND state IN {placeholders(len(Machine.LIVE_STATES))}"

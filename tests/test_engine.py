@@ -243,6 +243,19 @@ def test_a_lifeline_listens_while_the_work_brings_orders_and_polls_when_it_falls
     assert quiet.stop_event.is_set()
 
 
+def test_a_lifeline_reads_the_orders_when_the_newest_it_has_are_a_poll_interval_old(scripted):
+    """Whoever read them last, the work or the lifeline, a kill waits at most
+    POLL_SECONDS: the next read is due that long after the newest orders."""
+    lifeline = Lifeline(live_machine(scripted), DistributorConfig.get(), threading.Event())
+    assert lifeline.seconds_to_next_read() == 0  # nothing known yet: read at once
+    lifeline.heard(Orders("", False))
+    assert machine_module.POLL_SECONDS - 0.05 < lifeline.seconds_to_next_read() <= machine_module.POLL_SECONDS
+    lifeline.heard_at -= machine_module.POLL_SECONDS  # the work fell silent a poll interval ago
+    assert lifeline.seconds_to_next_read() == 0
+    lifeline.read_at = time.monotonic() - machine_module.POLL_SECONDS / 2  # the lifeline's own read, half as old
+    assert 0 < lifeline.seconds_to_next_read() <= machine_module.POLL_SECONDS / 2
+
+
 def test_finishing_tasksets_count_on_their_machines_tallies_and_never_write_the_jobs_row(scripted):
     """Every machine storing a result used to add to the job's own row and hold
     it until its commit: with 16 machines on PostgreSQL they queued for it

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
 EVENT_COLUMNS = ("taskset_id", "attempt", "seq", "task_id", "type", "time_ms", "received_at")
@@ -82,11 +82,9 @@ def _array_element(value, number: bool) -> str:
 
 @lru_cache(maxsize=128)
 def _is_number(model, column: str) -> bool:
-    return model._meta.get_field(column).get_internal_type() in _INTEGER_TYPES
-
-
-_INTEGER_TYPES = {"SmallIntegerField", "IntegerField", "BigIntegerField", "PositiveSmallIntegerField",
-                  "PositiveIntegerField", "PositiveBigIntegerField", "ForeignKey", "AutoField", "BigAutoField"}
+    """Integer columns, foreign keys to an integer key included."""
+    field = model._meta.get_field(column)
+    return isinstance(field.target_field if field.is_relation else field, models.IntegerField)
 
 
 def _array_name(model, column: str) -> str:
