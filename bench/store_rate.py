@@ -77,7 +77,7 @@ def make_tasksets(count: int, tasks: int):
 
 
 def task_rows(taskset: int, task: int, jobs: int) -> list[tuple]:
-    return [(taskset, task, n, n * 100, n * 100 + 3, n * 100 + 40, "EXIT") for n in range(jobs)]
+    return [(taskset, task, n, n * 100, n * 100 + 3, n * 100 + 40, "EXIT", n * 100 + 100, True) for n in range(jobs)]
 
 
 def empty_table(job) -> None:

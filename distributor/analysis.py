@@ -1,78 +1,52 @@
 """Analytic schedulability labels for one task-set, stored beside the measured outcome.
 
-The measured label says whether every job ended with EXIT on the target; the
-analytic labels say what scheduling theory predicts for the same task-set, so
-that data mining can compare the two and find where the target (or the
-execution-time model) departs from theory. ``analyse`` is pure Python: the
-engine calls it when a task-set finishes and stores the dict in
-``TaskSet.analysis``.
+The measured outcome says whether every job met its deadline on the target;
+the analytic labels say what scheduling theory predicts for the same task-set
+under the same outcome model (``sessions.outcomes``), so that data mining can
+compare the two and find where the target (or the execution-time model)
+departs from theory. ``analyse`` is pure Python; ``distributor.labels``
+stores its dict in ``TaskSet.analysis`` and recomputes it on demand
+(``manage.py relabel``). ``docs/analysis.md`` says per test when it is exact.
 
 The task model (Genode's task loader, DESIGN §4)
 ------------------------------------------------
-* ``C`` — execution time of one job, from the execution-time model (ETM):
-  ``etm.execution_time_ms(pkg, arg1)``; the model's name and version are stored.
+* ``C`` — execution time of one job, from the execution-time model (ETM).
 * ``T`` — ``period``; 0 means the jobs run back to back (job k+1 is released
-  when job k ends), so such a task has no rate and is left out of U.
-* ``D`` — the effective relative deadline: the smallest positive value of
-  ``deadline``, ``period`` and ``criticaltime``. A job is killed at its period
-  end (EXIT_PERIOD) and at its critical time (EXIT_CRITICAL), so no job ever
-  runs past ``min(T, criticaltime)`` and D ≤ T always holds (constrained
-  deadlines). A task with none of the three has no deadline and never misses.
-* ``O`` — ``offset``; ``N`` — ``numberofjobs`` (finite: jobs k < N are released
-  at O + k·T).
-* Priorities as Genode orders them: 0 highest … 127 lowest. Equal priorities
-  (ties): every test counts an equal-priority task as *higher* priority — sound
-  whatever the kernel does with ties (Fiasco.OC round-robins them), exact only
-  without ties. 128 = "schedule by deadline": such tasks form one band below
-  priority 127, inside which the earliest absolute deadline runs first (EDF).
-  A set whose tasks are all 128 has policy "edf", none "fp", otherwise "mixed".
-* Tasks are partitioned by ``coreoffset``: tasks on different cores do not
-  interfere. A task with ``cores`` > 1 is analysed on its first core only,
-  which makes every verdict approximate (``exact`` false).
+  when job k ends): no rate, left out of U.
+* ``D`` — the relative deadline of the outcome model: ``deadline``, else
+  ``period``. It is also the deadline the 128 band is scheduled by.
+* ``K`` — the kill: a job still running ``min(period, criticaltime)`` after
+  its release is killed. A job misses if it ends after D or is killed, so it
+  must end within ``min(D, K)`` (``must``), which is at most T.
+* ``O`` — ``offset``; ``N`` — ``numberofjobs`` (finite).
+* Priorities as Genode orders them: 0 highest … 127 lowest; 128 = one band
+  below 127, inside which the earliest absolute deadline runs first (EDF).
+* Tasks are partitioned by ``coreoffset`` (SimSo simulates each core apart,
+  the same way); a task with ``cores`` > 1 is placed on its first core, which
+  no verdict can call exact.
 
-Which tests are exact, which only sufficient
---------------------------------------------
-* Liu & Layland bound (U ≤ n(2^{1/n} − 1)) and hyperbolic bound
-  (Π(U_i + 1) ≤ 2): *sufficient* only, and they *apply* only to periodic,
-  implicit-deadline (D = T) tasks with distinct, rate-monotonic priorities.
-  Their ``verdict`` is true when they pass and null ("unknown") otherwise: a
-  sufficient test that fails proves nothing. Offsets and finite job counts
-  only make them more pessimistic.
-* Fixed-priority response-time analysis (Joseph & Pandya, Audsley): exact for
-  a synchronous set (equal offsets) of periodic tasks with distinct
-  priorities; hp jobs are counted as min(⌈R/T_j⌉, N_j), so finite job counts
-  are exact too (the first job after the synchronous release is the worst).
-  With different offsets, ties, the 128 band or back-to-back tasks it is a
-  sound upper bound (*sufficient*).
-* EDF processor-demand test (Baruah, Rosier & Howell), for sets scheduled by
-  deadline: checks dbf(t) ≤ t at every absolute deadline within the first
-  synchronous busy period, counting finite job counts. Exact for synchronous
-  periodic sets, *sufficient* with offsets or back-to-back tasks.
-* Simulation of the concrete finite job set (fixed priorities, the EDF band,
-  offsets, back-to-back chains and the kills at period end / critical time, as
-  the target does them): *exact* for the given execution times taken as worst
-  cases (preemptive uniprocessor scheduling of fixed job priorities is
-  sustainable: shorter jobs never make another job later), provided fixed
-  priorities are distinct and every task has ``cores`` = 1. With ties it
-  breaks them first-in first-out, which Fiasco.OC does not do (``exact``
-  false). Skipped (null) above MAX_SIMULATED_JOBS jobs.
-
-No test models scheduling overheads, caches or the loader's own work: a set
-that passes them all can still fail on the target, and the agreement table
-shows how often it does.
+Verdicts are yes / no / unknown (None). *Exact* means necessary and
+sufficient for this task model with C as every job's execution time; a test
+that is not exact may still say yes (it is sound) and its "no" is only a
+failed test. Exactness is given per test, per task (RTA) and for the overall
+``verdict``.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from fractions import Fraction
 from itertools import groupby
 from typing import Any, Iterable, Protocol
 
-SCHEMA_VERSION = 1
+from sessions.outcomes import JobResult, judge_job, kill_after, must_end_within, relative_deadline
+
+ANALYSIS_VERSION = 2  # bump whenever a verdict could change for the same input
+SCHEMA_VERSION = 2
 DEADLINE_PRIORITY = 128  # Genode: ignore the priority, schedule by deadline
 MAX_SIMULATED_JOBS = 100_000
 MAX_DEMAND_POINTS = 1_000_000
-MAX_RTA_ITERATIONS = 100_000
+MAX_ITERATIONS = 100_000  # fixed-point iterations (RTA, busy period) before "unknown"
 TESTS = ("liu_layland", "hyperbolic", "rta", "edf", "simulation")
 
 
@@ -85,12 +59,13 @@ class ExecutionTimeModel(Protocol):
 
 @dataclass(frozen=True)
 class _Task:
+    spec: dict = field(repr=False, compare=False)
     id: int
     c: int  # execution time of one job (ms)
     t: int  # period (ms); 0 = back to back
-    d: int | None  # effective relative deadline (ms); None = none
+    must: int | None  # a job must end within this after its release; None = never misses
     kill: int | None  # the job is killed this long after its release
-    rank_d: int | None  # the deadline the 128 band orders by: deadline, else period
+    rank_d: int | None  # the relative deadline the 128 band orders by
     o: int
     n: int
     prio: int
@@ -109,6 +84,14 @@ class _Task:
     def spacing(self) -> int:
         """The shortest time between two releases (back to back: one job)."""
         return self.t if self.t > 0 else self.c
+
+    @property
+    def u(self) -> Fraction:
+        return Fraction(self.c, self.t)
+
+
+class _Unknown(Exception):
+    """An iteration passed MAX_ITERATIONS: the test can say nothing."""
 
 
 def analyse(tasks: list[dict], etm: ExecutionTimeModel) -> dict:
@@ -132,11 +115,13 @@ def empty_result(etm: ExecutionTimeModel | None = None) -> dict:
     """The shape of every analysis dict: all keys, no values."""
     return {
         "schema": SCHEMA_VERSION,
+        "version": ANALYSIS_VERSION,
         "etm": {"name": getattr(etm, "name", None), "version": getattr(etm, "version", None)},
         "policy": None,
         "utilisation": None,
         "utilisation_max_core": None,
         "back_to_back": 0,
+        "cores": 0,
         "tasks": [],
         "liu_layland": {"applies": False, "bound": None, "pass": None, "verdict": None},
         "hyperbolic": {"applies": False, "product": None, "pass": None, "verdict": None},
@@ -144,29 +129,33 @@ def empty_result(etm: ExecutionTimeModel | None = None) -> dict:
         "edf": {"applies": False, "exact": False, "verdict": None, "points": 0},
         "simulation": {"exact": False, "verdict": None, "jobs": 0, "misses": 0, "first_miss": None},
         "verdict": None,
+        "verdict_exact": False,
+        "verdict_by": None,
         "error": None,
     }
 
 
 def _task(task: dict, etm: ExecutionTimeModel) -> _Task:
-    period, criticaltime = int(task["period"]), int(task.get("criticaltime", 0))
-    kill = min([v for v in (period, criticaltime) if v > 0], default=None)
-    deadline = min([v for v in (int(task.get("deadline", 0)), period, criticaltime) if v > 0], default=None)
     return _Task(
-        id=int(task["id"]), c=int(etm.execution_time_ms(task["pkg"], int(task.get("arg1", 0)))),
-        t=period, d=deadline, kill=kill, rank_d=int(task.get("deadline", 0)) or period or None,
+        spec=task, id=int(task["id"]), c=int(etm.execution_time_ms(task["pkg"], int(task.get("arg1", 0)))),
+        t=int(task["period"]), must=must_end_within(task), kill=kill_after(task), rank_d=relative_deadline(task),
         o=int(task.get("offset", 0)), n=int(task.get("numberofjobs", 1)),
         prio=int(task.get("priority", 127)), core=int(task.get("coreoffset", 0)), cores=int(task.get("cores", 1)),
     )
 
 
+def _by_core(model: list[_Task]) -> list[list[_Task]]:
+    return [list(group) for _, group in groupby(sorted(model, key=lambda t: t.core), key=lambda t: t.core)]
+
+
 def _fill(result: dict, model: list[_Task]) -> None:
-    cores = [list(group) for _, group in groupby(sorted(model, key=lambda t: t.core), key=lambda t: t.core)]
+    cores = _by_core(model)
     result["policy"] = _policy(model)
-    utilisations = [sum(t.c / t.t for t in core if t.periodic) for core in cores]
-    result["utilisation"] = round(sum(utilisations), 6)
-    result["utilisation_max_core"] = round(max(utilisations), 6)
+    utilisations = [sum((t.u for t in core if t.periodic), Fraction(0)) for core in cores]
+    result["utilisation"] = round(float(sum(utilisations)), 6)
+    result["utilisation_max_core"] = round(float(max(utilisations)), 6)
     result["back_to_back"] = sum(not t.periodic for t in model)
+    result["cores"] = len(cores)
     wide = any(t.cores > 1 for t in model)
     per_core = [_analyse_core(core, wide) for core in cores]
     result["liu_layland"] = _combine_bound([c["liu_layland"] for c in per_core], "bound")
@@ -177,7 +166,7 @@ def _fill(result: dict, model: list[_Task]) -> None:
     result["simulation"] = _combine_simulation([c["simulation"] for c in per_core])
     rows = {row["id"]: row for c in per_core for row in c["tasks"]}
     result["tasks"] = [rows[t.id] for t in model]
-    result["verdict"] = _overall(result)
+    result["verdict"], result["verdict_exact"], result["verdict_by"] = _overall(result)
 
 
 def _policy(model: list[_Task]) -> str:
@@ -185,14 +174,17 @@ def _policy(model: list[_Task]) -> str:
     return "edf" if by_deadline == len(model) else "fp" if by_deadline == 0 else "mixed"
 
 
-def _overall(result: dict) -> bool | None:
-    """The best label available: the simulation when it ran, else the exact-
-    or-sufficient test that matches the policy."""
-    if result["simulation"]["verdict"] is not None:
-        return result["simulation"]["verdict"]
-    if result["policy"] == "edf" and result["edf"]["verdict"] is not None:
-        return result["edf"]["verdict"]
-    return result["rta"]["verdict"] if (result["rta"]["verdict"] or result["rta"]["exact"]) else None
+def _overall(result: dict) -> tuple[bool | None, bool, str | None]:
+    """(verdict, exact, which test): an exact verdict if any test has one,
+    else a yes from a test that is sound whatever the kernel does (RTA, EDF,
+    the bounds; the simulation's yes only when it is exact), else unknown."""
+    for name in ("simulation", "rta", "edf"):
+        if result[name]["exact"] and result[name]["verdict"] is not None:
+            return result[name]["verdict"], True, name
+    for name in ("rta", "edf", "hyperbolic", "liu_layland"):
+        if result[name]["verdict"] is True:
+            return True, False, name
+    return None, False, None
 
 
 # -- one core -------------------------------------------------------------------
@@ -200,30 +192,24 @@ def _overall(result: dict) -> bool | None:
 
 def _analyse_core(core: list[_Task], wide: bool) -> dict:
     synchronous = len({t.o for t in core}) == 1
-    distinct = _distinct_priorities(core)
-    wcrt = {t.id: _response_time(t, core) for t in core}
+    rta_rows = _rta_rows(core, synchronous and not wide)
     simulation = _simulate(core)
     simulation["exact"] = simulation["exact"] and not wide
     tasks = [
         {
-            "id": t.id, "core": t.core, "c_ms": t.c, "period_ms": t.t, "deadline_ms": t.d,
-            "u": round(t.c / t.t, 6) if t.periodic else None,
-            "wcrt_ms": wcrt[t.id], "rta_meets": _meets(wcrt[t.id], t),
+            "id": t.id, "core": t.core, "c_ms": t.c, "period_ms": t.t, "deadline_ms": t.must,
+            "u": round(float(t.u), 6) if t.periodic else None,
+            **rta_rows[t.id],
             "sim_wcrt_ms": simulation["wcrt"].get(t.id), "sim_misses": simulation["task_misses"].get(t.id, 0),
         }
         for t in core
     ]
-    all_periodic = all(t.periodic for t in core)
-    rta_exact = synchronous and distinct and all_periodic and not any(t.by_deadline for t in core) and not wide
-    edf_applies = all(t.by_deadline for t in core)
-    edf_verdict, points = _edf_demand(core) if edf_applies else (None, 0)
     return {
         "tasks": tasks,
         "liu_layland": _liu_layland(core),
         "hyperbolic": _hyperbolic(core),
-        "rta": {"applies": True, "exact": rta_exact, "verdict": all(row["rta_meets"] for row in tasks)},
-        "edf": {"applies": edf_applies, "exact": edf_applies and synchronous and all_periodic and not wide,
-                "verdict": edf_verdict, "points": points},
+        "rta": _rta_verdict(list(rta_rows.values())),
+        "edf": _edf(core, synchronous and not wide),
         "simulation": simulation,
     }
 
@@ -233,37 +219,36 @@ def _distinct_priorities(core: list[_Task]) -> bool:
     return len(fixed) == len(set(fixed))
 
 
-def _meets(wcrt: int | None, task: _Task) -> bool:
-    return task.d is None or (wcrt is not None and wcrt <= task.d)
-
-
-# -- utilisation bounds ---------------------------------------------------------
+# -- utilisation bounds (exact fractions) ----------------------------------------
 
 
 def _rate_monotonic_implicit(core: list[_Task]) -> bool:
-    """Where the bound tests hold: periodic, D = T, distinct priorities that
-    follow the periods (shorter period ⇒ numerically smaller priority)."""
-    if not all(t.periodic and t.d == t.t and not t.by_deadline for t in core) or not _distinct_priorities(core):
+    """Where the bound tests hold: periodic, D = T and no earlier kill,
+    distinct priorities that follow the periods (shorter period ⇒
+    numerically smaller priority)."""
+    if not all(t.periodic and t.must == t.t and not t.by_deadline for t in core) or not _distinct_priorities(core):
         return False
     ordered = sorted(core, key=lambda t: t.prio)
     return all(a.t <= b.t for a, b in zip(ordered, ordered[1:]))
 
 
 def _liu_layland(core: list[_Task]) -> dict:
+    """U ≤ n(2^{1/n} − 1), decided exactly as (U/n + 1)^n ≤ 2 in fractions."""
     periodic = [t for t in core if t.periodic]
-    u = sum(t.c / t.t for t in periodic)
     n = len(periodic)
-    bound = n * (2 ** (1 / n) - 1) if n else None
-    passed = bound is not None and u <= bound + 1e-12
+    u = sum((t.u for t in periodic), Fraction(0))
+    passed = n > 0 and (u / n + 1) ** n <= 2
     applies = _rate_monotonic_implicit(core)
+    bound = n * (2 ** (1 / n) - 1) if n else None
     return {"applies": applies, "bound": bound, "pass": passed, "verdict": True if applies and passed else None}
 
 
 def _hyperbolic(core: list[_Task]) -> dict:
-    product = math.prod(1 + t.c / t.t for t in core if t.periodic)
-    passed = product <= 2 + 1e-12
+    product = math.prod((1 + t.u for t in core if t.periodic), start=Fraction(1))
+    passed = product <= 2
     applies = _rate_monotonic_implicit(core)
-    return {"applies": applies, "product": product, "pass": passed, "verdict": True if applies and passed else None}
+    return {"applies": applies, "product": float(product), "pass": passed,
+            "verdict": True if applies and passed else None}
 
 
 def _combine_bound(parts: list[dict], key: str) -> dict:
@@ -277,10 +262,18 @@ def _combine_bound(parts: list[dict], key: str) -> dict:
 
 
 def _combine(parts: list[dict]) -> dict:
+    """All cores: yes if every core says yes; no if one says no (exact when
+    that core's no is); unknown otherwise."""
     applies = all(p["applies"] for p in parts)
     verdicts = [p["verdict"] for p in parts]
-    verdict = None if not applies or None in verdicts else all(verdicts)
-    return {"applies": applies, "exact": applies and all(p["exact"] for p in parts), "verdict": verdict}
+    if not applies:
+        return {"applies": False, "exact": False, "verdict": None}
+    if False in verdicts:
+        exact = any(p["verdict"] is False and p["exact"] for p in parts)
+        return {"applies": True, "exact": exact, "verdict": False}
+    if None in verdicts:
+        return {"applies": True, "exact": False, "verdict": None}
+    return {"applies": True, "exact": all(p["exact"] for p in parts), "verdict": True}
 
 
 # -- fixed-priority response-time analysis --------------------------------------
@@ -292,21 +285,57 @@ def _interferers(task: _Task, core: list[_Task]) -> list[_Task]:
     return [j for j in core if j.id != task.id and j.prio <= task.prio]
 
 
-def _response_time(task: _Task, core: list[_Task]) -> int | None:
+def _rta_rows(core: list[_Task], synchronous_narrow: bool) -> dict[int, dict]:
+    """Per task: its worst-case response bound and whether it is exact.
+
+    A task's RTA is exact (its "no" is a real miss) when the core is
+    synchronous with every task on one core, the task and its interferers are
+    periodic fixed-priority tasks of distinct priorities, and every interferer
+    meets its own deadline: a killed higher job runs less than C, so the bound
+    is then only an upper one (issue: (32,88,0), (1,16,1), (5,39,2))."""
+    status: dict[int, str] = {}
+    rows: dict[int, dict] = {}
+    for task in sorted(core, key=lambda t: t.prio):
+        others = _interferers(task, core)
+        try:
+            wcrt = _response_time(task, others)
+            meets = task.must is None or (wcrt is not None and wcrt <= task.must)
+            status[task.id] = "meets" if meets else "misses"
+        except _Unknown:
+            wcrt, status[task.id] = None, "unknown"
+        exact = (synchronous_narrow and not task.by_deadline and task.periodic
+                 and all(j.periodic and not j.by_deadline and j.prio < task.prio for j in others)
+                 and all(status.get(j.id) == "meets" for j in others))
+        verdict = {"meets": True, "misses": False, "unknown": None}[status[task.id]]
+        rows[task.id] = {"wcrt_ms": wcrt, "rta_meets": verdict, "rta_exact": exact and verdict is not None}
+    return rows
+
+
+def _rta_verdict(rows: list[dict]) -> dict:
+    verdicts = [row["rta_meets"] for row in rows]
+    if False in verdicts:
+        return {"applies": True, "exact": any(r["rta_meets"] is False and r["rta_exact"] for r in rows),
+                "verdict": False}
+    if None in verdicts:
+        return {"applies": True, "exact": False, "verdict": None}
+    return {"applies": True, "exact": all(r["rta_exact"] for r in rows), "verdict": True}
+
+
+def _response_time(task: _Task, others: list[_Task]) -> int | None:
     """Smallest fixed point of R = C + Σ_j min(⌈R/T_j⌉, N_j)·C_j (a
     back-to-back chain counts all its N·C once). None when R passes the
-    deadline (the set is unschedulable there and larger R means nothing)."""
-    others = _interferers(task, core)
-    limit = task.d if task.d is not None else task.c + sum(j.n * j.c for j in others)
+    task's deadline (a miss, and larger R means nothing); raises _Unknown
+    when the iteration does not settle within MAX_ITERATIONS."""
+    limit = task.must if task.must is not None else task.c + sum(j.n * j.c for j in others)
     response = task.c
-    for _ in range(MAX_RTA_ITERATIONS):
+    for _ in range(MAX_ITERATIONS):
         demand = task.c + sum(_jobs_within(j, response) * j.c for j in others)
         if demand > limit:
             return None
         if demand == response:
             return response
         response = demand
-    return None
+    raise _Unknown
 
 
 def _jobs_within(task: _Task, window: int) -> int:
@@ -318,20 +347,38 @@ def _jobs_within(task: _Task, window: int) -> int:
 # -- EDF processor demand -------------------------------------------------------
 
 
+def _edf(core: list[_Task], synchronous_narrow: bool) -> dict:
+    """The demand test, where it says something about this scheduler: every
+    task in the 128 band and none killed before its scheduling deadline
+    (criticaltime < D, or D > T). Otherwise EDF meeting D would not mean
+    meeting the kill, so the test does not apply."""
+    applies = all(t.by_deadline for t in core) and all(
+        t.kill is None or (t.rank_d is not None and t.rank_d <= t.kill) for t in core)
+    if not applies:
+        return {"applies": False, "exact": False, "verdict": None, "points": 0}
+    try:
+        verdict, points = _edf_demand(core)
+    except _Unknown:
+        verdict, points = None, 0
+    exact = synchronous_narrow and all(t.periodic for t in core) and verdict is not None
+    return {"applies": True, "exact": exact, "verdict": verdict, "points": points}
+
+
 def _edf_demand(core: list[_Task]) -> tuple[bool | None, int]:
-    """dbf(t) ≤ t at every absolute deadline up to the synchronous busy period.
+    """dbf(t) ≤ t at every absolute deadline up to the synchronous busy period,
+    with the deadlines the scheduler orders by (D = deadline, else period).
 
     Deadlines are walked in order with a running sum, so the cost is the
     number of deadlines, not deadlines × tasks. None if there are too many.
     """
-    timed = [t for t in core if t.d is not None]
+    timed = [t for t in core if t.rank_d is not None]
     busy = _busy_period(timed)
     jobs = []
     for t in timed:
-        count = min(t.n, (busy - t.d) // t.spacing + 1) if busy >= t.d else 0
+        count = min(t.n, (busy - t.rank_d) // t.spacing + 1) if busy >= t.rank_d else 0
         if len(jobs) + count > MAX_DEMAND_POINTS:
             return None, 0
-        jobs.extend((k * t.spacing + t.d, t.c) for k in range(count))
+        jobs.extend((k * t.spacing + t.rank_d, t.c) for k in range(count))
     jobs.sort()
     demand = 0
     for index, (deadline, cost) in enumerate(jobs):
@@ -346,11 +393,12 @@ def _busy_period(tasks: list[_Task]) -> int:
     """Length of the synchronous busy period with finite job counts: the
     fixed point of L = Σ min(⌈L/T⌉, N)·C; it exists because the work is finite."""
     length = sum(t.c for t in tasks)
-    while True:
+    for _ in range(MAX_ITERATIONS):
         demand = sum(min(-(-length // t.spacing), t.n) * t.c for t in tasks)
         if demand == length:
             return length
         length = demand
+    raise _Unknown
 
 
 # -- simulation of the concrete job set -----------------------------------------
@@ -362,13 +410,14 @@ class _Job:
     number: int
     release: int
     remaining: int
-    deadline: int | None  # absolute, for the miss
     rank: int | None  # absolute, for the order of the 128 band
     kill_at: int | None  # absolute
+    start: int | None = None
 
     def key(self) -> tuple:
         """Lower runs first: fixed priority, then the EDF band by absolute
-        deadline (none = last); ties first-in first-out, then by task id."""
+        deadline (none = last); ties first-in first-out, then by task id
+        (SimSo's GenodeScheduler orders the same way)."""
         if self.task.by_deadline:
             return (DEADLINE_PRIORITY, self.rank if self.rank is not None else math.inf,
                     self.release, self.task.id)
@@ -376,16 +425,16 @@ class _Job:
 
 
 class _Simulation:
-    """Preemptive uniprocessor schedule of one core, event by event."""
+    """Preemptive uniprocessor schedule of one core, event by event; every
+    job judged by the outcome model as it ends."""
 
     def __init__(self, core: list[_Task]):
         self.core = core
         self.released = {t.id: 0 for t in core}
         self.next_release: dict[int, int | None] = {t.id: t.o for t in core}
         self.pending: list[_Job] = []
-        self.wcrt: dict[int, int] = {}
-        self.task_misses: dict[int, int] = {}
-        self.first_miss: dict | None = None
+        self.jobs: list[JobResult] = []
+        self.band_tie = False  # two 128 jobs of one absolute deadline met
 
     def run(self) -> None:
         now = min(self.next_release.values())
@@ -406,7 +455,6 @@ class _Simulation:
                 self.released[task.id] += 1
                 self.pending.append(_Job(
                     task, number, now, task.c,
-                    None if task.d is None else now + task.d,
                     None if task.rank_d is None else now + task.rank_d,
                     None if task.kill is None else now + task.kill,
                 ))
@@ -416,31 +464,57 @@ class _Simulation:
 
     def _advance(self, now: int) -> int:
         job = min(self.pending, key=_Job.key)
+        if job.task.by_deadline and any(o is not job and o.task.by_deadline and o.rank == job.rank
+                                        for o in self.pending):
+            self.band_tie = True
+        if job.start is None:
+            job.start = now
         candidates = [now + job.remaining]
         candidates += [r for r in self.next_release.values() if r is not None and r > now]
         candidates += [j.kill_at for j in self.pending if j.kill_at is not None]
         then = min(candidates)
         job.remaining -= then - now
         if job.remaining == 0:
-            self._end(job, then, killed=False)
+            self._end(job, then, "EXIT")
         for other in [j for j in self.pending if j.kill_at is not None and j.kill_at <= then]:
-            self._end(other, then, killed=True)
+            self._end(other, then, _kill_type(other))
         return then
 
-    def _end(self, job: _Job, now: int, killed: bool) -> None:
+    def _end(self, job: _Job, now: int, exit_type: str) -> None:
         self.pending.remove(job)
         task = job.task
-        if not killed:
-            self.wcrt[task.id] = max(self.wcrt.get(task.id, 0), now - job.release)
-        if killed or (job.deadline is not None and now > job.deadline):
-            self.task_misses[task.id] = self.task_misses.get(task.id, 0) + 1
-            if self.first_miss is None or now < self.first_miss["at_ms"]:
-                self.first_miss = {"task": task.id, "job": job.number, "at_ms": now}
+        start = now if job.start is None else job.start
+        if job.start is None:
+            exit_type = "NOT_SCHEDULED"
+        self.jobs.append(judge_job(task.spec, job.number, job.release, start, now, exit_type))
         if not task.periodic and self.released[task.id] < task.n:
             self.next_release[task.id] = now
 
 
+def _kill_type(job: _Job) -> str:
+    """Which kill ends a job at its kill time (the period end wins a tie, as in SimSo)."""
+    task = job.task
+    return "EXIT_PERIOD" if task.periodic and task.kill == task.t else "EXIT_CRITICAL"
+
+
+def simulate_jobs(tasks: list[dict], etm: ExecutionTimeModel) -> list[JobResult]:
+    """Every job of a task-set as the analysis simulates it, core by core, in
+    task and job order: what SimSo must report too (the cross-check)."""
+    jobs: list[JobResult] = []
+    for core in _by_core([_task(task, etm) for task in tasks]):
+        simulation = _Simulation(core)
+        simulation.run()
+        jobs += simulation.jobs
+    return sorted(jobs, key=lambda j: (j.task_id, j.job_number))
+
+
 def _simulate(core: list[_Task]) -> dict:
+    """The verdict of the concrete job set. Exact (preemptive job-level fixed
+    priorities with fixed releases are sustainable: a shorter job never makes
+    another one later) unless fixed priorities tie (the kernel may not take
+    turns as we do), a back-to-back task has more than one job (a shorter job
+    releases the next one earlier), or two 128 jobs of one deadline met where
+    a kill comes before the deadline (then their order matters)."""
     jobs = sum(t.n for t in core)
     result = {"exact": False, "verdict": None, "jobs": jobs, "misses": 0, "first_miss": None,
               "wcrt": {}, "task_misses": {}}
@@ -448,21 +522,38 @@ def _simulate(core: list[_Task]) -> dict:
         return result
     simulation = _Simulation(core)
     simulation.run()
-    misses = sum(simulation.task_misses.values())
-    result.update(exact=_distinct_priorities(core), verdict=misses == 0, misses=misses,
-                  first_miss=simulation.first_miss, wcrt=simulation.wcrt, task_misses=simulation.task_misses)
+    misses = [job.miss for job in simulation.jobs if job.miss is not None]
+    wcrt: dict[int, int] = {}
+    for job in simulation.jobs:
+        if job.exit_type == "EXIT":
+            wcrt[job.task_id] = max(wcrt.get(job.task_id, 0), job.response_ms)
+    task_misses: dict[int, int] = {}
+    for miss in misses:
+        task_misses[miss.task] = task_misses.get(miss.task, 0) + 1
+    chains = any(not t.periodic and t.n > 1 for t in core)
+    early_kill = any(t.by_deadline and t.kill is not None and (t.rank_d is None or t.kill < t.rank_d) for t in core)
+    first = min(misses, key=lambda m: (m.at_ms, m.task, m.job)) if misses else None
+    result.update(
+        exact=_distinct_priorities(core) and not chains and not (simulation.band_tie and early_kill),
+        verdict=not misses, misses=len(misses), first_miss=first.as_dict() if first else None,
+        wcrt=wcrt, task_misses=task_misses,
+    )
     return result
 
 
 def _combine_simulation(parts: list[dict]) -> dict:
     verdicts = [p["verdict"] for p in parts]
     misses = [p["first_miss"] for p in parts if p["first_miss"]]
+    if False in verdicts:
+        exact = any(p["verdict"] is False and p["exact"] for p in parts)
+    else:
+        exact = None not in verdicts and all(p["exact"] for p in parts)
     return {
-        "exact": all(p["exact"] for p in parts),
-        "verdict": None if None in verdicts else all(verdicts),
+        "exact": exact,
+        "verdict": False if False in verdicts else None if None in verdicts else True,
         "jobs": sum(p["jobs"] for p in parts),
         "misses": sum(p["misses"] for p in parts),
-        "first_miss": min(misses, key=lambda m: m["at_ms"]) if misses else None,
+        "first_miss": min(misses, key=lambda m: (m["at_ms"], m["task"], m["job"])) if misses else None,
     }
 
 
@@ -472,9 +563,9 @@ LABEL_COLUMNS = (
     "utilisation", "utilisation_max_core", "etm_name", "etm_version", "policy", "back_to_back",
     "ll_applies", "ll_bound", "ll_pass", "hyperbolic_applies", "hyperbolic_product", "hyperbolic_pass",
     "rta_schedulable", "rta_exact", "edf_schedulable", "edf_exact", "sim_schedulable", "sim_exact",
-    "sim_misses", "analytic_schedulable",
+    "sim_misses", "analytic_schedulable", "analytic_exact", "analysis_version",
 )
-TASK_LABEL_COLUMNS = ("c_ms", "wcrt_ms", "sim_wcrt_ms")
+TASK_LABEL_COLUMNS = ("c_ms", "wcrt_ms", "rta_exact", "sim_wcrt_ms")
 
 
 def flat_labels(analysis: dict | None) -> dict[str, Any]:
@@ -498,6 +589,8 @@ def flat_labels(analysis: dict | None) -> dict[str, Any]:
         "edf_schedulable": _bit(edf["verdict"]), "edf_exact": _bit(edf["exact"]),
         "sim_schedulable": _bit(sim["verdict"]), "sim_exact": _bit(sim["exact"]), "sim_misses": sim["misses"],
         "analytic_schedulable": _bit(analysis["verdict"]),
+        "analytic_exact": _bit(analysis.get("verdict_exact")),
+        "analysis_version": analysis.get("version", 1),
     }
 
 
@@ -505,7 +598,11 @@ def task_labels(analysis: dict | None) -> dict[int, dict[str, Any]]:
     """Per task id: its C, RTA bound and simulated worst response."""
     if not analysis:
         return {}
-    return {row["id"]: {name: row[name] for name in TASK_LABEL_COLUMNS} for row in analysis["tasks"]}
+    return {row["id"]: {name: _cell(row.get(name)) for name in TASK_LABEL_COLUMNS} for row in analysis["tasks"]}
+
+
+def _cell(value):
+    return _bit(value) if isinstance(value, bool) else value
 
 
 def _bit(value: bool | None) -> int | None:
@@ -518,7 +615,8 @@ def _bit(value: bool | None) -> int | None:
 def agreement_table(pairs: Iterable[tuple[bool, dict | None]]) -> list[dict]:
     """How often each analytic verdict agrees with the measured outcome.
 
-    ``pairs`` are (measured schedulable, analysis) of finished task-sets. For
+    ``pairs`` are (measured schedulable, analysis) of finished task-sets
+    with a timing outcome (``resource`` is not one). For
     the bound tests the row counts their pass/fail where they apply; for the
     others their verdict where they gave one. A sufficient test that passes on
     a set the target could not schedule is a contradiction worth a look (the
@@ -567,7 +665,8 @@ def agreement(job) -> list[dict]:
     from distributor.models import TaskSet
 
     tasksets = job if hasattr(job, "model") else TaskSet.objects.filter(job=job)
-    rows = tasksets.filter(state=TaskSet.State.FINISHED).values_list("outcome", "analysis")
+    timed = (TaskSet.Outcome.SCHEDULABLE, TaskSet.Outcome.UNSCHEDULABLE)
+    rows = tasksets.filter(state=TaskSet.State.FINISHED, outcome__in=timed).values_list("outcome", "analysis")
     return agreement_table(
         (outcome == TaskSet.Outcome.SCHEDULABLE, analysis) for outcome, analysis in rows.iterator(chunk_size=2000)
     )

@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from django.db import connection
-from django.db.models import BigIntegerField, Case, ExpressionWrapper, F, Max, Q, QuerySet, Value, When
+from django.db.models import (BigIntegerField, Case, Exists, ExpressionWrapper, F, IntegerField, Max, OuterRef, Q,
+                              QuerySet, Value, When)
 from django.db.models.functions import Cast, Length, Substr
 from django.utils import timezone
 
@@ -151,7 +152,8 @@ def _iso(value: datetime | None) -> str | None:
 
 TASKJOB_COLUMNS = (
     "job_id", "taskset_id", "variant", "task_id", *TASK_ATTRIBUTES,
-    "job_number", "release_ms", "start_ms", "end_ms", "response_ms", "exit_type", "target", "machine_id",
+    "job_number", "release_ms", "start_ms", "end_ms", "response_ms", "exit_type", "deadline_abs_ms", "deadline_met",
+    "target", "machine_id",
 )
 
 
@@ -166,7 +168,10 @@ def _taskjob_expressions() -> dict:
         "job_number": F("job_number"), "release_ms": F("release_ms"), "start_ms": F("start_ms"),
         "end_ms": F("end_ms"),
         "response_ms": ExpressionWrapper(F("end_ms") - F("release_ms"), output_field=BigIntegerField()),
-        "exit_type": F("exit_type"), "target": F("taskset__job__target__name"),
+        "exit_type": F("exit_type"), "deadline_abs_ms": F("deadline_abs_ms"),
+        # 1/0 on both databases (PostgreSQL's COPY would write t/f)
+        "deadline_met": Cast("deadline_met", IntegerField()),
+        "target": F("taskset__job__target__name"),
         "machine_id": F("taskset__machine_id"),
     }
     columns["quota_bytes"] = _quota_bytes("task__quota")
@@ -222,9 +227,10 @@ def _copy_csv(header: list[str], sql: str, params) -> Iterator[str]:
 
 # -- tasksets-csv -----------------------------------------------------------------
 
+FIRST_MISS_COLUMNS = ("first_miss_task", "first_miss_job", "first_miss_kind", "first_miss_ms")
 TASKSET_COLUMNS = (
     "job_id", "taskset_id", "variant", "state", "outcome", "successful", "attempts", "target", "machine_id",
-    "started_at", "ended_at", "duration_s", "n_tasks", *LABEL_COLUMNS,
+    "started_at", "ended_at", "duration_s", "n_tasks", *FIRST_MISS_COLUMNS, *LABEL_COLUMNS,
 )
 TASK_GROUP = (*TASK_ATTRIBUTES, *TASK_LABEL_COLUMNS)
 
@@ -250,9 +256,11 @@ def taskset_header(width: int) -> list[str]:
 def _set_rows(selection: Selection) -> Iterator[_SetRow]:
     """Task-sets with their tasks: two cursors in id order, merged, so no
     more than one chunk of each is ever in memory."""
+    # The seeds' Successful: finished with every job EXIT (a late EXIT too).
+    not_exit = TaskJob.objects.filter(taskset_id=OuterRef("id")).exclude(exit_type="EXIT")
     sets = selection.tasksets().values(
         "id", "job_id", "variant", "state", "outcome", "attempts", "losses", "machine_id", "started_at",
-        "ended_at", "analysis", target=F("job__target__name"),
+        "ended_at", "analysis", *FIRST_MISS_COLUMNS, target=F("job__target__name"), any_not_exit=Exists(not_exit),
     ).iterator(chunk_size=CHUNK_ROWS)
     tasks = Task.objects.filter(selection.q("taskset__")).order_by("taskset_id", "task_id").values(
         "taskset_id", "id", "task_id", *Task.FIELDS,
@@ -267,16 +275,21 @@ def _set_rows(selection: Selection) -> Iterator[_SetRow]:
         yield row
 
 
+def _successful(values: dict) -> int | None:
+    if values["state"] != TaskSet.State.FINISHED:
+        return None
+    return int(not values["any_not_exit"])
+
+
 def _taskset_values(row: _SetRow) -> list:
     values = row.values
-    finished = values["state"] == TaskSet.State.FINISHED
     duration = (values["ended_at"] - values["started_at"]).total_seconds() if values["ended_at"] and values["started_at"] else None
     labels = flat_labels(values["analysis"])
     return [
-        values["job_id"], values["id"], values["variant"], values["state"], values["outcome"],
-        int(values["outcome"] == TaskSet.Outcome.SCHEDULABLE) if finished else None,
+        values["job_id"], values["id"], values["variant"], values["state"], values["outcome"], _successful(values),
         values["attempts"], values["target"], values["machine_id"], _iso(values["started_at"]),
-        _iso(values["ended_at"]), duration, len(row.tasks), *(labels[name] for name in LABEL_COLUMNS),
+        _iso(values["ended_at"]), duration, len(row.tasks), *(values[name] or None for name in FIRST_MISS_COLUMNS),
+        *(labels[name] for name in LABEL_COLUMNS),
     ]
 
 
@@ -323,17 +336,18 @@ FULL_TABLES = {
              "spec TEXT"),
     "tasksets": ("id INTEGER PRIMARY KEY", "job_id INTEGER", "variant INTEGER", "state TEXT", "outcome TEXT",
                  "successful INTEGER", "attempts INTEGER", "losses INTEGER", "machine_id INTEGER",
-                 "started_at TEXT", "ended_at TEXT", "n_tasks INTEGER",
+                 "started_at TEXT", "ended_at TEXT", "n_tasks INTEGER", "first_miss_task INTEGER",
+                 "first_miss_job INTEGER", "first_miss_kind TEXT", "first_miss_ms INTEGER",
                  *(f"{name} {'TEXT' if name in ('etm_name', 'policy') else 'REAL'}" for name in LABEL_COLUMNS),
                  "analysis TEXT"),
     "tasks": ("id INTEGER PRIMARY KEY", "taskset_id INTEGER", "task_id INTEGER", "pkg TEXT", "arg1 INTEGER",
               "priority INTEGER", "deadline INTEGER", "period INTEGER", '"offset" INTEGER',
               "numberofjobs INTEGER", "criticaltime INTEGER", "quota TEXT", "quota_bytes INTEGER",
               "caps INTEGER", "cores INTEGER", "coreoffset INTEGER", "c_ms INTEGER", "wcrt_ms INTEGER",
-              "sim_wcrt_ms INTEGER"),
+              "rta_exact INTEGER", "sim_wcrt_ms INTEGER"),
     "taskjobs": ("id INTEGER PRIMARY KEY", "taskset_id INTEGER", "task_pk INTEGER", "task_id INTEGER",
                  "job_number INTEGER", "release_ms INTEGER", "start_ms INTEGER", "end_ms INTEGER",
-                 "response_ms INTEGER", "exit_type TEXT"),
+                 "response_ms INTEGER", "exit_type TEXT", "deadline_abs_ms INTEGER", "deadline_met INTEGER"),
 }
 SEED_TASK_ATTRIBUTES = ("pkg", "arg1", "priority", "deadline", "period", '"offset"', "numberofjobs",
                         "criticaltime", "quota", "caps", "cores", "coreoffset")
@@ -398,12 +412,12 @@ def _copy_sets_and_tasks(db: sqlite3.Connection, selection: Selection) -> int:
         values = row.values
         per_task = task_labels(values["analysis"])
         labels = flat_labels(values["analysis"])
-        finished = values["state"] == TaskSet.State.FINISHED
         set_batch.append((
             values["id"], values["job_id"], values["variant"], values["state"], values["outcome"],
-            int(values["outcome"] == TaskSet.Outcome.SCHEDULABLE) if finished else None, values["attempts"],
+            _successful(values), values["attempts"],
             values["losses"], values["machine_id"], _iso(values["started_at"]), _iso(values["ended_at"]),
-            len(row.tasks), *(labels[name] for name in LABEL_COLUMNS),
+            len(row.tasks), *(values[name] or None for name in FIRST_MISS_COLUMNS),
+            *(labels[name] for name in LABEL_COLUMNS),
             json.dumps(values["analysis"]) if values["analysis"] is not None else None,
         ))
         task_batch += [(task["id"], values["id"], task["task_id"], *_task_values(task, per_task)) for task in row.tasks]
@@ -419,11 +433,12 @@ def _copy_sets_and_tasks(db: sqlite3.Connection, selection: Selection) -> int:
 
 def _taskjob_table_rows(selection: Selection) -> Iterator[tuple]:
     rows = TaskJob.objects.filter(selection.q("taskset__")).order_by()
-    for pk, taskset, task_pk, task_id, number, release, start, end, exit_type in rows.values_list(
+    for pk, taskset, task_pk, task_id, number, release, start, end, exit_type, deadline, met in rows.values_list(
         "id", "taskset_id", "task_id", "task__task_id", "job_number", "release_ms", "start_ms", "end_ms", "exit_type",
+        "deadline_abs_ms", "deadline_met",
     ).iterator(chunk_size=CHUNK_ROWS):
         yield (pk, taskset, task_pk, task_id, number, release, start, end,
-               None if release is None else end - release, exit_type)
+               None if release is None else end - release, exit_type, deadline, None if met is None else int(met))
 
 
 def _copy_jobs_targets_machines(db: sqlite3.Connection) -> None:
@@ -483,7 +498,8 @@ def _create_flat_view(db: sqlite3.Connection) -> None:
     db.execute(f"""
         CREATE VIEW taskjobs_flat AS
         SELECT s.job_id, j.taskset_id, s.variant, j.task_id, {attributes}, j.job_number, j.release_ms,
-               j.start_ms, j.end_ms, j.response_ms, j.exit_type, g.name AS target, s.machine_id
+               j.start_ms, j.end_ms, j.response_ms, j.exit_type, j.deadline_abs_ms, j.deadline_met,
+               g.name AS target, s.machine_id
         FROM taskjobs j JOIN tasks t ON t.id = j.task_pk JOIN tasksets s ON s.id = j.taskset_id
         JOIN jobs b ON b.id = s.job_id JOIN targets g ON g.id = b.target_id
     """)

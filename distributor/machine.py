@@ -294,12 +294,15 @@ class MachineWorker:
 
     def _finish(self, claim: Claim, tracker: EventTracker, events: EventBuffer, monitors: MonitorGroup) -> None:
         taskset, task_pks = claim.taskset, claim.task_pks
+        jobs = tracker.all_jobs()
         rows = [
-            (taskset.pk, task_pks[job.task_id], job.job_number, job.release_ms, job.start_ms, job.end_ms, job.exit_type)
-            for job in tracker.all_jobs()
+            (taskset.pk, task_pks[job.task_id], job.job_number, job.release_ms, job.start_ms, job.end_ms, job.exit_type,
+             job.deadline_abs_ms, job.deadline_met)
+            for job in jobs
         ]
-        outcome = TaskSet.Outcome.SCHEDULABLE if tracker.schedulable else TaskSet.Outcome.UNSCHEDULABLE
-        orders = taskset.finish(self.machine, outcome, rows, events.take(), analysis=self._analyse(claim.tasks))
+        result = tracker.result()
+        orders = taskset.finish(self.machine, result.outcome.value, rows, events.take(),
+                                analysis=self._analyse(claim.tasks), first_miss=result.first_miss)
         if orders is None:
             raise Fenced(f"task-set {taskset.pk} was taken away before it finished")
         self.lifeline.heard(orders)

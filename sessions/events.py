@@ -5,18 +5,20 @@ when it ends (NOT_SCHEDULED stands alone: a job that never ran), then
 JOBS_DONE when a task has run all its jobs. A task-set is finished when every
 task reported JOBS_DONE with exactly ``numberofjobs`` jobs. Anything else —
 an unknown task id, an exit without a start, EXIT_ERROR, a wrong job count —
-is the target's fault, raised as TargetFailure, never a result.
+is the target's fault, raised as TargetFailure, never a result. So is
+EXIT_EXTERNAL: a job stopped from outside, which nobody here asked for (an
+operator's kill puts the whole task-set back before its events matter).
+
+Each task-job is judged by the outcome model (``sessions.outcomes``) as it
+closes: its release, absolute deadline and whether it met it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
-EXIT_TYPES = frozenset({
-    "EXIT", "EXIT_CRITICAL", "EXIT_PERIOD", "EXIT_EXTERNAL",
-    "OUT_OF_QUOTA", "OUT_OF_CAPS", "NOT_SCHEDULED",
-})
-EVENT_TYPES = EXIT_TYPES | {"START", "EXIT_ERROR", "JOBS_DONE"}
+from sessions.outcomes import INFRASTRUCTURE_EXITS, RESULT_EXITS, JobResult, SetResult, judge_job, judge_set
+
+EVENT_TYPES = RESULT_EXITS | INFRASTRUCTURE_EXITS | {"START", "JOBS_DONE"}
 
 
 class RawEvent(NamedTuple):
@@ -25,20 +27,10 @@ class RawEvent(NamedTuple):
     time_ms: int
 
 
-@dataclass
-class FinishedJob:
-    task_id: int
-    job_number: int
-    release_ms: int | None
-    start_ms: int
-    end_ms: int
-    exit_type: str
-
-
 class EventTracker:
     def __init__(self, tasks: list[dict]):
         self.tasks = {task["id"]: task for task in tasks}
-        self.jobs: dict[int, list[FinishedJob]] = {task_id: [] for task_id in self.tasks}
+        self.jobs: dict[int, list[JobResult]] = {task_id: [] for task_id in self.tasks}
         self.open_start: dict[int, int] = {}
         self.done: set[int] = set()
 
@@ -58,8 +50,8 @@ class EventTracker:
             raise TargetFailure(f"event {kind} for unknown task id {task_id}")
         if kind not in EVENT_TYPES:
             raise TargetFailure(f"unknown event type {kind!r} for task {task_id}")
-        if kind == "EXIT_ERROR":
-            raise TargetFailure(f"target reported EXIT_ERROR for task {task_id} at {time_ms} ms")
+        if kind in INFRASTRUCTURE_EXITS:
+            raise TargetFailure(f"target reported {kind} for task {task_id} at {time_ms} ms")
         if task_id in self.done:
             raise TargetFailure(f"event {kind} for task {task_id} after its JOBS_DONE")
         if kind == "START":
@@ -70,7 +62,7 @@ class EventTracker:
             if task_id in self.open_start:
                 raise TargetFailure(f"task {task_id}: NOT_SCHEDULED while a job is running")
             self._close(task_id, time_ms, time_ms, kind)
-        elif kind in EXIT_TYPES:
+        elif kind in RESULT_EXITS:
             if task_id not in self.open_start:
                 raise TargetFailure(f"task {task_id}: {kind} without a START")
             self._close(task_id, self.open_start.pop(task_id), time_ms, kind)
@@ -90,13 +82,17 @@ class EventTracker:
             raise TargetFailure(f"task {task_id}: more than {task['numberofjobs']} jobs")
         if end_ms < start_ms:
             raise TargetFailure(f"task {task_id}: job {number} ends before it starts")
-        release = task["offset"] + number * task["period"] if task["period"] else None
-        self.jobs[task_id].append(FinishedJob(task_id, number, release, start_ms, end_ms, exit_type))
+        self.jobs[task_id].append(judge_job(task, number, self._release(task, number), start_ms, end_ms, exit_type))
 
-    def all_jobs(self) -> list[FinishedJob]:
+    def _release(self, task: dict, number: int) -> int:
+        """Periodic: offset + k·period; back to back: when the previous job ended."""
+        if task["period"] or number == 0:
+            return task["offset"] + number * task["period"]
+        return self.jobs[task["id"]][number - 1].end_ms
+
+    def all_jobs(self) -> list[JobResult]:
         return [job for task_id in sorted(self.jobs) for job in self.jobs[task_id]]
 
-    @property
-    def schedulable(self) -> bool:
-        """The seeds' label: every job of every task ended with EXIT."""
-        return all(job.exit_type == "EXIT" for job in self.all_jobs())
+    def result(self) -> SetResult:
+        """The task-set's outcome under the outcome model."""
+        return judge_set(self.all_jobs())

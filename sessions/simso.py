@@ -38,9 +38,15 @@ What is simulated (times in whole ms):
   lone NOT_SCHEDULED; JOBS_DONE at the end of a task's last job. Events are
   sorted by time; at one instant ends come before JOBS_DONE, which comes
   before starts, then by task id.
-* **Ignored:** ``cores`` and ``coreoffset`` (one simulated processor),
-  ``quota`` and ``caps`` (no OUT_OF_QUOTA / OUT_OF_CAPS), admission-control
-  goals, and every overhead (context switch, scheduling, release), which are 0.
+* **Cores.** Tasks are partitioned by ``coreoffset``, as the analysis
+  partitions them: each core is simulated apart (tasks on different cores
+  never interfere) and the events merged. A task with ``cores`` > 1 runs on
+  its first core only; the analysis calls no verdict of such a set exact.
+* **Ignored:** ``quota`` and ``caps`` (no OUT_OF_QUOTA / OUT_OF_CAPS),
+  admission-control goals, and every overhead (context switch, scheduling,
+  release), which are 0.
+* **Deadlines** are the outcome model's (``sessions.outcomes``): the same
+  function gives the 128 band's order here and the miss in the measurement.
 
 SimSo counts time in cycles; ``CYCLES_PER_MS`` cycles make one ms. Every date
 is a whole number of ms because every input is, so converting back is exact
@@ -59,6 +65,7 @@ from simso.core.Task import GenericTask, task_types
 from sessions import etm, register
 from sessions.base import Session, SessionInfo, TargetFailure
 from sessions.events import RawEvent
+from sessions.outcomes import relative_deadline
 
 CYCLES_PER_MS = 1000
 NO_PRIORITY = 128
@@ -109,7 +116,7 @@ class GenodeTask(GenericTask):
         priority = self.spec["priority"]
         if priority != NO_PRIORITY:
             return (0, priority)
-        relative = self.spec["deadline"] or self.spec["period"]
+        relative = relative_deadline(self.spec)
         return (1, release + relative * CYCLES_PER_MS if relative else math.inf)
 
     def execute(self):
@@ -222,7 +229,7 @@ def build_configuration(tasks: list[dict], model: etm.ExecutionTimeModel) -> Con
         config.add_task(
             name=f"T{task['id']}", identifier=task["id"], task_type=TASK_TYPE, abort_on_miss=False,
             period=task["period"], activation_date=task["offset"], wcet=times[task["id"]],
-            deadline=task["deadline"] or task["period"], data={"genode": task},
+            deadline=relative_deadline(task) or 0, data={"genode": task},
         )
     return config
 
@@ -236,10 +243,13 @@ def horizon_ms(tasks: list[dict], times: dict[int, int]) -> int:
 
 
 def simulate(tasks: list[dict], model: etm.ExecutionTimeModel) -> list[RawEvent]:
-    """Run the task-set in SimSo; the events a Genode target would send."""
-    simulation = Model(build_configuration(tasks, model))
-    simulation.run_model()
-    events = [event for task in simulation.task_list for event in _task_events(task)]
+    """Run the task-set in SimSo, one simulation per core; the events a
+    Genode target would send."""
+    events = []
+    for core in sorted({task["coreoffset"] for task in tasks}):
+        simulation = Model(build_configuration([t for t in tasks if t["coreoffset"] == core], model))
+        simulation.run_model()
+        events += [event for task in simulation.task_list for event in _task_events(task)]
     events.sort(key=lambda event: (event.time_ms, _PHASE.get(event.type, 0), event.task_id))
     return events
 

@@ -38,7 +38,7 @@ def test_it_finds_the_unschedulable_fixed_priority_set_with_u_at_most_one():
     assert result["rta"] == {"applies": True, "exact": True, "verdict": False}
     assert wcrts(result) == [2, None]
     assert result["simulation"]["verdict"] is False
-    assert result["simulation"]["first_miss"] == {"task": 1, "job": 0, "at_ms": 6}
+    assert result["simulation"]["first_miss"] == {"task": 1, "job": 0, "kind": "EXIT_PERIOD", "at_ms": 6}
     assert result["verdict"] is False
     # the bound tests do not pass, so they can only say "unknown"
     assert result["liu_layland"]["pass"] is False and result["liu_layland"]["verdict"] is None

@@ -138,7 +138,7 @@ def test_a_machine_declared_dead_stores_no_result(scripted):
     claim = claim_next(machine)
     Machine.objects.filter(pk=machine.pk).update(state=Machine.State.DEAD)
     task = claim.task_pks[0]
-    rows = [(claim.taskset.pk, task, 0, 0, 0, 5, "EXIT")]
+    rows = [(claim.taskset.pk, task, 0, 0, 0, 5, "EXIT", 10, True)]
     events = [(claim.taskset.pk, 1, 0, 0, "START", 0, timezone.now())]
     assert not claim.taskset.finish(machine, TaskSet.Outcome.SCHEDULABLE, rows, events)
     assert not TaskJob.objects.exists() and not Event.objects.exists()
@@ -149,7 +149,7 @@ def test_a_machine_declared_dead_stores_no_result(scripted):
 
 def finish_now(claim, machine) -> bool:
     """Store a one-job result for a claimed task-set, as a machine would."""
-    rows = [(claim.taskset.pk, claim.task_pks[0], 0, 0, 0, 5, "EXIT")]
+    rows = [(claim.taskset.pk, claim.task_pks[0], 0, 0, 0, 5, "EXIT", 10, True)]
     return claim.taskset.finish(machine, TaskSet.Outcome.SCHEDULABLE, rows)
 
 
@@ -197,7 +197,7 @@ def test_a_claim_and_a_finish_commit_once_each(scripted):
     with CaptureQueriesContext(connection) as claiming:
         claim = claim_next(machine)
     task = claim.task_pks[0]
-    rows = [(claim.taskset.pk, task, 0, 0, 0, 5, "EXIT"), (claim.taskset.pk, task, 1, 10, 10, 15, "EXIT")]
+    rows = [(claim.taskset.pk, task, 0, 0, 0, 5, "EXIT", 10, True), (claim.taskset.pk, task, 1, 10, 10, 15, "EXIT", 20, True)]
     events = [(claim.taskset.pk, 1, seq, 0, kind, at, timezone.now())
               for seq, (kind, at) in enumerate([("START", 0), ("EXIT", 5), ("START", 10), ("EXIT", 15)])]
     with CaptureQueriesContext(connection) as finishing:

@@ -59,10 +59,16 @@ class TaskJob(models.Model):
     taskset = models.ForeignKey("distributor.TaskSet", on_delete=models.CASCADE, related_name="taskjobs", db_index=False)
     task = models.ForeignKey("distributor.Task", on_delete=models.CASCADE, related_name="taskjobs", db_index=False)
     job_number = models.PositiveIntegerField(help_text="0 for the task's first job")
-    release_ms = models.BigIntegerField(null=True, blank=True, help_text="offset + k·period; unknown back to back")
+    release_ms = models.BigIntegerField(
+        null=True, blank=True, help_text="offset + k·period; back to back: the end of the previous job")
     start_ms = models.BigIntegerField()
     end_ms = models.BigIntegerField()
     exit_type = models.CharField(max_length=16, choices=ExitType.choices)
+    # The outcome model's judgement (sessions.outcomes): release + deadline
+    # (or + period), none without either; met is null for a job that ran out
+    # of quota or caps in time (not a timing result).
+    deadline_abs_ms = models.BigIntegerField(null=True, blank=True)
+    deadline_met = models.BooleanField(null=True, blank=True)
 
     class Meta:
         ordering = ["taskset", "task", "job_number"]

@@ -26,7 +26,8 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
 EVENT_COLUMNS = ("taskset_id", "attempt", "seq", "task_id", "type", "time_ms", "received_at")
-TASKJOB_COLUMNS = ("taskset_id", "task_id", "job_number", "release_ms", "start_ms", "end_ms", "exit_type")
+TASKJOB_COLUMNS = ("taskset_id", "task_id", "job_number", "release_ms", "start_ms", "end_ms", "exit_type",
+                   "deadline_abs_ms", "deadline_met")
 
 
 def insert_rows(model, columns: Sequence[str], rows: Sequence[tuple]) -> None:

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from distributor.models.rows import (EVENT_COLUMNS, TASKJOB_COLUMNS, column_arrays, database_time, db_value, execute,
                                      fetch, insert_head, insert_rows, now_sql, on_postgresql, table, unnest_select)
+from sessions.outcomes import Miss
 
 
 class TaskSet(models.Model):
@@ -28,8 +29,11 @@ class TaskSet(models.Model):
         CANCELLED = "cancelled"
 
     class Outcome(models.TextChoices):
-        SCHEDULABLE = "schedulable"  # every job of every task ended with EXIT
-        UNSCHEDULABLE = "unschedulable"
+        """What a finished run means, under the outcome model (sessions.outcomes)."""
+
+        SCHEDULABLE = "schedulable"  # every job met its deadline
+        UNSCHEDULABLE = "unschedulable"  # a timing miss: late, killed, or never run
+        RESOURCE = "resource"  # out of quota or caps, and no timing miss
 
     # No index of its own: the unique (job, variant) index leads with it.
     job = models.ForeignKey("distributor.Job", on_delete=models.CASCADE, related_name="tasksets", db_index=False)
@@ -50,7 +54,13 @@ class TaskSet(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
-    # Analytic schedulability labels (utilisation, bound tests, RTA, EDF).
+    # The first miss of a finished run, in time (sessions.outcomes.Miss).
+    first_miss_task = models.PositiveSmallIntegerField(null=True, blank=True)
+    first_miss_job = models.PositiveIntegerField(null=True, blank=True)
+    first_miss_kind = models.CharField(max_length=16, blank=True, default="", db_default="")  # raw inserts omit it
+    first_miss_ms = models.BigIntegerField(null=True, blank=True)
+    # Analytic schedulability labels (utilisation, bound tests, RTA, EDF),
+    # on every ended set: the analysis needs no run (distributor.labels).
     analysis = models.JSONField(null=True, blank=True)
 
     class Meta:
@@ -76,7 +86,7 @@ class TaskSet(models.Model):
         return TaskSet.objects.filter(pk=self.pk, state=self.State.RUNNING, machine=machine)
 
     def finish(self, machine, outcome: str, taskjobs: Sequence[tuple], events: Sequence[tuple] = (),
-               analysis: dict | None = None):
+               analysis: dict | None = None, first_miss: Miss | None = None):
         """Store the result and end the task-set, all or nothing. Returns the
         operator's orders for the machine (``Orders``, read on the way), or
         None if the task-set or the machine's lease was taken away: then
@@ -91,9 +101,12 @@ class TaskSet(models.Model):
         other machines."""
         now = timezone.now()
         store = _finish_in_one_statement if on_postgresql() else _finish_in_one_transaction
-        orders = store(self, machine, outcome, taskjobs, events, analysis, database_time(now))
+        miss = _miss_fields(first_miss)
+        orders = store(self, machine, outcome, miss, taskjobs, events, analysis, database_time(now))
         if orders is not None:
             self.state, self.outcome, self.ended_at = self.State.FINISHED, outcome, now
+            for name, value in miss.items():
+                setattr(self, name, value)
         return orders
 
     def fail(self, machine, error: str, final: bool = False) -> str | None:
@@ -187,7 +200,15 @@ class _TakenAway(Exception):
     """Rolls a finish back: its machine or its task-set is no longer its own."""
 
 
-def _finish_in_one_statement(taskset: TaskSet, machine, outcome, taskjobs, events, analysis, at):
+def _miss_fields(miss: Miss | None) -> dict:
+    """The TaskSet columns of a first miss, all empty when nothing missed."""
+    if miss is None:
+        return {"first_miss_task": None, "first_miss_job": None, "first_miss_kind": "", "first_miss_ms": None}
+    return {"first_miss_task": miss.task, "first_miss_job": miss.job, "first_miss_kind": miss.kind,
+            "first_miss_ms": miss.at_ms}
+
+
+def _finish_in_one_statement(taskset: TaskSet, machine, outcome, miss, taskjobs, events, analysis, at):
     """PostgreSQL: the whole finish is one statement, so one round trip and one
     commit (a machine against a fast target finishes hundreds a second)."""
     from distributor.models import Event, Machine, Orders, TaskJob
@@ -196,7 +217,8 @@ def _finish_in_one_statement(taskset: TaskSet, machine, outcome, taskjobs, event
         "machine": machine.pk, "lease": db_value(Machine, "lease", machine.lease), "busy": Machine.State.BUSY,
         "taskset": taskset.pk, "running": TaskSet.State.RUNNING, "finished": TaskSet.State.FINISHED,
         "result": Attempt.Result.FINISHED,
-        "outcome": outcome, "at": at, "analysis": db_value(TaskSet, "analysis", analysis), "job": taskset.job_id,
+        "outcome": outcome, **miss, "at": at, "analysis": db_value(TaskSet, "analysis", analysis),
+        "job": taskset.job_id,
         "activity": f"finished job {taskset.job_id} variant {taskset.variant}",
         **column_arrays(Event, EVENT_COLUMNS, events), **column_arrays(TaskJob, TASKJOB_COLUMNS, taskjobs),
     }
@@ -215,7 +237,8 @@ def _finish_statement() -> str:
             FOR UPDATE
         ), ended AS (
             UPDATE {table(TaskSet)} SET state = %(finished)s, outcome = %(outcome)s, ended_at = %(at)s,
-                analysis = %(analysis)s
+                analysis = %(analysis)s, first_miss_task = %(first_miss_task)s, first_miss_job = %(first_miss_job)s,
+                first_miss_kind = %(first_miss_kind)s, first_miss_ms = %(first_miss_ms)s
             WHERE id = %(taskset)s AND state = %(running)s AND machine_id = %(machine)s AND EXISTS (SELECT FROM fence)
             RETURNING id
         ), attempt AS (
@@ -236,7 +259,7 @@ def _finish_statement() -> str:
         RETURNING stop_mode, reboot_requested"""
 
 
-def _finish_in_one_transaction(taskset: TaskSet, machine, outcome, taskjobs, events, analysis, at):
+def _finish_in_one_transaction(taskset: TaskSet, machine, outcome, miss, taskjobs, events, analysis, at):
     """SQLite (one writer, in process): the same writes in one transaction."""
     from distributor.models import Event, Machine, Orders, TaskJob
 
@@ -248,9 +271,9 @@ def _finish_in_one_transaction(taskset: TaskSet, machine, outcome, taskjobs, eve
                            [f"finished job {taskset.job_id} variant {taskset.variant}", machine.pk,
                             db_value(Machine, "lease", machine.lease), Machine.State.BUSY])
             if not orders or not execute(
-                f"UPDATE {table(TaskSet)} SET state = %s, outcome = %s, ended_at = %s, analysis = %s"
-                " WHERE id = %s AND state = %s AND machine_id = %s",
-                [TaskSet.State.FINISHED, outcome, at, db_value(TaskSet, "analysis", analysis),
+                f"UPDATE {table(TaskSet)} SET state = %s, outcome = %s, ended_at = %s, analysis = %s,"
+                f" {', '.join(f'{name} = %s' for name in miss)} WHERE id = %s AND state = %s AND machine_id = %s",
+                [TaskSet.State.FINISHED, outcome, at, db_value(TaskSet, "analysis", analysis), *miss.values(),
                  taskset.pk, TaskSet.State.RUNNING, machine.pk],
             ):
                 raise _TakenAway  # rolls all of it back
