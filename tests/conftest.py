@@ -2,10 +2,29 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
 import tests.fake_sessions  # noqa: F401 - the "scripted" kind, also loaded by test clusters
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """A test database of this run's own: two runs on one checkout (two
+    terminals, an editor's test runner) would otherwise drop each other's.
+    Clusters started by the tests are given the name (tests/cluster.py)."""
+    from django.conf import settings
+
+    for database in settings.DATABASES.values():
+        test = database.setdefault("TEST", {})
+        name = test.get("NAME") or f"test_{database['NAME']}"
+        if database["ENGINE"].endswith("sqlite3"):
+            path = Path(name)
+            test["NAME"] = str(path.with_name(f"{path.stem}_{os.getpid()}{path.suffix}"))
+        else:
+            test["NAME"] = f"{name}_{os.getpid()}"
 
 
 @pytest.fixture(autouse=True)
