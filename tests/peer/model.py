@@ -85,22 +85,33 @@ class _Job:
         return (self.task["priority"], deadline, self.task["id"])
 
 
-def simulate(tasks: list[dict], exec_time: ExecTime = 1) -> list[Event]:
+def simulate(tasks: list[dict], exec_time: ExecTime = 1, quota_needed: int = 0) -> list[Event]:
     """Events of a preemptive fixed-priority run on one core.
+
+    A task whose RAM ``quota`` is below ``quota_needed`` bytes runs out of
+    it as soon as a job starts: OUT_OF_QUOTA at that instant, as a loader
+    that cannot give the binary its memory reports it.
 
     Job k of a periodic task is released at offset + k·period and killed at
     its period end (EXIT_PERIOD, or NOT_SCHEDULED if it never ran); a task
     with period 0 runs its jobs back to back from its offset. Time is in
     whole ms, so the result is exact and reproducible.
     """
-    sim = _Simulation(tasks, exec_time)
+    sim = _Simulation(tasks, exec_time, quota_needed)
     return sim.run()
 
 
+def quota_bytes(quota: str) -> int:
+    """"5M" → 5·2^20 bytes (K, M, G suffixes, or plain bytes)."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    return int(quota[:-1]) * units[quota[-1]] if quota[-1:] in units else int(quota)
+
+
 class _Simulation:
-    def __init__(self, tasks: list[dict], exec_time: ExecTime):
+    def __init__(self, tasks: list[dict], exec_time: ExecTime, quota_needed: int = 0):
         self.tasks = tasks
         self.exec_time = exec_time
+        self.starved = {task["id"] for task in tasks if quota_bytes(task.get("quota") or "0") < quota_needed}
         self.next_release: dict[int, int | None] = {task["id"]: task["offset"] for task in tasks}
         self.begun = {task["id"]: 0 for task in tasks}
         self.ended = {task["id"]: 0 for task in tasks}
@@ -121,6 +132,9 @@ class _Simulation:
             if job.started is None:
                 job.started = now
                 self.events.append((job.task["id"], "START", now))
+                if job.task["id"] in self.starved:
+                    self._end(job, "OUT_OF_QUOTA", now)
+                    continue
             later = now + self._slice(job, now)
             job.remaining -= later - now
             now = later

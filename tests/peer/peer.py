@@ -111,7 +111,7 @@ class TaskLoaderPeer:
     def __init__(self, host: str = "127.0.0.2", port: int = 0, *, time_scale: float = 0.0,
                  exec_time: ExecTime = 1, events_per_message: int = 16, startup_delay: float = 0.0,
                  fault_rate: float = 0.0, fault_kinds: tuple[str, ...] = FAULTS, seed: int = 0,
-                 slow_start_seconds: float = 1.0):
+                 slow_start_seconds: float = 1.0, quota_needed: int = 0):
         _check_faults(fault_kinds)
         self.host, self.port = host, port
         self.time_scale = time_scale
@@ -120,6 +120,7 @@ class TaskLoaderPeer:
         self.fault_rate = fault_rate
         self.fault_kinds = tuple(fault_kinds)
         self.slow_start_seconds = slow_start_seconds
+        self.quota_needed = quota_needed  # bytes a task's quota must give, else OUT_OF_QUOTA
         self.rng = random.Random(seed)
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)  # notified whenever a record changes
@@ -358,7 +359,7 @@ class TaskLoaderPeer:
         if missing:
             record.fault = record.fault or "missing_binary"
             return [(task["id"], "EXIT_ERROR", 0) for task in missing]
-        events = simulate(record.tasks, self.exec_time)
+        events = simulate(record.tasks, self.exec_time, self.quota_needed)
         return _corrupt_events(events, record.fault, len(record.tasks))
 
 
