@@ -1,9 +1,14 @@
 """The Gantt chart of a task-set, laid out here and drawn by templates/web/gantt.svg.
 
 One row per task, a bar per job from its start to its end coloured by how it
-ended, a mark at each release and at each period end (and at the deadline
-when it differs from the period). Colours are attributes, not CSS, so the
-same SVG reads the same when downloaded on its own.
+ended, a mark at each release and at each period end (and at the job's
+absolute deadline when it differs from the period end). A job that missed
+its deadline (``TaskJob.deadline_met`` false, the outcome model's judgement)
+is hatched and outlined, one that ended EXIT too late has a colour of its
+own, and the task-set's first miss is a flag on its task's row at the
+instant of the miss. Colours are attributes, not CSS, so the same SVG reads
+the same when downloaded on its own; nothing needs JavaScript (every
+explanation is an SVG ``<title>``, a tooltip).
 """
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ import math
 from dataclasses import dataclass, field
 
 from distributor.models import ExitType, Task, TaskJob
+from sessions.outcomes import Miss
+from webapp.outcome_text import describe
 
 LEFT = 120  # room for the task labels
 PLOT_WIDTH = 880
@@ -33,6 +40,8 @@ COLOURS = {
 RELEASE_COLOUR = "#1f6feb"
 PERIOD_END_COLOUR = "#57606a"
 DEADLINE_COLOUR = "#cf222e"
+LATE_COLOUR = "#d6336c"  # ended EXIT, but after its deadline
+FIRST_MISS_COLOUR = "currentColor"  # black on light, white on dark: unlike any bar
 
 
 @dataclass
@@ -44,6 +53,8 @@ class Bar:
     exit_type: str
     title: str
     not_scheduled: bool = False
+    missed: bool = False  # the job missed its deadline (hatched, outlined)
+    late: bool = False  # ... by ending EXIT after it (its own colour)
 
 
 @dataclass
@@ -66,6 +77,7 @@ class Chart:
     marks: list[Mark] = field(default_factory=list)
     ticks: list[dict] = field(default_factory=list)
     legend: list[dict] = field(default_factory=list)
+    first_miss: dict | None = None  # x, y, path, title of the flag at the first miss
     start_ms: int = 0
     end_ms: int = 0
     shown: int = 0
@@ -85,11 +97,12 @@ class Chart:
 
 
 def build(tasks: list[Task], taskjobs: list[TaskJob], total: int | None = None,
-          window: tuple[int | None, int | None] = (None, None)) -> Chart:
-    """Lay out the chart; ``taskjobs`` are those inside the window, at most MAX_BARS."""
+          window: tuple[int | None, int | None] = (None, None), first_miss: Miss | None = None) -> Chart:
+    """Lay out the chart; ``taskjobs`` are those inside the window, at most
+    MAX_BARS; ``first_miss`` is the task-set's, flagged if inside the window."""
     by_pk = {task.pk: task for task in tasks}
     row_of = {task.pk: index for index, task in enumerate(tasks)}
-    start, end = _span(tasks, taskjobs, window)
+    start, end = _span(tasks, taskjobs, window, first_miss)
     scale = PLOT_WIDTH / max(end - start, 1)
 
     def x_of(ms: float) -> float:
@@ -106,13 +119,14 @@ def build(tasks: list[Task], taskjobs: list[TaskJob], total: int | None = None,
         top = TOP + row_of[job.task_id] * ROW + (ROW - BAR) / 2
         chart.bars.append(_bar(job, task, top, x_of))
         chart.marks.extend(_marks(job, task, top, start, end, x_of))
+    chart.first_miss = _first_miss(first_miss, tasks, start, end, x_of)
     chart.ticks = [{"x": x_of(ms), "label": _label(ms)} for ms in _ticks(start, end)]
     chart.legend = _legend(chart, TOP + ROW * len(tasks) + 16)
     chart.height = TOP + ROW * len(tasks) + 16 + LEGEND_ROW * math.ceil(max(len(chart.legend), 1) / 6)
     return chart
 
 
-def _span(tasks, taskjobs, window) -> tuple[int, int]:
+def _span(tasks, taskjobs, window, first_miss: Miss | None = None) -> tuple[int, int]:
     low, high = window
     start = low if low is not None else 0
     if high is not None:
@@ -120,6 +134,9 @@ def _span(tasks, taskjobs, window) -> tuple[int, int]:
     ends = [job.end_ms for job in taskjobs]
     period = {task.pk: task.period for task in tasks}
     ends += [job.release_ms + period[job.task_id] for job in taskjobs if job.release_ms is not None and period[job.task_id]]
+    ends += [job.deadline_abs_ms for job in taskjobs if job.deadline_abs_ms is not None]
+    if first_miss is not None and taskjobs:
+        ends.append(first_miss.at_ms)
     return start, max(ends + [start + 1])
 
 
@@ -128,8 +145,16 @@ def _bar(job: TaskJob, task: Task, top: float, x_of) -> Bar:
     release = f"released {job.release_ms} ms, " if job.release_ms is not None else ""
     title = (f"task {task.task_id} ({task.pkg}) job {job.job_number}: {release}"
              f"ran {job.start_ms}–{job.end_ms} ms ({job.end_ms - job.start_ms} ms), {job.exit_type}")
-    return Bar(x=x, y=top, width=max(right - x, 1.5), colour=COLOURS.get(job.exit_type, "#000"),
-               exit_type=job.exit_type, title=title, not_scheduled=job.exit_type == ExitType.NOT_SCHEDULED)
+    missed = job.deadline_met is False
+    late = missed and job.exit_type == ExitType.EXIT
+    if job.deadline_abs_ms is not None:
+        judged = {True: "met", False: "missed", None: "neither met nor missed (not a timing result)"}[job.deadline_met]
+        title += f", deadline {job.deadline_abs_ms} ms {judged}"
+    elif missed:
+        title += ", missed"
+    return Bar(x=x, y=top, width=max(right - x, 1.5), colour=LATE_COLOUR if late else COLOURS.get(job.exit_type, "#000"),
+               exit_type=job.exit_type, title=title, not_scheduled=job.exit_type == ExitType.NOT_SCHEDULED,
+               missed=missed, late=late)
 
 
 def _marks(job: TaskJob, task: Task, top: float, start: int, end: int, x_of) -> list[Mark]:
@@ -144,11 +169,27 @@ def _marks(job: TaskJob, task: Task, top: float, start: int, end: int, x_of) -> 
             marks.append(Mark(x, kind, colour, f"{label}: {what} at {ms} ms", _mark_path(kind, x, top)))
 
     add(job.release_ms, "release", RELEASE_COLOUR, "release")
-    if task.period:
-        add(job.release_ms + task.period, "period-end", PERIOD_END_COLOUR, "period end")
-    if task.deadline and task.deadline != task.period:
-        add(job.release_ms + task.deadline, "deadline", DEADLINE_COLOUR, "deadline")
+    period_end = job.release_ms + task.period if task.period else None
+    if period_end is not None:
+        add(period_end, "period-end", PERIOD_END_COLOUR, "period end")
+    # The stored absolute deadline; rows stored before it was get it from the task.
+    deadline = job.deadline_abs_ms
+    if deadline is None and task.deadline:
+        deadline = job.release_ms + task.deadline
+    if deadline is not None and deadline != period_end:
+        add(deadline, "deadline", DEADLINE_COLOUR, "deadline")
     return marks
+
+
+def _first_miss(miss: Miss | None, tasks: list[Task], start: int, end: int, x_of) -> dict | None:
+    """A flag on the missing task's row at the instant of the miss: a line
+    across the row under a triangle."""
+    row = next((index for index, task in enumerate(tasks) if task.task_id == miss.task), None) if miss else None
+    if row is None or not start <= miss.at_ms <= end:
+        return None
+    x, y = x_of(miss.at_ms), TOP + row * ROW
+    return {"x": x, "y": y, "path": f"M{x} {y + 2}V{y + ROW - 2}M{x - 6} {y}h12l-6 9z",
+            "title": f"first miss: {describe(miss)}"}
 
 
 def _mark_path(kind: str, x: float, top: float) -> str:
@@ -178,13 +219,19 @@ def _label(ms: int) -> str:
 def _legend(chart: Chart, top: int) -> list[dict]:
     """What the chart shows, and nothing it does not: a legend of eleven
     entries for a chart in two colours hides the two."""
-    used = {bar.exit_type for bar in chart.bars}
+    used = {bar.exit_type for bar in chart.bars if not bar.late}
     kinds = {mark.kind for mark in chart.marks}
     entries = [{"kind": "bar", "colour": colour, "label": name} for name, colour in COLOURS.items() if name in used]
+    if any(bar.late for bar in chart.bars):
+        entries.append({"kind": "bar", "colour": LATE_COLOUR, "label": "EXIT, too late"})
+    if any(bar.missed and not bar.not_scheduled for bar in chart.bars):
+        entries.append({"kind": "missed", "colour": COLOURS[ExitType.EXIT_PERIOD], "label": "missed its deadline"})
     entries += [{"kind": kind, "colour": colour, "label": label}
                 for kind, colour, label in (("release", RELEASE_COLOUR, "release"),
                                             ("period-end", PERIOD_END_COLOUR, "period end"),
                                             ("deadline", DEADLINE_COLOUR, "deadline")) if kind in kinds]
+    if chart.first_miss:
+        entries.append({"kind": "first-miss", "colour": FIRST_MISS_COLOUR, "label": "first miss"})
     for index, entry in enumerate(entries):
         entry["x"] = LEFT + (index % 6) * 150
         entry["y"] = top + (index // 6) * LEGEND_ROW

@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from distributor.models import Attempt, Event, TaskJob, TaskSet
-from webapp import gantt
+from webapp import gantt, outcome_text
 from webapp.access import login_required
 from webapp.params import whole_number
 
@@ -41,7 +41,8 @@ def _chart(taskset: TaskSet, tasks: list, window) -> gantt.Chart:
         rows = rows.filter(start_ms__lte=high)
     shown = list(rows.order_by("start_ms", "task_id")[: gantt.MAX_BARS + 1])
     total = len(shown) if len(shown) <= gantt.MAX_BARS else rows.count()
-    return gantt.build(tasks, shown[: gantt.MAX_BARS], total=total, window=window)
+    return gantt.build(tasks, shown[: gantt.MAX_BARS], total=total, window=window,
+                       first_miss=outcome_text.first_miss(taskset))
 
 
 @login_required
