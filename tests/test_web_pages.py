@@ -3,6 +3,7 @@ uploads, tokens and the admin's actions — and their bounded query counts."""
 from __future__ import annotations
 
 import csv
+import html
 import io
 import re
 
@@ -10,7 +11,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from bench.web_pages import build
-from distributor.models import Attempt, Binary, Event, Job, Target, TaskSet
+from distributor.analysis import analyse, empty_result
+from distributor.models import Attempt, Binary, Event, Job, Target, TaskJob, TaskSet
 from webapp.models import ApiToken, hash_token
 
 
@@ -68,6 +70,136 @@ def test_the_task_set_page_shows_tasks_attempts_and_raw_events(client, alice, ca
     assert ">77<" in events  # the latest attempt is shown first
     older = client.get(f"/tasksets/{taskset.pk}/?attempt=1").content.decode()
     assert ">77<" not in re.search(r'<table id="events-table">(.*?)</table>', older, re.S).group(1)
+
+
+class ArgIsTime:
+    """An execution-time model where a job runs arg1 ms."""
+
+    name = "arg-is-time"
+    version = 3
+
+    def execution_time_ms(self, pkg: str, arg1: int) -> int:
+        return arg1
+
+
+def _task(task_id: int, c: int, period: int, priority: int) -> dict:
+    return {"id": task_id, "pkg": "idle", "arg1": c, "period": period, "priority": priority, "deadline": 0,
+            "offset": 0, "numberofjobs": 4, "criticaltime": 0, "quota": "1M", "caps": 10, "cores": 1, "coreoffset": 0}
+
+
+def _rows(page: str, table_id: str) -> list[list[str]]:
+    """The body cells of a table as text."""
+    body = re.search(rf'<table id="{table_id}">.*?<tbody>(.*?)</tbody>', page, re.S).group(1)
+    return [[html.unescape(re.sub(r"<[^>]+>", "", cell)).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+            for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)]
+
+
+def _text(page: str, element_id: str) -> str:
+    inner = re.search(rf'id="{element_id}">(.*?)</(?:dd|p|div)>', page, re.S).group(1)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", inner)).split())
+
+
+def test_the_task_set_page_says_the_outcome_and_its_first_miss(client, alice, campaign):
+    client.force_login(alice)
+    taskset = campaign["taskset"]
+    TaskSet.objects.filter(pk=taskset.pk).update(outcome="unschedulable", first_miss_task=2, first_miss_job=0,
+                                                 first_miss_kind="DEADLINE", first_miss_ms=39)
+    page = client.get(f"/tasksets/{taskset.pk}/").content.decode()
+    assert '<span class="badge unschedulable">unschedulable</span> A timing miss' in page
+    assert _text(page, "first-miss") == "task 2, job 0: ended after its deadline at 39 ms show on the chart"
+    assert 'href="?from=0&amp;to=59#schedule"' in page  # from before its job's release (period 40) to after the miss
+    all_exit = not TaskJob.objects.filter(taskset=taskset).exclude(exit_type="EXIT").exists()
+    assert _text(page, "all-exit").startswith("yes" if all_exit else "no")
+
+    TaskSet.objects.filter(pk=taskset.pk).update(first_miss_kind="EXIT_PERIOD")
+    page = client.get(f"/tasksets/{taskset.pk}/").content.decode()
+    assert _text(page, "first-miss").startswith(
+        "task 2, job 0: was still running at its period end and was killed (EXIT_PERIOD), missed at 39 ms")
+
+
+def test_out_of_memory_is_the_outcome_resource_not_a_miss(client, alice, campaign):
+    client.force_login(alice)
+    taskset = campaign["taskset"]
+    TaskSet.objects.filter(pk=taskset.pk).update(outcome="resource")
+    page = client.get(f"/tasksets/{taskset.pk}/").content.decode()
+    assert '<span class="badge resource">resource</span>' in page and "did not fit the target" in page
+    assert 'id="first-miss"' not in page
+    job_page = client.get(f"/jobs/{campaign['job'].pk}/").content.decode()
+    assert '<option value="resource">' in job_page  # the job page's outcome filter offers it
+
+
+def test_the_analysis_is_a_table_of_tests_and_of_tasks(client, alice, campaign):
+    client.force_login(alice)
+    taskset = campaign["taskset"]
+    analysis = analyse([_task(0, 1, 4, 0), _task(1, 1, 8, 1)], ArgIsTime())
+    # RTA that stopped at its iteration cap for task 1: unknown, neither exact nor sufficient.
+    analysis["rta"] = {"applies": True, "exact": False, "verdict": None}
+    analysis["tasks"][1].update(wcrt_ms=None, rta_meets=None, rta_exact=False)
+    TaskSet.objects.filter(pk=taskset.pk).update(analysis=analysis)
+    page = client.get(f"/tasksets/{taskset.pk}/").content.decode()
+    tests = {row[0]: row[1:] for row in _rows(page, "analysis-tests")}
+    assert list(tests) == ["Liu & Layland bound", "Hyperbolic bound", "Response-time analysis", "EDF processor demand",
+                           "Simulation of the job set", "Overall"]
+    assert tests["Liu & Layland bound"][:3] == ["yes", "yes", "sufficient"]  # applies, verdict, exact
+    assert "bound n(2^1/n − 1) 0.828427" in tests["Liu & Layland bound"][3]
+    assert tests["Response-time analysis"][:3] == ["yes", "unknown", "—"]
+    assert tests["EDF processor demand"][:3] == ["no", "unknown", "—"]
+    assert tests["Simulation of the job set"][:3] == ["yes", "yes", "exact"]
+    assert "jobs 8" in tests["Simulation of the job set"][3] and "misses 0" in tests["Simulation of the job set"][3]
+    assert tests["Overall"][:3] == ["—", "yes", "exact"] and "by simulation" in tests["Overall"][3]
+    tasks = _rows(page, "analysis-tasks")
+    assert tasks == [["0", "1", "4", "4", "0.25", "1", "meets", "exact", "1", "0"],
+                     ["1", "1", "8", "8", "0.125", "unknown", "unknown", "—", "2", "0"]]
+    assert _text(page, "analysis-provenance") == "analysis version 2 · execution-time model arg-is-time, version 3"
+    assert _text(page, "analysis-verdict") == "yes (exact, by simulation) details"
+
+
+def test_an_exact_verdict_that_contradicts_the_run_is_pointed_out(client, alice, campaign):
+    client.force_login(alice)
+    taskset = campaign["taskset"]
+    # τ1 (C=2, T=4) over τ2 (C=3, T=6): τ2 misses at 6, exactly; the run says schedulable.
+    analysis = analyse([_task(0, 2, 4, 0), _task(1, 3, 6, 1)], ArgIsTime())
+    TaskSet.objects.filter(pk=taskset.pk).update(outcome="schedulable", analysis=analysis)
+    page = client.get(f"/tasksets/{taskset.pk}/").content.decode()
+    assert _rows(page, "analysis-tests")[2][:4] == ["Response-time analysis", "yes", "no", "exact"]
+    assert _text(page, "contradiction").startswith("The analysis says unschedulable (exact, by simulation)")
+
+
+def test_an_analysis_of_version_1_still_shows(client, alice, campaign):
+    client.force_login(alice)
+    taskset = campaign["taskset"]
+    version_1 = {  # as stored before the analysis had a version, verdict_exact, verdict_by or per-task rta_exact
+        "schema": 1, "etm": {"name": "seeds", "version": 1}, "policy": "fp", "utilisation": 0.5,
+        "utilisation_max_core": 0.5, "back_to_back": 0,
+        "tasks": [{"id": 0, "core": 0, "c_ms": 2, "period_ms": 4, "deadline_ms": 4, "u": 0.5, "wcrt_ms": 2,
+                   "rta_meets": True, "sim_wcrt_ms": 2, "sim_misses": 0}],
+        "liu_layland": {"applies": True, "bound": 1.0, "pass": True, "verdict": True},
+        "hyperbolic": {"applies": True, "product": 1.5, "pass": True, "verdict": True},
+        "rta": {"applies": True, "exact": True, "verdict": True},
+        "edf": {"applies": False, "exact": False, "verdict": None, "points": 0},
+        "simulation": {"exact": True, "verdict": True, "jobs": 10, "misses": 0, "first_miss": None},
+        "verdict": True, "error": None,
+    }
+    TaskSet.objects.filter(pk=taskset.pk).update(analysis=version_1)
+    response = client.get(f"/tasksets/{taskset.pk}/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert _rows(page, "analysis-tests")[-1][:3] == ["Overall", "—", "yes"]  # exactness not said: not guessed
+    assert _rows(page, "analysis-tasks") == [["0", "2", "4", "4", "0.5", "2", "meets", "—", "2", "0"]]
+    assert _text(page, "analysis-provenance") == "analysis version 1 · execution-time model seeds, version 1"
+    TaskSet.objects.filter(pk=taskset.pk).update(analysis={"utilisation": 0.5, "rta": {"verdict": False}, "tasks": [{}]})
+    sparse = client.get(f"/tasksets/{taskset.pk}/")
+    assert sparse.status_code == 200 and "Response-time analysis" in sparse.content.decode()
+
+
+def test_an_analysis_that_failed_shows_its_error(client, alice, campaign):
+    client.force_login(alice)
+    taskset = campaign["taskset"]
+    TaskSet.objects.filter(pk=taskset.pk).update(
+        analysis={**empty_result(ArgIsTime()), "error": "execution-time model: no time for package 'nope'"})
+    page = client.get(f"/tasksets/{taskset.pk}/").content.decode()
+    assert _text(page, "analysis-error") == "The analysis failed: execution-time model: no time for package 'nope'"
+    assert 'id="analysis-tests"' not in page
 
 
 def test_cancel_is_for_the_owner_or_staff(client, alice, staff, campaign, django_user_model):

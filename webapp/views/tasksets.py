@@ -1,15 +1,14 @@
-"""A task-set's page: its tasks, its schedule as a Gantt chart, its task-jobs,
-its raw events per attempt and the attempts that failed."""
+"""A task-set's page: its outcome and first miss, its tasks, its schedule as
+a Gantt chart, its analytic labels as tables (``webapp.analysis_table``), its
+task-jobs, its raw events per attempt and the attempts that failed."""
 from __future__ import annotations
-
-import json
 
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
-from distributor.models import Attempt, Event, TaskJob, TaskSet
-from webapp import gantt, outcome_text
+from distributor.models import Attempt, Event, ExitType, TaskJob, TaskSet
+from webapp import analysis_table, gantt, outcome_text
 from webapp.access import login_required
 from webapp.params import whole_number
 
@@ -55,38 +54,38 @@ def taskset(request: HttpRequest, taskset_id: int) -> HttpResponse:
     chosen = _chosen_attempt(request, attempts, event_counts)
     events = list(Event.objects.filter(taskset=taskset, attempt=chosen).order_by("seq")[:EVENT_ROWS]) if chosen else []
     taskjobs = list(TaskJob.objects.filter(taskset=taskset).select_related("task").order_by("task__task_id", "job_number")[:TASKJOB_ROWS])
+    analysis = analysis_table.build(taskset.analysis)
+    miss = outcome_text.first_miss(taskset)
     return render(request, "web/taskset.html", {
         "taskset": taskset, "job": taskset.job, "tasks": tasks, "chart": _chart(taskset, tasks, window),
         "window": window, "attempts": attempts, "event_counts": sorted(event_counts.items()), "chosen": chosen,
         "events": events, "taskjobs": taskjobs, "taskjob_limit": TASKJOB_ROWS, "event_limit": EVENT_ROWS,
-        "analysis": _analysis_rows(taskset.analysis), "zooms": ZOOMS,
+        "analysis": analysis, "zooms": ZOOMS,
+        "explanation": outcome_text.explain(taskset.state, taskset.outcome),
+        "first_miss": outcome_text.describe(miss) if miss else "", "miss_window": _around(miss, tasks),
+        "all_exit": _all_exit(taskset, taskjobs), "contradiction": analysis_table.agreement(taskset.outcome, analysis),
     })
 
 
-def _analysis_rows(analysis: dict | None) -> list[tuple[str, str, str]]:
-    """The analytic labels as (name, summary, detail): one line per test, the
-    per-task lists folded away."""
-    rows = []
-    for key, value in (analysis or {}).items():
-        if isinstance(value, dict):
-            rows.append((key, ", ".join(f"{name} {_word(item)}" for name, item in value.items()), ""))
-        elif isinstance(value, list):
-            rows.append((key, f"{len(value)} entries", json.dumps(value, indent=1, default=str)))
-        else:
-            rows.append((key, _word(value), ""))
-    return rows
+def _around(miss, tasks: list) -> str:
+    """A chart window around the first miss, from before its job's release to
+    a little after: the query string of a zoom link."""
+    if miss is None:
+        return ""
+    task = next((t for t in tasks if t.task_id == miss.task), None)
+    span = max(task.period, task.deadline, 10) if task else 100
+    return f"from={max(miss.at_ms - span * 3 // 2, 0)}&to={miss.at_ms + span // 2}"
 
 
-def _word(value) -> str:
-    if value is True:
-        return "yes"
-    if value is False:
-        return "no"
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+def _all_exit(taskset: TaskSet, taskjobs: list) -> bool | None:
+    """The seeds' ``Successful``: every job ended EXIT (None before a result,
+    or without task-jobs). Read from the rows already loaded when they are
+    all there."""
+    if taskset.state != TaskSet.State.FINISHED or not taskjobs:
+        return None
+    if len(taskjobs) < TASKJOB_ROWS:
+        return all(job.exit_type == ExitType.EXIT for job in taskjobs)
+    return not TaskJob.objects.filter(taskset=taskset).exclude(exit_type=ExitType.EXIT).exists()
 
 
 def _chosen_attempt(request: HttpRequest, attempts: list, event_counts: dict) -> int | None:
