@@ -275,6 +275,11 @@ def _set_rows(selection: Selection) -> Iterator[_SetRow]:
         yield row
 
 
+def _first_miss(values: dict) -> list:
+    """Task 0 and job 0 are real values; only the kind is stored as "" for none."""
+    return [values[name] if name != "first_miss_kind" else values[name] or None for name in FIRST_MISS_COLUMNS]
+
+
 def _successful(values: dict) -> int | None:
     if values["state"] != TaskSet.State.FINISHED:
         return None
@@ -288,7 +293,7 @@ def _taskset_values(row: _SetRow) -> list:
     return [
         values["job_id"], values["id"], values["variant"], values["state"], values["outcome"], _successful(values),
         values["attempts"], values["target"], values["machine_id"], _iso(values["started_at"]),
-        _iso(values["ended_at"]), duration, len(row.tasks), *(values[name] or None for name in FIRST_MISS_COLUMNS),
+        _iso(values["ended_at"]), duration, len(row.tasks), *_first_miss(values),
         *(labels[name] for name in LABEL_COLUMNS),
     ]
 
@@ -416,7 +421,7 @@ def _copy_sets_and_tasks(db: sqlite3.Connection, selection: Selection) -> int:
             values["id"], values["job_id"], values["variant"], values["state"], values["outcome"],
             _successful(values), values["attempts"],
             values["losses"], values["machine_id"], _iso(values["started_at"]), _iso(values["ended_at"]),
-            len(row.tasks), *(values[name] or None for name in FIRST_MISS_COLUMNS),
+            len(row.tasks), *_first_miss(values),
             *(labels[name] for name in LABEL_COLUMNS),
             json.dumps(values["analysis"]) if values["analysis"] is not None else None,
         ))

@@ -53,8 +53,10 @@ def finished_set(job: Job, variant: int, tasks: list[dict], machine: Machine, sc
             release = spec["offset"] + number * spec["period"] if spec["period"] else None
             start = release if release is not None else 10 * number
             exit_type = "EXIT" if schedulable or number == 0 else "EXIT_PERIOD"
+            deadline = None if release is None else release + (spec["deadline"] or spec["period"])
             rows.append(TaskJob(taskset=taskset, task=task, job_number=number, release_ms=release,
-                                start_ms=start + 1, end_ms=start + 3 + spec["id"], exit_type=exit_type))
+                                start_ms=start + 1, end_ms=start + 3 + spec["id"], exit_type=exit_type,
+                                deadline_abs_ms=deadline, deadline_met=exit_type == "EXIT"))
     TaskJob.objects.bulk_create(rows)
     return taskset
 
@@ -210,3 +212,48 @@ def test_copy_and_python_paths_write_the_same_csv(results):
     written = "".join(exports.taskjobs_csv(Selection(), method="python")).splitlines()
     assert copied[0] == written[0] == ",".join(exports.TASKJOB_COLUMNS)
     assert copied == written and len(copied) == TaskJob.objects.count() + 1
+
+
+def test_outcome_deadlines_and_first_miss_are_exported_with_the_seeds_successful(results):
+    """A set whose jobs all end EXIT, one of them after its deadline: the
+    outcome model says unschedulable (its first miss exported), the seeds'
+    Successful still says every job ended EXIT."""
+    job = Job.objects.create(name="late", owner=results["first"].owner, target=results["first"].target, spec={},
+                             variant_count=1, cursor=1, state=Job.State.FINISHED)
+    late = finished_set(job, 0, [spec_task(0, deadline=2, period=100, jobs=1)], results["machine"])
+    TaskSet.objects.filter(pk=late.pk).update(outcome=TaskSet.Outcome.UNSCHEDULABLE, first_miss_task=0,
+                                              first_miss_job=0, first_miss_kind="DEADLINE", first_miss_ms=2)
+    TaskJob.objects.filter(taskset=late).update(deadline_met=False)
+    sets = read_csv(exports.tasksets_csv(Selection(jobs=(job.pk, results["first"].pk))))
+    row = sets.set_index("taskset_id").loc[late.pk]
+    assert (row["outcome"], row["successful"]) == ("unschedulable", 1)
+    assert (row["first_miss_task"], row["first_miss_job"], row["first_miss_kind"], row["first_miss_ms"]) == (
+        0, 0, "DEADLINE", 2)
+    assert row["analysis_version"] == 2
+    nothing_missed = sets[sets["outcome"] == "schedulable"]
+    assert nothing_missed["first_miss_task"].isna().all() and nothing_missed["first_miss_kind"].isna().all()
+    jobs = read_csv(exports.taskjobs_csv(Selection(jobs=(job.pk,))))
+    assert list(jobs["deadline_abs_ms"]) == [2] and list(jobs["deadline_met"]) == [0]
+    everything = read_csv(exports.taskjobs_csv(Selection()))
+    assert pd.api.types.is_integer_dtype(everything["deadline_met"])  # 1/0, never t/f (COPY)
+    assert set(everything["deadline_met"]) == {0, 1}
+
+
+def test_the_sqlite_export_keeps_deadlines_first_misses_and_the_seeds_successful(results, tmp_path):
+    TaskSet.objects.filter(pk=results["sets"][3].pk).update(first_miss_task=0, first_miss_job=1,
+                                                             first_miss_kind="EXIT_PERIOD", first_miss_ms=200)
+    db = sqlite3.connect(exports.write_sqlite(tmp_path / "out.sqlite3", Selection()))
+    assert db.execute("SELECT first_miss_task, first_miss_job, first_miss_kind, first_miss_ms FROM tasksets"
+                      " WHERE id = ?", (results["sets"][3].pk,)).fetchone() == (0, 1, "EXIT_PERIOD", 200)
+    assert db.execute("SELECT Successful FROM TaskSet WHERE Set_ID = ?", (results["sets"][3].pk,)).fetchone() == (0,)
+    assert db.execute("SELECT COUNT(*) FROM taskjobs_flat WHERE deadline_met = 0").fetchone() == (
+        TaskJob.objects.filter(deadline_met=False).count(),)
+
+
+def test_docs_exports_names_every_column():
+    """docs/exports.md is where researchers look a column up."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "exports.md").read_text()
+    names = {*exports.TASKJOB_COLUMNS, *exports.TASKSET_COLUMNS, *exports.TASK_GROUP}
+    assert [name for name in sorted(names) if f"`{name}`" not in text] == []

@@ -153,6 +153,9 @@ def test_a_random_simso_job_labels_every_set_consistently(tmp_path):
         assert row["analysis_version"] == "2" and row["etm_name"] == "genode-defaults"
         if not schedulable:
             assert row["first_miss_kind"] in ("DEADLINE", "EXIT_PERIOD", "EXIT_CRITICAL", "NOT_SCHEDULED")
+            assert row["first_miss_task"] != "" and row["first_miss_job"] != "" and row["first_miss_ms"] != ""
+            counts[f"first miss on task {row['first_miss_task']}"] += 1
     outcomes = {row["outcome"] for row in sets.values()}
     assert outcomes == {"schedulable", "unschedulable"}
     assert constrained > 50 and counts["reference"] > 200 and counts["analytic_exact"] > 250, counts
+    assert counts["first miss on task 0"] > 0, counts

@@ -233,7 +233,7 @@ def test_a_taskset_runs_and_a_job_overrunning_its_period_ends_exit_period(machin
     overrun = tracker.jobs[1]
     assert [job.end_ms // 150 for job in overrun] == [1, 2]  # killed at its period ends
     assert tracker.jobs[2][0].start_ms >= 20
-    assert not tracker.schedulable
+    assert tracker.result().outcome == "unschedulable"
 
 
 @pytest.mark.qemu
@@ -244,7 +244,7 @@ def test_task_sets_follow_each_other_on_one_boot(machine, binaries):
     boots = session.boots
     for arg1 in (1, 2, 3):
         tracker = run_taskset(session, [task(0, "namaste", arg1=arg1), task(1, "pi", arg1=10)])
-        assert tracker.schedulable
+        assert tracker.result().outcome == "schedulable"
     assert session.boots == boots
 
 
@@ -265,7 +265,7 @@ def test_killing_qemu_is_noticed_at_once_and_start_host_boots_it_again(machine, 
     assert 0 not in network.list_taps()
     session.start_host()
     assert network.list_taps()[0] == "tap0"
-    assert run_taskset(session, [task(0, "hey", arg1=1)]).schedulable
+    assert run_taskset(session, [task(0, "hey", arg1=1)]).result().outcome == "schedulable"
     assert session.info.console_path.read_text(errors="replace").count("===== boot") >= 2
 
 
