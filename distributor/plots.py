@@ -127,7 +127,9 @@ def schedulability_svg(job=None, campaign=None) -> str:
     predicted by each analytic verdict (RTA, EDF demand, simulation)."""
     title = "Schedulable task-sets by utilisation"
     counts: dict[str, dict[int, list[int]]] = {key: defaultdict(lambda: [0, 0]) for key, _ in VERDICTS}
-    rows = tasksets_for(job, campaign).filter(state=TaskSet.State.FINISHED).values_list("outcome", "analysis")
+    timed = (TaskSet.Outcome.SCHEDULABLE, TaskSet.Outcome.UNSCHEDULABLE)  # resource is no timing result
+    rows = (tasksets_for(job, campaign).filter(state=TaskSet.State.FINISHED, outcome__in=timed)
+            .values_list("outcome", "analysis"))
     for outcome, analysis in rows.iterator(chunk_size=2000):
         if not analysis or analysis.get("utilisation") is None:
             continue

@@ -160,6 +160,21 @@ def test_job_status_and_task_set_results(client, token, alice):
     assert detail["taskjobs_truncated"] is False
 
 
+def test_a_task_sets_first_miss_and_deadlines_are_in_the_api(client, token, alice):
+    data = build(4, 0, owner=alice)
+    taskset = data["job"].tasksets.filter(state="finished").first()
+    taskset.taskjobs.filter(job_number=0).update(deadline_abs_ms=100, deadline_met=False)
+    type(taskset).objects.filter(pk=taskset.pk).update(
+        outcome="unschedulable", first_miss_task=0, first_miss_job=0, first_miss_kind="EXIT_PERIOD", first_miss_ms=100)
+    detail = _call(client, "get", f"/api/tasksets/{taskset.pk}", token).json()
+    assert detail["outcome"] == "unschedulable"
+    assert detail["first_miss"] == {"task": 0, "job": 0, "kind": "EXIT_PERIOD", "at_ms": 100}
+    missed = [j for j in detail["taskjobs"] if j["deadline_met"] is False]
+    assert missed and all(j["deadline_abs_ms"] == 100 for j in missed)
+    schedulable = _call(client, "get", f"/api/jobs/{data['job'].pk}/tasksets?outcome=schedulable", token).json()
+    assert all(row["first_miss"] is None for row in schedulable["results"])
+
+
 @pytest.mark.parametrize("query, field", [("state=lost", "state"), ("page=0", "page"), ("page_size=9999", "page_size"),
                                           ("outcome=maybe", "outcome")])
 def test_bad_query_parameters_get_400(client, token, alice, query, field):

@@ -95,6 +95,9 @@ TASKSET = {"type": "object", "required": ["id", "job", "variant", "state"], "pro
     "outcome": {"type": "string", "nullable": True, "enum": [*TaskSet.Outcome.values, None]},
     "attempts": {"type": "integer"}, "losses": {"type": "integer"}, "last_error": {"type": "string"},
     "machine": {"type": "integer", "nullable": True},
+    "first_miss": {"type": "object", "nullable": True, "description": "the earliest miss (docs/outcomes.md)",
+                   "properties": {"task": {"type": "integer"}, "job": {"type": "integer"},
+                                  "kind": {"type": "string"}, "at_ms": {"type": "integer"}}},
     "started_at": {"type": "string", "nullable": True}, "ended_at": {"type": "string", "nullable": True},
     "analysis": {"type": "object", "nullable": True}, "url": {"type": "string"},
 }}

@@ -263,9 +263,16 @@ def _taskset(request: HttpRequest, ts: TaskSet) -> dict:
     return {
         "id": ts.pk, "job": ts.job_id, "variant": ts.variant, "state": ts.state, "outcome": ts.outcome or None,
         "attempts": ts.attempts, "losses": ts.losses, "last_error": ts.last_error, "machine": ts.machine_id,
+        "first_miss": _first_miss(ts),
         "started_at": _iso(ts.started_at), "ended_at": _iso(ts.ended_at), "analysis": ts.analysis,
         "url": request.build_absolute_uri(reverse("api-taskset", args=[ts.pk])),
     }
+
+
+def _first_miss(ts: TaskSet) -> dict | None:
+    if not ts.first_miss_kind:
+        return None
+    return {"task": ts.first_miss_task, "job": ts.first_miss_job, "kind": ts.first_miss_kind, "at_ms": ts.first_miss_ms}
 
 
 @api("GET")
@@ -279,7 +286,8 @@ def taskset(request: HttpRequest, taskset_id: int) -> JsonResponse:
         **_taskset(request, ts),
         "tasks": [task.as_dict() for task in tasks],
         "taskjobs": [{"task": task_ids[j.task_id], "job": j.job_number, "release_ms": j.release_ms,
-                      "start_ms": j.start_ms, "end_ms": j.end_ms, "exit_type": j.exit_type}
+                      "start_ms": j.start_ms, "end_ms": j.end_ms, "exit_type": j.exit_type,
+                      "deadline_abs_ms": j.deadline_abs_ms, "deadline_met": j.deadline_met}
                      for j in taskjobs[:MAX_TASKJOBS]],
         "taskjobs_truncated": len(taskjobs) > MAX_TASKJOBS,
         "attempts": [{"number": a.number, "machine": a.machine_id, "started_at": _iso(a.started_at),
