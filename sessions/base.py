@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sessions.errors import Stopped, TargetFailure, TaskSetError  # noqa: F401 - every kind raises them from here
 from sessions.events import RawEvent
 
 
@@ -25,22 +26,6 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
     outlives its machine. Linux only (prctl PR_SET_PDEATHSIG)."""
     pr_set_pdeathsig = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, sig)
-
-
-class TargetFailure(Exception):
-    """The target, not the task-set, went wrong: it hung, crashed, closed the
-    connection, sent garbage or reported EXIT_ERROR. The machine restarts the
-    target and retries the task-set; this is never a schedulability result."""
-
-
-class TaskSetError(ValueError):
-    """The task-set cannot run on this target as given (a binary was never
-    uploaded, an admission goal has no XML form): the user's error, so the
-    task-set is bad at once and the target is not restarted."""
-
-
-class Stopped(Exception):
-    """The machine was told to stop now (kill); raised from a wait."""
 
 
 @dataclass

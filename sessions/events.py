@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from sessions.errors import TargetFailure
 from sessions.outcomes import INFRASTRUCTURE_EXITS, RESULT_EXITS, JobResult, SetResult, judge_job, judge_set
 
 EVENT_TYPES = RESULT_EXITS | INFRASTRUCTURE_EXITS | {"START", "JOBS_DONE"}
@@ -43,8 +44,6 @@ class EventTracker:
             self._feed_one(event)
 
     def _feed_one(self, event: RawEvent) -> None:
-        from sessions.base import TargetFailure
-
         task_id, kind, time_ms = event
         if task_id not in self.tasks:
             raise TargetFailure(f"event {kind} for unknown task id {task_id}")
@@ -74,8 +73,6 @@ class EventTracker:
             self.done.add(task_id)
 
     def _close(self, task_id: int, start_ms: int, end_ms: int, exit_type: str) -> None:
-        from sessions.base import TargetFailure
-
         task = self.tasks[task_id]
         number = len(self.jobs[task_id])
         if number >= task["numberofjobs"]:
