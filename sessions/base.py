@@ -15,6 +15,7 @@ import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from sessions.errors import Stopped, TargetFailure, TaskSetError  # noqa: F401 - every kind raises them from here
 from sessions.events import RawEvent
@@ -26,6 +27,33 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
     outlives its machine. Linux only (prctl PR_SET_PDEATHSIG)."""
     pr_set_pdeathsig = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, sig)
+
+
+# A setting's check: None when the value is good, else what is wrong with it.
+SettingRule = Callable[[object], str | None]
+
+
+def seconds_setting(lo: float, hi: float) -> SettingRule:
+    """A number of seconds from ``lo`` to ``hi`` (a bool is not a number here)."""
+    def check(value) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+            return f"must be a number of seconds from {lo:g} to {hi:g}"
+        return None
+    return check
+
+
+def integer_setting(lo: int, hi: int) -> SettingRule:
+    """An integer from ``lo`` to ``hi``."""
+    def check(value) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            return f"must be an integer from {lo} to {hi}"
+        return None
+    return check
+
+
+def boolean_setting(value) -> str | None:
+    """true or false, never 0 / 1 or a string."""
+    return None if isinstance(value, bool) else "must be true or false"
 
 
 @dataclass
@@ -52,6 +80,8 @@ class Session:
     kind: str = ""
     # Settings the kind accepts, with their defaults (shown by `target list`).
     default_settings: dict = {}
+    # Checks of the settings' values by name (``seconds_setting`` and the like).
+    setting_rules: dict[str, SettingRule] = {}
 
     def __init__(self, info: SessionInfo):
         self.info = info
@@ -68,6 +98,11 @@ class Session:
             if key not in cls.default_settings:
                 known = ", ".join(sorted(cls.default_settings)) or "none"
                 errors[f"settings.{key}"] = f"unknown setting for kind {cls.kind!r} (known: {known})"
+        for key, value in settings.items():
+            rule = cls.setting_rules.get(key)
+            message = rule(value) if rule else None
+            if message:
+                errors[f"settings.{key}"] = message
         return errors
 
     @classmethod

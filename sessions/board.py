@@ -16,8 +16,8 @@ import string
 import subprocess
 
 from sessions import register
-from sessions.base import TargetFailure
-from sessions.genode import GenodeSession, _boolean, _seconds
+from sessions.base import TargetFailure, boolean_setting, seconds_setting
+from sessions.genode import GenodeSession
 
 PLACEHOLDERS = ("machine_id", "slot", "address", "host", "port")
 OUTPUT_LOG_CHARS = 2000
@@ -51,8 +51,8 @@ class BoardSession(GenodeSession):
         **GenodeSession.setting_rules,
         "power_on": _command,
         "power_off": _command,
-        "power_timeout": _seconds(0.1, 3600),
-        "cold_start": _boolean,
+        "power_timeout": seconds_setting(0.1, 3600),
+        "cold_start": boolean_setting,
     }
 
     @classmethod

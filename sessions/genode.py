@@ -26,7 +26,6 @@ import socket
 import struct
 import subprocess
 import time
-from typing import Callable
 from xml.sax.saxutils import escape, quoteattr
 
 from defusedxml import ElementTree as SafeET
@@ -35,7 +34,7 @@ from defusedxml.common import DefusedXmlException
 from distributor.taskfile import taskset_xml
 from sessions import register
 from sessions.addresses import DEFAULT_PORT, parse_address
-from sessions.base import Session, TargetFailure, TaskSetError
+from sessions.base import Session, TargetFailure, TaskSetError, boolean_setting, integer_setting, seconds_setting
 from sessions.events import RawEvent
 
 AVAILABLE = 0xAAAAA
@@ -74,29 +73,6 @@ class AdmissionError(TaskSetError):
     """The admission-control goal cannot be written as the target's XML."""
 
 
-# -- settings ------------------------------------------------------------------
-
-
-def _seconds(lo: float, hi: float) -> Callable[[object], str | None]:
-    def check(value) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-            return f"must be a number of seconds from {lo:g} to {hi:g}"
-        return None
-    return check
-
-
-def _integer(lo: int, hi: int) -> Callable[[object], str | None]:
-    def check(value) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            return f"must be an integer from {lo} to {hi}"
-        return None
-    return check
-
-
-def _boolean(value) -> str | None:
-    return None if isinstance(value, bool) else "must be true or false"
-
-
 @register
 class GenodeSession(Session):
     kind = "genode"
@@ -106,11 +82,11 @@ class GenodeSession(Session):
         "ping": False,  # the seeds' PingSession: ICMP echo before connecting
         "max_message_bytes": 4 * 1024 * 1024,  # a larger size word is garbage, not a message
     }
-    setting_rules: dict[str, Callable[[object], str | None]] = {
-        "connect_timeout": _seconds(0.01, 600),
-        "startup_timeout": _seconds(0.01, 24 * 3600),
-        "ping": _boolean,
-        "max_message_bytes": _integer(64, 256 * 1024 * 1024),
+    setting_rules = {
+        "connect_timeout": seconds_setting(0.01, 600),
+        "startup_timeout": seconds_setting(0.01, 24 * 3600),
+        "ping": boolean_setting,
+        "max_message_bytes": integer_setting(64, 256 * 1024 * 1024),
     }
     # A pool of this kind is its list of addresses; a subclass that makes
     # its own targets (QEMU) turns this off.
@@ -131,11 +107,6 @@ class GenodeSession(Session):
     @classmethod
     def check_settings(cls, settings: dict, addresses: list[str]) -> dict[str, str]:
         errors = super().check_settings(settings, addresses)
-        for key, value in settings.items():
-            rule = cls.setting_rules.get(key)
-            message = rule(value) if rule else None
-            if message:
-                errors[f"settings.{key}"] = message
         if cls.needs_addresses and not addresses:
             errors["addresses"] = f"a {cls.kind} pool needs at least one host:port (--hosts)"
         for address in addresses:

@@ -37,9 +37,9 @@ import pexpect
 
 from distributor import network
 from sessions import register
-from sessions.base import TargetFailure
+from sessions.base import TargetFailure, boolean_setting, integer_setting, seconds_setting
 from sessions.events import RawEvent
-from sessions.genode import GenodeSession, _boolean, _integer, _seconds
+from sessions.genode import GenodeSession
 
 PR_SET_PDEATHSIG = 1
 READ_CHUNK = 1 << 16
@@ -110,19 +110,19 @@ class QemuSession(GenodeSession):
         "qemu": _word,
         "machine": _word,
         "cpu": _text,
-        "cpus": _integer(1, 64),
+        "cpus": integer_setting(1, 64),
         "memory": _memory,
         "kernel": _text,
         "initrd": _text,
         "append": _text,
         "nic": _word,
-        "nic_onboard": _boolean,
-        "tap": _boolean,
-        "port": _integer(1, 65535),
-        "first_slot": _integer(0, 65535),
+        "nic_onboard": boolean_setting,
+        "tap": boolean_setting,
+        "port": integer_setting(1, 65535),
+        "first_slot": integer_setting(0, 65535),
         "extra_args": _arguments,
         "boot_marker": _regex,
-        "startup_timeout": _seconds(1, 3600),
+        "startup_timeout": seconds_setting(1, 3600),
     }
 
     def __init__(self, info):
