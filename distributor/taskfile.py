@@ -15,11 +15,15 @@ import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from xml.sax.saxutils import escape
 
 import yaml
 from defusedxml import ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
+
+# A task's fields are the sessions' (which receive tasks in this form), and so
+# is the Genode description of a task-set; both stay importable from here.
+from sessions.base import TASK_FIELDS
+from sessions.genode_protocol import taskset_xml  # noqa: F401
 
 UINT32_MAX = 2**32 - 1
 MAX_VARIANTS = 10**15
@@ -47,9 +51,6 @@ INT_FIELDS: dict[str, tuple[int, int, int]] = {
     "coreoffset": (0, 255, 0),
 }
 DEFAULT_QUOTA = "100M"
-# Field order of a task, which is also the order of its varying fields.
-TASK_FIELDS = ("pkg", "arg1", "priority", "deadline", "period", "offset", "numberofjobs",
-               "criticaltime", "quota", "caps", "cores", "coreoffset")
 FILE_KEYS = {"name", "seed", "tasksets"}
 TASKSET_KEYS = {"tasks"}
 TASK_KEYS = (set(TASK_FIELDS) - {"arg1"}) | {"config"}
@@ -442,22 +443,3 @@ def _expander_for(spec_json: str) -> Expander:
 
 def expander(spec: dict) -> Expander:
     return _expander_for(json.dumps(spec, sort_keys=True))
-
-
-# -- the Genode form ----------------------------------------------------------
-
-
-def taskset_xml(tasks: list[dict]) -> str:
-    """The description a Genode task loader receives (SEND_DESCS)."""
-    parts = ["<taskset>"]
-    for task in tasks:
-        parts.append("<periodictask>")
-        parts.append(f"<id>{task['id']}</id>")
-        for field in TASK_FIELDS:
-            if field == "arg1":
-                continue
-            parts.append(f"<{field}>{escape(str(task[field]))}</{field}>")
-        parts.append(f"<config><arg1>{task['arg1']}</arg1></config>")
-        parts.append("</periodictask>")
-    parts.append("</taskset>")
-    return "".join(parts)

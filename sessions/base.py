@@ -29,6 +29,12 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, sig)
 
 
+# A task as every kind receives it (``Session.start``): its "id" and these
+# fields, in this order, which is also the order of a Genode description's
+# elements and of a task-set file's varying fields (distributor.taskfile).
+TASK_FIELDS = ("pkg", "arg1", "priority", "deadline", "period", "offset", "numberofjobs",
+               "criticaltime", "quota", "caps", "cores", "coreoffset")
+
 # A setting's check: None when the value is good, else what is wrong with it.
 SettingRule = Callable[[object], str | None]
 
@@ -132,7 +138,7 @@ class Session:
         return True
 
     def start(self, tasks: list[dict], admission: dict | None = None) -> None:
-        """Send a task-set (tasks as decoded by distributor.taskfile) and start it."""
+        """Send a task-set (each task a dict of "id" and TASK_FIELDS) and start it."""
         raise NotImplementedError
 
     def run(self, timeout: float) -> list[RawEvent]:

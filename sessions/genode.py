@@ -7,70 +7,34 @@ after a 40 s poll. The connection is kept across task-sets; the target keeps
 the binaries it received until it reboots, so the session remembers what it
 sent since the last boot (``start_host``) and sends only what is new.
 
-Two errors are the *user's*, not the target's, and are raised as ValueError
-subclasses before a single byte goes out (so the target is left as it was):
-``MissingBinary`` (a task names a binary nobody uploaded; retrying on another
-machine cannot help, so the engine should end the task-set as bad with this
-message instead of restarting the target) and ``AdmissionError`` (a job's
-admission-control goal that cannot be written as XML; ``admission_xml`` lets
-the upload refuse it earlier). Everything the target does wrong is a
-``TargetFailure`` whose message names the cause.
+What goes over the wire (command words, the description, event messages,
+the admission goal) is ``sessions.genode_protocol``'s, and so are the user's
+errors raised before a single byte goes out (``MissingBinary``,
+``AdmissionError``). The binaries come from ``info.files``. Everything the
+target does wrong is a ``TargetFailure`` whose message names the cause.
 """
 from __future__ import annotations
 
 import hashlib
-import math
-import re
 import select
 import socket
-import struct
 import subprocess
 import time
-from xml.sax.saxutils import escape, quoteattr
 
-from defusedxml import ElementTree as SafeET
-from defusedxml.common import DefusedXmlException
-
-from distributor.taskfile import taskset_xml
 from sessions import register
 from sessions.addresses import DEFAULT_PORT, parse_address
-from sessions.base import Session, TargetFailure, TaskSetError, boolean_setting, integer_setting, seconds_setting
+from sessions.base import Session, TargetFailure, boolean_setting, integer_setting, seconds_setting
 from sessions.events import RawEvent
+from sessions.genode_protocol import (  # noqa: F401 - the errors and readers are also known by this module's name
+    AVAILABLE, GO_SEND, REBOOT, START, STOP, AdmissionError, BinaryError, MissingBinary, admission_xml, binary_message,
+    parse_events, read_word, take_events, taskset_head, taskset_xml, word,
+)
 
-AVAILABLE = 0xAAAAA
-CLEAR = 0xDE6
-OPTIMIZE = 0x6F7074
-SEND_DESCS = 0xDE5
-SEND_BINARIES = 0xDE5F11E
-GO_SEND = 0x90
-START = 0x514DE5
-STOP = 0x514DE6
-REBOOT = 0x159D3
-NAME_FIELD_BYTES = 16  # 15 bytes of name + NUL
 # How often a long wait looks at the machine's stop event.
 STOP_CHECK_S = 0.2
 # The first retry of a refused connection comes quickly; later ones back off.
 RETRY_FIRST_S, RETRY_MAX_S = 0.02, 0.5
 PING_ARGV = ("ping", "-c", "1", "-W", "1")
-# The largest task-id and time-stamp the event log (Event) can store.
-MAX_TASK_ID = 2**31 - 1
-MAX_TIME_MS = 2**63 - 1
-_word = struct.Struct("<I")
-
-
-class BinaryError(TaskSetError):
-    """A task's binary cannot be sent: the user's error, not the target's."""
-
-
-class MissingBinary(BinaryError):
-    def __init__(self, names: list[str]):
-        self.names = names
-        listed = ", ".join(repr(name) for name in names)
-        super().__init__(f"pkg: no binary uploaded for {listed} (python manage.py binary add FILE --name NAME)")
-
-
-class AdmissionError(TaskSetError):
-    """The admission-control goal cannot be written as the target's XML."""
 
 
 @register
@@ -140,7 +104,7 @@ class GenodeSession(Session):
         try:
             if self.sock is None:
                 self._open(self.settings["connect_timeout"])
-            self._send(_word.pack(REBOOT), "REBOOT")
+            self._send(word(REBOOT), "REBOOT")
         finally:
             self.close()
             self.sent_binaries.clear()
@@ -181,23 +145,16 @@ class GenodeSession(Session):
         return True
 
     def start(self, tasks: list[dict], admission: dict | None = None) -> None:
-        goal = admission_xml(admission).encode("ascii") if admission else b""
+        goal = admission_xml(admission) if admission else ""
         binaries = self._binaries_to_send(tasks)
         if self.sock is None or self._has_stale_data():
             self._reconnect()
-        descs = taskset_xml(tasks).encode("ascii")
-        head = _word.pack(CLEAR)
-        if goal:
-            head += _word.pack(OPTIMIZE) + _word.pack(len(goal)) + goal
-        head += _word.pack(SEND_DESCS) + _word.pack(len(descs)) + descs
-        if binaries:
-            head += _word.pack(SEND_BINARIES) + _word.pack(len(binaries))
-        self._send(head, "the task-set description")
+        self._send(taskset_head(taskset_xml(tasks), goal, len(binaries)), "the task-set description")
         for name, sha256, data in binaries:
             self._expect_go_send(name)
-            self._send(_name_field(name) + _word.pack(len(data)) + data, f"binary {name!r}")
+            self._send(binary_message(name, data), f"binary {name!r}")
             self.sent_binaries[name] = sha256
-        self._send(_word.pack(START), "START")
+        self._send(word(START), "START")
         self.last_heard = time.monotonic()
         self.unfinished = {task["id"] for task in tasks}
 
@@ -224,7 +181,7 @@ class GenodeSession(Session):
         if self.sock is None:
             return
         try:
-            self.sock.sendall(_word.pack(STOP))
+            self.sock.sendall(word(STOP))
         except OSError as error:
             self.log.info("STOP to %s failed (%s); closing", self.info.address, error)
             self.close()
@@ -263,7 +220,7 @@ class GenodeSession(Session):
         self._open(self.settings["connect_timeout"])
 
     def _ask_available(self, timeout: float) -> None:
-        self._send(_word.pack(AVAILABLE), "AVAILABLE")
+        self._send(word(AVAILABLE), "AVAILABLE")
         answer = self._read_word(timeout, "answer to AVAILABLE")
         if answer != AVAILABLE:
             self._fail(f"AVAILABLE answered 0x{answer:X}, expected 0x{AVAILABLE:X}")
@@ -322,35 +279,22 @@ class GenodeSession(Session):
         while len(self.buffer) < 4:
             if not self._fill(deadline, f"waiting for {what}"):
                 self._fail(f"no {what} within {timeout:g} s")
-        value = _word.unpack_from(self.buffer)[0]
+        value = read_word(self.buffer)
         del self.buffer[:4]
         return value
 
     def _expect_go_send(self, name: str) -> None:
         timeout = max(self.settings["connect_timeout"], self.info.target_timeout)
-        word = self._read_word(timeout, f"GO_SEND for binary {name!r}")
-        if word != GO_SEND:
-            self._fail(f"expected GO_SEND 0x{GO_SEND:X} before binary {name!r}, got 0x{word:X}")
+        answer = self._read_word(timeout, f"GO_SEND for binary {name!r}")
+        if answer != GO_SEND:
+            self._fail(f"expected GO_SEND 0x{GO_SEND:X} before binary {name!r}, got 0x{answer:X}")
 
     def _parse_messages(self) -> list[RawEvent]:
         """Every complete message in the buffer; a partial one stays for later."""
-        events: list[RawEvent] = []
-        limit = self.settings["max_message_bytes"]
-        while len(self.buffer) >= 4:
-            size = _word.unpack_from(self.buffer)[0]
-            if size > limit:
-                self._fail(f"message size word {size} exceeds max_message_bytes ({limit}): garbage on the wire")
-            if size == 0:
-                self._fail("empty event message (size word 0)")
-            if len(self.buffer) < 4 + size:
-                break
-            body = bytes(self.buffer[4:4 + size])
-            del self.buffer[:4 + size]
-            try:
-                events += parse_events(body)
-            except TargetFailure as error:
-                self._fail(str(error))
-        return events
+        try:
+            return take_events(self.buffer, self.settings["max_message_bytes"])
+        except TargetFailure as error:
+            self._fail(str(error))
 
     def _fail(self, message: str):
         """Close (the stream can no longer be trusted) and raise."""
@@ -392,13 +336,6 @@ def read_binary(binary) -> bytes:
     return data
 
 
-def _name_field(name: str) -> bytes:
-    raw = name.encode("ascii")
-    if len(raw) >= NAME_FIELD_BYTES:
-        raise BinaryError(f"pkg: binary name {name!r} is longer than {NAME_FIELD_BYTES - 1} bytes")
-    return raw.ljust(NAME_FIELD_BYTES, b"\0")
-
-
 def ping(host: str, timeout: float = 5.0) -> bool:
     """One ICMP echo through the system's ping (no raw socket: no root needed)."""
     try:
@@ -409,160 +346,3 @@ def ping(host: str, timeout: float = 5.0) -> bool:
     except subprocess.TimeoutExpired:
         return False
     return result.returncode == 0
-
-
-# -- event messages ------------------------------------------------------------
-
-
-# The message as the task loader writes it. A body that is exactly this (no
-# DTD, no entity, no whitespace: a strict subset of well-formed XML) is read
-# with one regular expression, ten times faster than the XML parser, which
-# reads every other body and names what is wrong with it.
-_EVENT = rb'<event task-id="(\d{1,10})" type="([A-Z_]{1,16})" time-stamp="(\d{1,19})"/>'
-_CANONICAL_MESSAGE = re.compile(rb"<profile><events>(?:" + _EVENT.replace(b"(", b"(?:") + rb")*</events></profile>\0")
-_CANONICAL_EVENT = re.compile(_EVENT)
-
-
-def parse_events(body: bytes) -> list[RawEvent]:
-    """One message body (NUL-terminated ASCII XML) as events; TargetFailure
-    names what is wrong with it."""
-    if _CANONICAL_MESSAGE.fullmatch(body):
-        return [_checked(int(task_id), kind.decode("ascii"), int(time_ms))
-                for task_id, kind, time_ms in _CANONICAL_EVENT.findall(body)]
-    if not body.isascii():
-        offset = next(i for i, byte in enumerate(body) if byte > 127)
-        raise TargetFailure(f"non-ASCII byte 0x{body[offset]:02X} at offset {offset} of an event message: {_excerpt(body)}")
-    text = body.decode("ascii")
-    if not text.endswith("\0"):  # the size word was off, or the target wrote past its message
-        raise TargetFailure(f"event message without its trailing NUL (the size word counts it): {_excerpt(body)}")
-    text = text[:-1]
-    if "\0" in text:
-        raise TargetFailure(f"NUL byte inside an event message: {_excerpt(body)}")
-    try:
-        root = SafeET.fromstring(text, forbid_dtd=True)
-    except DefusedXmlException as error:
-        raise TargetFailure(f"refused XML in an event message ({type(error).__name__})") from None
-    except SafeET.ParseError as error:
-        raise TargetFailure(f"malformed XML in an event message ({error}): {_excerpt(body)}") from None
-    if root.tag != "profile":
-        raise TargetFailure(f"unknown structure: root element <{root.tag}>, expected <profile>: {_excerpt(body)}")
-    return [_event(element) for events in _children(root, "events") for element in _children(events, "event")]
-
-
-def _children(parent, tag: str) -> list:
-    children = list(parent)
-    for child in children:
-        if child.tag != tag:
-            raise TargetFailure(f"unknown structure: <{child.tag}> inside <{parent.tag}>, expected <{tag}>")
-    return children
-
-
-def _event(element) -> RawEvent:
-    try:
-        task_id = int(element.attrib["task-id"])
-        time_ms = int(element.attrib["time-stamp"])
-        kind = element.attrib["type"]
-    except KeyError as error:
-        raise TargetFailure(f"unknown structure: an <event> without the attribute {error}") from None
-    except ValueError:
-        raise TargetFailure(f"unknown structure: non-integer task-id or time-stamp in {element.attrib}") from None
-    if task_id < 0 or time_ms < 0:
-        raise TargetFailure(f"negative task-id or time-stamp in {element.attrib}")
-    return _checked(task_id, kind, time_ms)
-
-
-def _checked(task_id: int, kind: str, time_ms: int) -> RawEvent:
-    # A larger number is garbage, and storing it would fail as a database
-    # error instead of naming the cause.
-    if task_id > MAX_TASK_ID:
-        raise TargetFailure(f"task-id {task_id} out of range (0..{MAX_TASK_ID})")
-    if time_ms > MAX_TIME_MS:
-        raise TargetFailure(f"time-stamp {time_ms} out of range (0..{MAX_TIME_MS} ms)")
-    return RawEvent(task_id, kind, time_ms)
-
-
-def _excerpt(body: bytes, size: int = 80) -> str:
-    return repr(body[:size]) + ("…" if len(body) > size else "")
-
-
-# -- admission control ----------------------------------------------------------
-
-_XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
-MAX_ADMISSION_DEPTH = 16
-
-
-def admission_xml(admission: dict) -> str:
-    """The OPTIMIZE goal, written the way the seeds wrote theirs (xmltodict).
-
-    A job's flat goal ``{"query_interval": 1000, "strategy": "fair"}`` (what
-    submissions accept) becomes ``<optimize><query_interval>1000
-    </query_interval><strategy>fair</strategy></optimize>``. The seeds'
-    nested form, one top-level key holding an object, names its own root:
-    ``{"optimize": {"goal": {"fairness": {"apply": 1}}}}`` becomes
-    ``<optimize><goal><fairness><apply>1</apply></fairness></goal></optimize>``.
-    Keys starting with "@" are attributes, "#text" is the element's text, a
-    list repeats its element, True/False are "true"/"false", None is an empty
-    element. No ``<?xml …?>`` header (the target refuses it). Raises
-    AdmissionError naming the path of the bad value.
-    """
-    if not isinstance(admission, dict) or not admission:
-        raise AdmissionError("admission: must be a non-empty object")
-    if len(admission) == 1 and isinstance(next(iter(admission.values())), dict):
-        (root, value), = admission.items()
-        path = f"admission.{root}"
-    else:
-        root, value, path = "optimize", admission, "admission"
-    parts: list[str] = []
-    _write_element(root, value, path, parts, 0)
-    return "".join(parts)
-
-
-def _write_element(name: str, value, path: str, parts: list[str], depth: int) -> None:
-    if depth > MAX_ADMISSION_DEPTH:
-        raise AdmissionError(f"{path}: nested more than {MAX_ADMISSION_DEPTH} levels deep")
-    _check_name(name, path)
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            _write_element(name, item, f"{path}[{index}]", parts, depth + 1)
-        return
-    if not isinstance(value, dict):
-        parts.append(f"<{name}>{escape(_scalar(value, path))}</{name}>")
-        return
-    attributes, text, children = "", "", []
-    for key, item in value.items():
-        if not isinstance(key, str):
-            raise AdmissionError(f"{path}: key {key!r} is not a string")
-        if key == "#text":
-            text = escape(_scalar(item, f"{path}.#text"))
-        elif key.startswith("@"):
-            _check_name(key[1:], f"{path}.{key}")
-            attributes += f" {key[1:]}={quoteattr(_scalar(item, f'{path}.{key}'))}"
-        else:
-            children.append((key, item))
-    parts.append(f"<{name}{attributes}>{text}")
-    for key, item in children:
-        _write_element(key, item, f"{path}.{key}", parts, depth + 1)
-    parts.append(f"</{name}>")
-
-
-def _check_name(name: str, path: str) -> None:
-    if not _XML_NAME.fullmatch(name) or name.lower().startswith("xml"):
-        raise AdmissionError(f"{path}: {name!r} is not a usable XML name (letters, digits, '_', '.', '-')")
-
-
-def _scalar(value, path: str) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise AdmissionError(f"{path}: {value} is not a finite number")
-        return repr(value)
-    if isinstance(value, str):
-        if not value.isascii() or any(ord(char) < 32 and char not in "\t\n\r" for char in value):
-            raise AdmissionError(f"{path}: printable ASCII text only (the target reads ASCII)")
-        return value
-    raise AdmissionError(f"{path}: a {type(value).__name__} cannot be written as XML text")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import sys
 
-from distributor.taskfile import taskset_xml
 from sessions import register
 from sessions.base import Session
 from sessions.events import RawEvent
+from sessions.genode_protocol import taskset_xml
 
 
 @register

@@ -269,7 +269,7 @@ def test_the_optimize_goal_keeps_its_order_on_every_database(stdio_target):
     """The bytes of OPTIMIZE must not depend on the database: the goal is
     written from the stored Job.admission, which must keep the user's order
     (a jsonb column sorts keys shortest first)."""
-    from sessions.genode import admission_xml
+    from sessions.genode_protocol import admission_xml
 
     job = submit_job(job_file(1, 1), target=stdio_target, admission=ADMISSION)
     job.refresh_from_db()

@@ -13,7 +13,8 @@ from distributor.models import Binary
 from distributor.taskfile import taskset_xml
 from sessions import SessionInfo, Stopped, TargetFailure, get_session_class
 from sessions.events import EventTracker
-from sessions.genode import AdmissionError, GenodeSession, MissingBinary, admission_xml, parse_events
+from sessions.genode import GenodeSession
+from sessions.genode_protocol import AdmissionError, MissingBinary, admission_xml, parse_events
 from tests.peer import FAULTS, TaskLoaderPeer
 
 BINARIES = {"hey": b"\x7fELF hey binary", "pi": b"\x7fELF pi binary " * 100}
@@ -346,7 +347,7 @@ def test_the_loaders_own_form_and_any_other_well_formed_form_read_alike(monkeypa
     """The task loader's exact form is read by a regular expression, anything
     else by the XML parser: both give the same events and refuse the same
     numbers."""
-    from sessions import genode
+    from sessions import genode_protocol
 
     canonical = (b'<profile><events><event task-id="0" type="START" time-stamp="12"/>'
                  b'<event task-id="2" type="EXIT_PERIOD" time-stamp="9007199254740993"/></events></profile>\0')
@@ -356,10 +357,10 @@ def test_the_loaders_own_form_and_any_other_well_formed_form_read_alike(monkeypa
         canonical.replace(b'"/>', b'" />'),
     ]
     expected = [(0, "START", 12), (2, "EXIT_PERIOD", 9007199254740993)]
-    assert genode._CANONICAL_MESSAGE.fullmatch(canonical)
+    assert genode_protocol._CANONICAL_MESSAGE.fullmatch(canonical)
     assert parse_events(canonical) == expected
     for body in other_forms:
-        assert not genode._CANONICAL_MESSAGE.fullmatch(body)
+        assert not genode_protocol._CANONICAL_MESSAGE.fullmatch(body)
         assert parse_events(body) == expected
     assert parse_events(b"<profile><events></events></profile>\0") == []
     too_big = b'<profile><events><event task-id="4294967295" type="START" time-stamp="0"/></events></profile>\0'

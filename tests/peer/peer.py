@@ -3,7 +3,7 @@
 Tests and the benchmark need targets that answer in microseconds, record
 exactly what they were sent, and misbehave on demand, none of which a QEMU
 guest does. The constants below are written out again on purpose instead of
-being imported from ``sessions.genode``: a typo in one side must not be
+being imported from ``sessions.genode_protocol``: a typo in one side must not be
 hidden by the other side sharing it.
 
 A peer serves one connection at a time, like the real loader. Its records
