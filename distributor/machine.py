@@ -26,6 +26,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from distributor.analysis import analyse
+from distributor.files import UploadedFiles
 from distributor.models import DistributorConfig, Event, Machine, Orders, TaskSet
 from distributor.models.rows import EVENT_COLUMNS, database_time, db_value, execute, fetch, insert_rows, now_sql, placeholders, table
 from distributor.monitors import MonitorGroup
@@ -141,6 +142,7 @@ class MachineWorker:
             console_path=settings.DATA_DIR / "consoles" / f"{target.name}-{machine.slot}.log",
             stop_event=self.stop_event,
             target_timeout=float(self.config.target_timeout_s),
+            files=UploadedFiles(),
         )
         self.info.console_path.parent.mkdir(parents=True, exist_ok=True)
         self.session = get_session_class(target.kind)(self.info)

@@ -15,7 +15,8 @@ import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Sequence
+from typing import Callable, NamedTuple, Protocol
 
 from sessions.errors import Stopped, TargetFailure, TaskSetError  # noqa: F401 - every kind raises them from here
 from sessions.events import RawEvent
@@ -62,6 +63,44 @@ def boolean_setting(value) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
 
+class StoredFile(NamedTuple):
+    """An uploaded file as a session receives it; its bytes match its checksum."""
+
+    name: str
+    sha256: str
+    data: bytes
+
+
+class Files(Protocol):
+    """The uploaded files a session may need, provided by the distributor
+    (``distributor.files``): sessions/ reads no database."""
+
+    def checksums(self, names: Sequence[str]) -> dict[str, str]:
+        """sha256 by name of the uploaded binaries among ``names``; an unknown
+        name is absent. Asked before every task-set, so it must be cheap."""
+
+    def binaries(self, names: Sequence[str]) -> dict[str, StoredFile]:
+        """The binaries among ``names`` with their bytes (one deleted since is
+        absent); a TaskSetError names one whose stored file cannot be read or
+        does not match its checksum."""
+
+    def boot_image(self, name: str) -> Path | None:
+        """The file of the uploaded boot image ``name``; None if there is none."""
+
+
+class NoFiles:
+    """The files of a session given none (a test's, a bench's): none uploaded."""
+
+    def checksums(self, names: Sequence[str]) -> dict[str, str]:
+        return {}
+
+    def binaries(self, names: Sequence[str]) -> dict[str, StoredFile]:
+        return {}
+
+    def boot_image(self, name: str) -> Path | None:
+        return None
+
+
 @dataclass
 class SessionInfo:
     """What a session knows about the machine that owns it."""
@@ -76,6 +115,8 @@ class SessionInfo:
     stop_event: threading.Event = field(default_factory=threading.Event)
     # Seconds of target silence after which a task-set is a target failure.
     target_timeout: float = 40.0
+    # Uploaded binaries and boot images.
+    files: Files = field(default_factory=NoFiles)
 
     def check_stop(self) -> None:
         if self.stop_event.is_set():

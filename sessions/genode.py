@@ -15,7 +15,6 @@ target does wrong is a ``TargetFailure`` whose message names the cause.
 """
 from __future__ import annotations
 
-import hashlib
 import select
 import socket
 import subprocess
@@ -305,35 +304,18 @@ class GenodeSession(Session):
 
     def _binaries_to_send(self, tasks: list[dict]) -> list[tuple[str, str, bytes]]:
         """(name, sha256, bytes) of the binaries the target lacks, in task order."""
-        from distributor.models import Binary
-        from distributor.models.rows import fetch, placeholders, table
-
         names = list(dict.fromkeys(task["pkg"] for task in tasks))
-        # Every task-set asks, so the checksums come by one plain statement and
-        # only the rows to send are loaded.
-        checksums = dict(fetch(f"SELECT name, sha256 FROM {table(Binary)} WHERE name IN {placeholders(len(names))}",
-                               names))
+        # Every task-set asks, so only the checksums come every time and only
+        # the binaries to send are loaded.
+        checksums = self.info.files.checksums(names)
         missing = [name for name in names if name not in checksums]
         if missing:
             raise MissingBinary(missing)
         stale = [name for name in names if self.sent_binaries.get(name) != checksums[name]]
-        rows = {row.name: row for row in Binary.objects.filter(name__in=stale)} if stale else {}
-        if len(rows) < len(stale):  # deleted since
-            raise MissingBinary([name for name in stale if name not in rows])
-        return [(name, rows[name].sha256, read_binary(rows[name])) for name in stale]
-
-
-def read_binary(binary) -> bytes:
-    """A binary's bytes, checked against its stored size and checksum: a
-    damaged file would otherwise surface as a baffling target crash."""
-    try:
-        with binary.file.open("rb") as handle:
-            data = handle.read()
-    except OSError as error:
-        raise BinaryError(f"pkg: the stored file of binary {binary.name!r} cannot be read ({error})") from None
-    if len(data) != binary.size or hashlib.sha256(data).hexdigest() != binary.sha256:
-        raise BinaryError(f"pkg: the stored file of binary {binary.name!r} does not match its checksum; upload it again")
-    return data
+        files = self.info.files.binaries(stale) if stale else {}
+        if len(files) < len(stale):  # deleted since
+            raise MissingBinary([name for name in stale if name not in files])
+        return [(name, files[name].sha256, files[name].data) for name in stale]
 
 
 def ping(host: str, timeout: float = 5.0) -> bool:

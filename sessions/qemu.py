@@ -239,11 +239,9 @@ class QemuSession(GenodeSession):
         """A path as given, or the file of the uploaded boot image of that name."""
         if os.path.isabs(value) and os.path.exists(value):
             return value
-        from distributor.models import BootImage
-
-        image = BootImage.objects.filter(name=value).first()
+        image = self.info.files.boot_image(value)
         if image is not None:
-            return image.file.path
+            return str(image)
         raise TargetFailure(f"settings.{setting}: {value!r} is neither an existing absolute path nor an uploaded boot image")
 
     def _spawn(self) -> None:

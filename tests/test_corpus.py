@@ -33,6 +33,7 @@ from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 
+from distributor.files import UploadedFiles
 from distributor.hosts import beat
 from distributor.machine import run_machine
 from distributor.models import Attempt, Binary, DistributorConfig, Job, Machine, Target, Task, TaskJob, TaskSet
@@ -702,7 +703,7 @@ def hey_binary(db, settings, tmp_path):
 
 def _session(address: str):
     info = SessionInfo(machine_id=1, slot=0, address=address, settings={"connect_timeout": 1.0, "startup_timeout": 2.0},
-                       log=__import__("logging").getLogger("tests.corpus"), target_timeout=1.0)
+                       log=__import__("logging").getLogger("tests.corpus"), target_timeout=1.0, files=UploadedFiles())
     return get_session_class("genode")(info)
 
 

@@ -9,6 +9,7 @@ import time
 import pytest
 from django.core.files.base import ContentFile
 
+from distributor.files import UploadedFiles
 from distributor.models import Binary
 from distributor.taskfile import taskset_xml
 from sessions import SessionInfo, Stopped, TargetFailure, get_session_class
@@ -53,7 +54,7 @@ TASKS = [task(0), task(1, "pi", period=0, numberofjobs=2)]
 
 def session_for(address: str, target_timeout: float = 5.0, **settings) -> GenodeSession:
     info = SessionInfo(machine_id=1, slot=0, address=address, settings=settings,
-                       log=logging.getLogger("tests.genode"), target_timeout=target_timeout)
+                       log=logging.getLogger("tests.genode"), target_timeout=target_timeout, files=UploadedFiles())
     return get_session_class("genode")(info)
 
 

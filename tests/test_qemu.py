@@ -25,6 +25,7 @@ from django.test import override_settings
 from pyroute2 import netns
 
 from distributor import network
+from distributor.files import UploadedFiles
 from sessions import EventTracker, SessionInfo, TargetFailure
 
 GUEST_DIR = Path(__file__).parent / "guest"
@@ -82,7 +83,7 @@ def make_session(guest: dict, slot: int, tmp_path: Path, **settings):
     info = SessionInfo(machine_id=100 + slot, slot=slot, address="",
                        settings={"kernel": guest["KERNEL"], "initrd": guest["INITRD"], **settings},
                        log=logging.getLogger(f"test.qemu.{slot}"), console_path=tmp_path / f"console-{slot}.log",
-                       target_timeout=30.0)
+                       target_timeout=30.0, files=UploadedFiles())
     return QemuSession(info)
 
 
