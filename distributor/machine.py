@@ -27,11 +27,13 @@ from django.utils import timezone
 
 from distributor.analysis import analyse
 from distributor.files import UploadedFiles
+from distributor.labels import etm_for
 from distributor.models import DistributorConfig, Event, Machine, Orders, TaskSet
 from distributor.models.rows import EVENT_COLUMNS, database_time, db_value, execute, fetch, insert_rows, now_sql, placeholders, table
 from distributor.monitors import MonitorGroup
 from distributor.queue import Claim, Fenced, claim_next
-from sessions import EventTracker, SessionInfo, Stopped, TargetFailure, TaskSetError, etm, get_session_class
+from sessions import EventTracker, SessionInfo, Stopped, TargetFailure, TaskSetError, get_session_class
+from sessions.etm import EtmError
 
 POLL_SECONDS = 0.2  # stop checks and idle claims: the hot path never sleeps longer
 RUN_WAIT_SECONDS = 0.25  # one wait on the target
@@ -269,10 +271,10 @@ class MachineWorker:
                 monitors.taskset_stop(taskset)
             raise
         except TaskSetError as error:
-            self._fail(taskset, str(error), events, monitors, final=True)
+            self._fail(taskset, tasks, str(error), events, monitors, final=True)
             return
         except Exception as failure:  # noqa: BLE001 - any session error is a target failure
-            self._fail(taskset, _describe(failure), events, monitors)
+            self._fail(taskset, tasks, _describe(failure), events, monitors)
             return
         self._finish(claim, tracker, events, monitors)
 
@@ -310,13 +312,16 @@ class MachineWorker:
         self.lifeline.heard(orders)
         monitors.taskset_finish(taskset)
 
-    def _fail(self, taskset: TaskSet, cause: str, events: EventBuffer, monitors: MonitorGroup, final: bool = False) -> None:
+    def _fail(self, taskset: TaskSet, tasks: list[dict], cause: str, events: EventBuffer, monitors: MonitorGroup,
+              final: bool = False) -> None:
         """A target failure restarts the target and retries; a task-set error
         (``final``) is bad at once and the target carries on. The attempt's
-        events are kept as evidence."""
+        events are kept as evidence; a task-set that ends bad keeps its
+        labels (computed here, where tasks and model are at hand: 0.4 ms
+        beside a target restart)."""
         self.log.warning("task-set %s failed: %s", taskset.pk, cause)
         events.flush()
-        state = taskset.fail(self.machine, cause, final=final)
+        state = taskset.fail(self.machine, cause, final=final, analysis=self._analyse(tasks))
         if state is None:
             raise Fenced(f"task-set {taskset.pk} was taken away")
         if state == TaskSet.State.BAD:
@@ -327,12 +332,17 @@ class MachineWorker:
         self._set_state(Machine.State.STARTING, last_error=cause[:4000], current=None)
         self._restart_target(cause)
 
-    def _analyse(self, tasks: list[dict]) -> dict:
+    def _analyse(self, tasks: list[dict]) -> dict | None:
         """Analytic labels beside the measured outcome, from the target's
-        execution-time model (loaded once per machine)."""
+        execution-time model (loaded once per machine); None when that model
+        cannot be loaded (logged once): labels never stop a result."""
         if self.etm is None:
-            self.etm = etm.load(self.machine.target.settings.get("etm", "default"))
-        return analyse(tasks, self.etm)
+            try:
+                self.etm = etm_for(self.machine.target)
+            except EtmError as error:
+                self.log.warning("no analytic labels: execution-time model: %s", error)
+                self.etm = False
+        return analyse(tasks, self.etm) if self.etm else None
 
     # -- bookkeeping ----------------------------------------------------------------
 

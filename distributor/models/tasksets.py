@@ -4,11 +4,13 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from django.db import models, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from distributor.models.rows import (EVENT_COLUMNS, TASKJOB_COLUMNS, column_arrays, database_time, db_value, execute,
-                                     fetch, insert_head, insert_rows, now_sql, on_postgresql, table, unnest_select)
+                                     fetch, insert_head, insert_rows, now_sql, on_postgresql, prepared_cursor, table,
+                                     unnest_select)
 from sessions.outcomes import Miss
 
 
@@ -109,12 +111,15 @@ class TaskSet(models.Model):
                 setattr(self, name, value)
         return orders
 
-    def fail(self, machine, error: str, final: bool = False) -> str | None:
+    def fail(self, machine, error: str, final: bool = False, analysis: dict | None = None) -> str | None:
         """An infrastructure failure: queue it again, or call it bad after the
         job's tries (at once when ``final``: the task-set itself cannot run).
-        Returns the new state, or None if it was taken away."""
+        A bad one keeps any labels it has, else gets ``analysis`` (the
+        machine has the tasks and the model at hand) or labels computed from
+        its rows. Returns the new state, or None if it was taken away."""
         bad = final or self.attempts >= self.job.tries
-        return self._end_attempt(machine, Attempt.Result.FAILED, error, bad=bad, forgive=False, counter=machine.pk)
+        return self._end_attempt(machine, Attempt.Result.FAILED, error, bad=bad, forgive=False, counter=machine.pk,
+                                 analysis=analysis)
 
     def recover_from_dead_machine(self, machine, reason: str) -> str | None:
         """Its machine stopped beating: queue it again and forgive the attempt
@@ -155,11 +160,13 @@ class TaskSet(models.Model):
 
     def give_up(self, reason: str) -> bool:
         """The operator calls a queued task-set bad (one known to break its
-        target); a running one is left alone: its machine owns it."""
+        target); a running one is left alone: its machine owns it. It gets
+        labels like any bad one."""
         now = timezone.now()
+        labels = _labels_unless_present(_stored_labels(self))
         with transaction.atomic():
             if not TaskSet.objects.filter(pk=self.pk, state=self.State.QUEUED).update(
-                state=self.State.BAD, ended_at=now, last_error=reason[:4000]
+                state=self.State.BAD, ended_at=now, last_error=reason[:4000], **labels
             ):
                 return False
             self.job.add_counts(bad=1)
@@ -168,10 +175,12 @@ class TaskSet(models.Model):
         return True
 
     def _end_attempt(self, machine, result: str, error: str, *, bad: bool, forgive: bool, counter: int | None,
-                     lost: bool = False):
+                     lost: bool = False, analysis: dict | None = None):
         now = timezone.now()
         new_state = self.State.BAD if bad else self.State.QUEUED
         changes = {"state": new_state, "last_error": error[:4000], "ended_at": now if bad else None}
+        if bad:  # labelled before the transaction: no lock waits on the analysis
+            changes.update(_labels_unless_present(analysis if analysis is not None else _stored_labels(self)))
         if forgive:
             changes["attempts"] = F("attempts") - 1
         if lost:
@@ -198,6 +207,22 @@ class TaskSet(models.Model):
 
 class _TakenAway(Exception):
     """Rolls a finish back: its machine or its task-set is no longer its own."""
+
+
+def _stored_labels(taskset: TaskSet) -> dict | None:
+    """A bad task-set's labels from its rows; None when the model cannot be loaded (logged)."""
+    from distributor.labels import label_stored
+
+    return label_stored(taskset)
+
+
+def _labels_unless_present(analysis: dict | None) -> dict:
+    """The ``analysis`` change of an update that fills the labels only where
+    there are none (a set requeued after ending bad, or relabelled, keeps
+    its own); no change without labels."""
+    if analysis is None:
+        return {}
+    return {"analysis": Coalesce(F("analysis"), Value(analysis, output_field=models.JSONField()))}
 
 
 def _miss_fields(miss: Miss | None) -> dict:
@@ -341,3 +366,29 @@ class Attempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.taskset} attempt {self.number}"
+
+
+def store_analyses(labels: Sequence[tuple[int, str]]) -> None:
+    """Write many task-sets' labels, given as (id, JSON text) (``distributor.labels.relabel``);
+    the caller owns the transaction.
+
+    Plain SQL, not ``bulk_update``: the ORM writes a CASE of one WHEN per
+    row and compiles it object by object, five times the cost on SQLite and
+    three times on PostgreSQL, JSON encoding included (bench/README.md). PostgreSQL
+    takes the chunk as one statement, the labels as one JSON array (parsed
+    once by the server, no value adapted in Python); SQLite, in process,
+    runs one prepared UPDATE per row."""
+    if on_postgresql():
+        execute(_store_analyses_statement(), ["{" + ",".join(str(pk) for pk, _ in labels) + "}",
+                                              "[" + ",".join(text for _, text in labels) + "]"])
+        return
+    with prepared_cursor() as cursor:
+        cursor.executemany(f"UPDATE {table(TaskSet)} SET analysis = %s WHERE id = %s",
+                           [(text, pk) for pk, text in labels])
+
+
+@lru_cache(maxsize=1)
+def _store_analyses_statement() -> str:
+    return (f"UPDATE {table(TaskSet)} AS taskset SET analysis = labels.analysis"
+            " FROM ROWS FROM (unnest(%s::bigint[]), jsonb_array_elements(%s::jsonb)) AS labels (id, analysis)"
+            " WHERE taskset.id = labels.id")
