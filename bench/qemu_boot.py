@@ -58,8 +58,9 @@ django.setup()
 from django.test import override_settings  # noqa: E402
 from pyroute2 import netns  # noqa: E402
 
-from distributor import network  # noqa: E402
+from distributor.environment import host_environment, network_config  # noqa: E402
 from sessions import EventTracker, SessionInfo  # noqa: E402
+from sessions import qemu_network as network  # noqa: E402
 from sessions.qemu import QemuSession  # noqa: E402
 
 SEED_FIXED_DELAY_S = 20.0
@@ -97,7 +98,7 @@ class Guest(threading.Thread):
         super().__init__(name=f"guest-{slot}", daemon=True)
         info = SessionInfo(machine_id=slot, slot=slot, address="", log=logging.getLogger(f"bench.{slot}"),
                            settings={"kernel": guest["KERNEL"], "initrd": guest["INITRD"]},
-                           console_path=consoles / f"guest-{slot}.log", target_timeout=30.0)
+                           console_path=consoles / f"guest-{slot}.log", target_timeout=30.0, host=host_environment())
         self.session = BenchSession(info)
         self.boots, self.boot_seconds, self.error = boots, [], None
         self.rounds: list[tuple[threading.Barrier, float]] = []
@@ -172,7 +173,7 @@ def main() -> None:
     netns.create(name)
     ok = False
     with override_settings(DISTRIBUTOR_NETNS=name):
-        cfg = network.up()
+        cfg = network.up(network_config())
         try:
             run_guests(guest, BENCH_DIR, args)
             if args.engine_seconds > 0:

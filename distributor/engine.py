@@ -20,6 +20,7 @@ from django.db.models.functions import Now
 from django_q.tasks import async_task
 
 from distributor.campaigns.services import advance_all
+from distributor.environment import host_environment
 from distributor.models import DistributorConfig, Host, Job, Machine, Target, TaskSet
 from sessions import get_session_class
 
@@ -102,7 +103,7 @@ def _declare_dead(machine: Machine, reason: str, still_dead: Q) -> bool:
         for taskset in TaskSet.objects.filter(machine=machine, state=TaskSet.State.RUNNING).select_related("job"):
             taskset.recover_from_dead_machine(machine, reason)
     try:
-        get_session_class(machine.target.kind).reap(machine)
+        get_session_class(machine.target.kind).reap(machine, host_environment())
     except Exception:  # noqa: BLE001 - cleaning up after the dead must not stop the tick
         log.exception("cleaning up after dead machine %s", machine.pk)
     return True

@@ -26,6 +26,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from distributor.analysis import analyse
+from distributor.environment import host_environment
 from distributor.files import UploadedFiles
 from distributor.labels import etm_for
 from distributor.models import DistributorConfig, Event, Machine, Orders, TaskSet
@@ -145,6 +146,7 @@ class MachineWorker:
             stop_event=self.stop_event,
             target_timeout=float(self.config.target_timeout_s),
             files=UploadedFiles(),
+            host=host_environment(),
         )
         self.info.console_path.parent.mkdir(parents=True, exist_ok=True)
         self.session = get_session_class(target.kind)(self.info)

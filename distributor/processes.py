@@ -18,6 +18,9 @@ import time
 from django.conf import settings
 from django.db.models.functions import Now
 
+from distributor.environment import host_environment
+from sessions import SESSION_KINDS
+
 log = logging.getLogger("distributor")
 
 
@@ -52,23 +55,26 @@ def prepare() -> None:
     from distributor.engine import ensure_schedule, tick
 
     ensure_schedule()
-    _delete_orphaned_taps()
+    _clean_up_host()
     tick()
 
 
-def _delete_orphaned_taps() -> None:
-    """Taps of machines this host ran before a crash (their QEMU is gone)."""
+def _clean_up_host() -> None:
+    """What machines this host ran before a crash left behind (a QEMU's tap):
+    every kind is asked, keeping what the host's live machines use."""
     from distributor.models import Machine
-    from sessions.qemu import cleanup_dead_taps
 
-    live = Machine.objects.filter(host=settings.DISTRIBUTOR_HOST, state__in=Machine.LIVE_STATES).select_related("target")
-    try:
-        removed = cleanup_dead_taps(list(live))
-    except Exception:  # noqa: BLE001 - no network set up on this host is fine
-        log.debug("no taps cleaned", exc_info=True)
-        return
-    if removed:
-        log.info("deleted orphaned taps: %s", ", ".join(removed))
+    live = list(Machine.objects.filter(host=settings.DISTRIBUTOR_HOST, state__in=Machine.LIVE_STATES)
+                .select_related("target"))
+    host = host_environment()
+    for kind, session_class in sorted(SESSION_KINDS.items()):
+        try:
+            removed = session_class.clean_up_host(live, host)
+        except Exception:  # noqa: BLE001 - e.g. no network set up on this host is fine
+            log.debug("%s: nothing cleaned up", kind, exc_info=True)
+            continue
+        if removed:
+            log.info("%s: deleted what dead machines left: %s", kind, ", ".join(removed))
 
 
 def stop_clusters(children: list[subprocess.Popen], grace: float = 15.0) -> None:

@@ -15,7 +15,7 @@ import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Callable, NamedTuple, Protocol
 
 from sessions.errors import Stopped, TargetFailure, TaskSetError  # noqa: F401 - every kind raises them from here
@@ -101,6 +101,18 @@ class NoFiles:
         return None
 
 
+@dataclass(frozen=True)
+class HostEnvironment:
+    """What a kind may know of the host it runs on. The distributor builds it
+    from its Django settings (``distributor.environment``); sessions/ reads
+    no settings of its own."""
+
+    name: str = ""  # this host (DISTRIBUTOR_HOST): taps and consoles are per host
+    data_dir: Path = Path("data")  # where a kind keeps its state (DATA_DIR)
+    # The site's settings by name (DISTRIBUTOR_BRIDGE, …), for the kinds that read them.
+    settings: Mapping[str, object] = field(default_factory=dict)
+
+
 @dataclass
 class SessionInfo:
     """What a session knows about the machine that owns it."""
@@ -117,6 +129,8 @@ class SessionInfo:
     target_timeout: float = 40.0
     # Uploaded binaries and boot images.
     files: Files = field(default_factory=NoFiles)
+    # The host the machine runs on.
+    host: HostEnvironment = field(default_factory=HostEnvironment)
 
     def check_stop(self) -> None:
         if self.stop_event.is_set():
@@ -153,17 +167,30 @@ class Session:
         return errors
 
     @classmethod
-    def capacity(cls, target) -> int | None:
-        """Machine slots of a pool without addresses; None = only the cap."""
+    def capacity(cls, target, host: HostEnvironment) -> int | None:
+        """Machine slots of a pool (a Target row) without addresses on
+        ``host``; None = only the cap."""
         return None
 
     @classmethod
-    def reap(cls, machine) -> None:
-        """Clean up after a machine declared dead (e.g. delete its tap device).
+    def reap(cls, machine, host: HostEnvironment) -> None:
+        """Clean up after a machine (a Machine row) declared dead, e.g. delete
+        its tap device.
 
-        Runs in the reconciler, possibly on another host than the dead
-        machine's; it must be idempotent and must not assume the process is gone.
+        Runs in the reconciler on ``host``, possibly another host than the
+        dead machine's; it must be idempotent and must not assume the process
+        is gone.
         """
+
+    @classmethod
+    def clean_up_host(cls, live_machines: Sequence, host: HostEnvironment) -> list[str]:
+        """Remove what this kind's machines left on ``host`` when they died
+        with it (a QEMU's tap), keeping what ``live_machines`` (the host's live
+        Machine rows, of every kind) still use; returns what was removed.
+
+        Runs when the host's clusters start, before any machine of theirs.
+        """
+        return []
 
     # -- the host ------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """QEMU targets: a machine boots its own guest and talks to it as a Genode target.
 
 Machine slot *i* gets tap *i* on the bridge of ``python manage.py network up``,
-the MAC and address of slot *i* (``distributor.network``), and a QEMU that is
+the MAC and address of slot *i* (``sessions.qemu_network``), and a QEMU that is
 its own child: started under pexpect in a process group of its own, with
 PR_SET_PDEATHSIG so that it dies with its machine worker even when the worker
 is SIGKILLed, and killed (group and tap) on every exit path.
@@ -29,15 +29,14 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pexpect
 
-from distributor import network
-from sessions import register
-from sessions.base import TargetFailure, boolean_setting, integer_setting, seconds_setting
+from sessions import qemu_network, register
+from sessions.base import HostEnvironment, TargetFailure, boolean_setting, integer_setting, seconds_setting
 from sessions.events import RawEvent
 from sessions.genode import GenodeSession
 
@@ -127,11 +126,11 @@ class QemuSession(GenodeSession):
 
     def __init__(self, info):
         super().__init__(info)
-        self.net = network.config()
+        self.net = qemu_network.config(info.host)
         # The slot on the host's bridge: tap, MAC and DHCP address.
         self.net_slot = self.settings["first_slot"] + info.slot
         if not info.address:
-            info.address = f"{network.guest_address(self.net_slot, self.net)}:{self.settings['port']}"
+            info.address = f"{qemu_network.guest_address(self.net_slot, self.net)}:{self.settings['port']}"
         self.child: pexpect.spawn | None = None
         self.console: ConsoleReader | None = None
         self.boots = 0
@@ -145,18 +144,29 @@ class QemuSession(GenodeSession):
         return errors
 
     @classmethod
-    def capacity(cls, target) -> int | None:
+    def capacity(cls, target, host: HostEnvironment) -> int | None:
         first = (target.settings or {}).get("first_slot", 0)
-        return max(0, network.config().slots - first)
+        return max(0, qemu_network.config(host).slots - first)
 
     @classmethod
-    def reap(cls, machine) -> None:
+    def reap(cls, machine, host: HostEnvironment) -> None:
         """A dead machine's QEMU died with it (PR_SET_PDEATHSIG); its tap
         remains on its own host, which is the only one that can delete it."""
-        from django.conf import settings
+        if machine.host == host.name:
+            qemu_network.delete_tap((machine.target.settings or {}).get("first_slot", 0) + machine.slot,
+                                    qemu_network.config(host))
 
-        if machine.host == settings.DISTRIBUTOR_HOST:
-            network.delete_tap((machine.target.settings or {}).get("first_slot", 0) + machine.slot)
+    @classmethod
+    def clean_up_host(cls, live_machines: Sequence, host: HostEnvironment) -> list[str]:
+        """Delete this host's taps that no live QEMU machine owns: a worker
+        killed by SIGKILL took its QEMU with it (PR_SET_PDEATHSIG) but left
+        its tap."""
+        keep = [
+            (machine.target.settings or {}).get("first_slot", 0) + machine.slot
+            for machine in live_machines
+            if machine.target.kind == cls.kind
+        ]
+        return qemu_network.cleanup_taps(keep, qemu_network.config(host))
 
     # -- the host ------------------------------------------------------------
 
@@ -186,7 +196,7 @@ class QemuSession(GenodeSession):
         if child is not None:
             _kill_group(child, console)
         if self.settings["tap"]:
-            network.delete_tap(self.net_slot, self.net)
+            qemu_network.delete_tap(self.net_slot, self.net)
 
     def is_available(self) -> bool:
         if not self.qemu_alive():
@@ -209,7 +219,7 @@ class QemuSession(GenodeSession):
     # -- connections go through the namespace ------------------------------------
 
     def _open(self, timeout: float) -> None:
-        with network.inside_namespace(self.net):
+        with qemu_network.inside_namespace(self.net):
             super()._open(timeout)
 
     # -- QEMU ----------------------------------------------------------------
@@ -227,7 +237,7 @@ class QemuSession(GenodeSession):
         if s["append"]:
             argv += ["-append", s["append"]]
         if tap:
-            mac = network.mac_address(self.net_slot)
+            mac = qemu_network.mac_address(self.net_slot)
             if s["nic_onboard"]:
                 argv += ["-nic", f"tap,ifname={tap},script=no,downscript=no,model={s['nic']},mac={mac}"]
             else:
@@ -245,7 +255,7 @@ class QemuSession(GenodeSession):
         raise TargetFailure(f"settings.{setting}: {value!r} is neither an existing absolute path nor an uploaded boot image")
 
     def _spawn(self) -> None:
-        tap = network.create_tap(self.net_slot, self.net) if self.settings["tap"] else None
+        tap = qemu_network.create_tap(self.net_slot, self.net) if self.settings["tap"] else None
         argv = self.command(tap)
         self.boots += 1
         log = _open_console(self.info.console_path)
@@ -303,18 +313,6 @@ class QemuSession(GenodeSession):
         return "; last console lines:\n" + "\n".join(self.console.tail)
 
 
-def cleanup_dead_taps(live_machines: Iterable) -> list[str]:
-    """Delete this host's taps that no live QEMU machine owns: a worker killed
-    by SIGKILL took its QEMU with it (PR_SET_PDEATHSIG) but left its tap.
-    ``live_machines``: the live Machine rows of this host (any kind)."""
-    keep = [
-        (machine.target.settings or {}).get("first_slot", 0) + machine.slot
-        for machine in live_machines
-        if machine.target.kind == QemuSession.kind
-    ]
-    return network.cleanup_taps(keep)
-
-
 class ConsoleReader(threading.Thread):
     """Copies QEMU's console to the console file and watches for the marker."""
 
@@ -363,11 +361,11 @@ def _open_console(path: Path | None):
     return open(path, "ab")
 
 
-def _child_setup(cfg: network.NetworkConfig):
+def _child_setup(cfg: qemu_network.NetworkConfig):
     """preexec_fn for QEMU: die with the machine worker (even on SIGKILL),
     and open the tap inside the network namespace."""
     parent = os.getpid()
-    enter = network.enter_namespace_in_child(cfg)
+    enter = qemu_network.enter_namespace_in_child(cfg)
 
     def setup() -> None:
         libc = ctypes.CDLL(None, use_errno=True)

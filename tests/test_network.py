@@ -13,7 +13,9 @@ import pytest
 from django.core.management import call_command
 from pyroute2 import IPRoute, netns
 
-from distributor import network
+from distributor.environment import network_config
+from sessions import qemu_network as network
+from sessions.base import HostEnvironment
 
 
 def test_slot_macs_are_fixed_and_locally_administered():
@@ -26,7 +28,7 @@ def test_slot_addresses_follow_the_first_address(settings):
     settings.DISTRIBUTOR_BRIDGE_CIDR = "10.200.45.254/24"
     settings.DISTRIBUTOR_FIRST_ADDRESS = "10.200.45.1"
     settings.DISTRIBUTOR_CAP = 42
-    cfg = network.config("")
+    cfg = network_config("")
     assert cfg.slots == 42
     assert network.guest_address(0, cfg) == "10.200.45.1"
     assert network.guest_address(41, cfg) == "10.200.45.42"
@@ -37,22 +39,32 @@ def test_slot_addresses_follow_the_first_address(settings):
 def test_slots_stop_before_the_bridge_address(settings):
     settings.DISTRIBUTOR_BRIDGE_CIDR = "10.200.45.6/29"
     settings.DISTRIBUTOR_FIRST_ADDRESS = "10.200.45.1"
-    assert network.config("").slots == 5
+    assert network_config("").slots == 5
 
 
 def test_dnsmasq_gets_one_fixed_host_per_slot_and_no_ping(settings):
     settings.DISTRIBUTOR_CAP = 3
-    command = network.dnsmasq_command(network.config("ns"))
+    command = network.dnsmasq_command(network_config("ns"))
     hosts = [arg for arg in command if arg.startswith("--dhcp-host=")]
     assert hosts == ["--dhcp-host=0a:06:00:00:00:00,10.200.45.1", "--dhcp-host=0a:06:00:00:00:01,10.200.45.2",
                      "--dhcp-host=0a:06:00:00:00:02,10.200.45.3"]
     assert "--no-ping" in command and "--port=0" in command
 
 
+def test_the_configuration_comes_from_the_hosts_settings(tmp_path, monkeypatch):
+    """What the distributor builds from Django settings; sessions read none."""
+    monkeypatch.delenv("DISTRIBUTOR_NETNS", raising=False)
+    host = HostEnvironment(name="h", data_dir=tmp_path, settings={"DISTRIBUTOR_BRIDGE": "brq", "DISTRIBUTOR_CAP": 3})
+    cfg = network.config(host)
+    assert (cfg.bridge, cfg.netns, cfg.slots, cfg.tap_name(2)) == ("brq", "", 3, "tap2")
+    assert cfg.state_dir == tmp_path / "network" / "host-brq"
+    assert network.config(host, "ns").state_dir == tmp_path / "network" / "ns-brq"
+
+
 def test_a_first_address_outside_the_network_is_refused(settings):
     settings.DISTRIBUTOR_FIRST_ADDRESS = "10.9.9.1"
     with pytest.raises(network.NetworkError, match="outside 10.200.45.0/24"):
-        network.config("")
+        network_config("")
 
 
 # -- in a namespace ----------------------------------------------------------------
@@ -77,7 +89,7 @@ def namespace(settings, tmp_path):
     try:
         yield name
     finally:
-        network.down(network.config(name))
+        network.down(network_config(name))
         netns.remove(name)
 
 
@@ -98,7 +110,7 @@ def dnsmasq_pid(cfg: network.NetworkConfig) -> int:
 @pytest.mark.slow
 def test_network_up_creates_the_bridge_and_dnsmasq_in_the_namespace(namespace):
     call_command("network", "up")
-    cfg = network.config()
+    cfg = network_config()
     bridge = links(namespace)["br0"]
     assert bridge.get(("linkinfo", "kind")) == "bridge"
     with IPRoute(netns=namespace) as ipr:
@@ -119,9 +131,9 @@ def links_of_host() -> set[str]:
 @pytest.mark.slow
 def test_network_up_twice_keeps_one_dnsmasq(namespace):
     call_command("network", "up")
-    first = dnsmasq_pid(network.config())
+    first = dnsmasq_pid(network_config())
     call_command("network", "up")
-    second = dnsmasq_pid(network.config())
+    second = dnsmasq_pid(network_config())
     assert network.process_name(first) is None or first == second
     assert network.process_name(second) == "dnsmasq"
 
@@ -129,45 +141,45 @@ def test_network_up_twice_keeps_one_dnsmasq(namespace):
 @pytest.mark.network
 @pytest.mark.slow
 def test_taps_are_attached_to_the_bridge_and_always_deletable(namespace):
-    network.up()
-    assert network.create_tap(0) == "tap0"
-    assert network.create_tap(3) == "tap3"
-    assert network.create_tap(0) == "tap0"  # a stale tap (a crashed machine's) is replaced
+    cfg = network.up(network_config())
+    assert network.create_tap(0, cfg) == "tap0"
+    assert network.create_tap(3, cfg) == "tap3"
+    assert network.create_tap(0, cfg) == "tap0"  # a stale tap (a crashed machine's) is replaced
     found = links(namespace)
     bridge = found["br0"]["index"]
     assert found["tap0"].get_attr("IFLA_MASTER") == bridge == found["tap3"].get_attr("IFLA_MASTER")
-    assert network.list_taps() == {0: "tap0", 3: "tap3"}
-    network.delete_tap(0)
-    network.delete_tap(0)  # absent: not an error
-    assert network.cleanup_taps(keep_slots=[]) == ["tap3"]
-    assert network.list_taps() == {}
+    assert network.list_taps(cfg) == {0: "tap0", 3: "tap3"}
+    network.delete_tap(0, cfg)
+    network.delete_tap(0, cfg)  # absent: not an error
+    assert network.cleanup_taps([], cfg) == ["tap3"]
+    assert network.list_taps(cfg) == {}
 
 
 @pytest.mark.network
 @pytest.mark.slow
 def test_cleanup_keeps_the_taps_of_live_machines(namespace):
-    network.up()
+    cfg = network.up(network_config())
     for slot in (0, 1, 2):
-        network.create_tap(slot)
-    assert network.cleanup_taps(keep_slots=[1]) == ["tap0", "tap2"]
-    assert network.list_taps() == {1: "tap1"}
+        network.create_tap(slot, cfg)
+    assert network.cleanup_taps([1], cfg) == ["tap0", "tap2"]
+    assert network.list_taps(cfg) == {1: "tap1"}
 
 
 @pytest.mark.network
 @pytest.mark.slow
 def test_a_tap_without_the_bridge_is_refused_with_the_fix(namespace):
     with pytest.raises(network.NetworkError, match="network up"):
-        network.create_tap(0)
+        network.create_tap(0, network_config())
 
 
 @pytest.mark.network
 @pytest.mark.slow
 def test_network_down_leaves_no_tap_bridge_or_dnsmasq(namespace):
     call_command("network", "up")
-    cfg = network.config()
+    cfg = network_config()
     pid = dnsmasq_pid(cfg)
-    network.create_tap(0)
-    network.create_tap(1)
+    network.create_tap(0, cfg)
+    network.create_tap(1, cfg)
     call_command("network", "down")
     assert set(links(namespace)) == {"lo"}
     assert network.process_name(pid) is None

@@ -24,8 +24,9 @@ from django.core.files.base import ContentFile
 from django.test import override_settings
 from pyroute2 import netns
 
-from distributor import network
+from distributor.environment import host_environment, network_config
 from distributor.files import UploadedFiles
+from sessions import qemu_network as network
 from sessions import EventTracker, SessionInfo, TargetFailure
 
 GUEST_DIR = Path(__file__).parent / "guest"
@@ -68,7 +69,7 @@ def pool_network(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("qemu-data")
     override = override_settings(DISTRIBUTOR_NETNS=name, DISTRIBUTOR_CAP=8, DATA_DIR=data_dir)
     override.enable()
-    cfg = network.up()
+    cfg = network.up(network_config())
     try:
         yield cfg
     finally:
@@ -83,7 +84,7 @@ def make_session(guest: dict, slot: int, tmp_path: Path, **settings):
     info = SessionInfo(machine_id=100 + slot, slot=slot, address="",
                        settings={"kernel": guest["KERNEL"], "initrd": guest["INITRD"], **settings},
                        log=logging.getLogger(f"test.qemu.{slot}"), console_path=tmp_path / f"console-{slot}.log",
-                       target_timeout=30.0, files=UploadedFiles())
+                       target_timeout=30.0, files=UploadedFiles(), host=host_environment())
     return QemuSession(info)
 
 
@@ -183,13 +184,14 @@ def test_an_unknown_kernel_is_a_target_failure_naming_the_setting(tmp_path, db, 
 def test_dead_machines_taps_are_cleaned_and_live_ones_kept(monkeypatch):
     from types import SimpleNamespace
 
-    from sessions import qemu
+    from sessions.qemu import QemuSession
 
     kept = []
-    monkeypatch.setattr(qemu.network, "cleanup_taps", lambda keep: kept.extend(keep) or [])
+    monkeypatch.setattr(network, "cleanup_taps", lambda keep, cfg: kept.extend(keep) or [])
     pool = SimpleNamespace(kind="qemu", settings={"first_slot": 4})
     other = SimpleNamespace(kind="genode", settings={})
-    qemu.cleanup_dead_taps([SimpleNamespace(target=pool, slot=1), SimpleNamespace(target=other, slot=0)])
+    live = [SimpleNamespace(target=pool, slot=1), SimpleNamespace(target=other, slot=0)]
+    QemuSession.clean_up_host(live, host_environment())
     assert kept == [5]
 
 
@@ -207,7 +209,7 @@ def test_the_guest_boots_gets_its_slot_address_and_answers_available(machine):
     console = machine.info.console_path.read_text(errors="replace")
     assert "===== boot" in console and "distributor-agent: ready" in console
     assert "distributor-guest: address 10.200.45.1" in console
-    assert network.list_taps()[0] == "tap0"
+    assert network.list_taps(machine.net)[0] == "tap0"
 
 
 @pytest.mark.qemu
@@ -263,9 +265,9 @@ def test_killing_qemu_is_noticed_at_once_and_start_host_boots_it_again(machine, 
             session.run(1.0)
     assert time.monotonic() - killed_at < 2
     session.stop_host()
-    assert 0 not in network.list_taps()
+    assert 0 not in network.list_taps(session.net)
     session.start_host()
-    assert network.list_taps()[0] == "tap0"
+    assert network.list_taps(session.net)[0] == "tap0"
     assert run_taskset(session, [task(0, "hey", arg1=1)]).result().outcome == "schedulable"
     assert session.info.console_path.read_text(errors="replace").count("===== boot") >= 2
 
@@ -282,7 +284,7 @@ def test_a_guest_that_never_prints_its_marker_fails_after_the_startup_timeout(gu
     pid = session.child.pid
     session.stop_host()
     assert network.process_name(pid) is None
-    assert 1 not in network.list_taps()
+    assert 1 not in network.list_taps(pool_network)
 
 
 @pytest.mark.qemu
@@ -297,10 +299,12 @@ def test_qemu_dies_with_its_machine_worker_even_on_sigkill(guest, pool_network, 
         from django.conf import settings
         settings.DISTRIBUTOR_NETNS = {pool_network.netns!r}
         settings.DATA_DIR = {str(tmp_path)!r}
+        from distributor.environment import host_environment
         from sessions import SessionInfo
         from sessions.qemu import QemuSession
         info = SessionInfo(machine_id=7, slot=2, address="", log=logging.getLogger("w"),
-                           settings={{"kernel": {guest['KERNEL']!r}, "initrd": {guest['INITRD']!r}}})
+                           settings={{"kernel": {guest['KERNEL']!r}, "initrd": {guest['INITRD']!r}}},
+                           host=host_environment())
         session = QemuSession(info)
         session._spawn()
         print(session.child.pid, flush=True)
@@ -321,4 +325,4 @@ def test_qemu_dies_with_its_machine_worker_even_on_sigkill(guest, pool_network, 
             os.close(handle)
     finally:
         process.kill()
-    assert network.cleanup_taps(keep_slots=[0, 1]) == ["tap2"]
+    assert network.cleanup_taps([0, 1], pool_network) == ["tap2"]

@@ -30,9 +30,11 @@ from django.conf import settings as django_settings
 from django.core.management import call_command
 from pyroute2 import IPRoute, netns
 
-from distributor import engine, network
+from distributor import engine
+from distributor.environment import network_config
 from distributor.models import Attempt, DistributorConfig, Event, Job, Machine, TaskJob, TaskSet
 from distributor.queue import submit_job
+from sessions import qemu_network as network
 from tests.cluster import Cluster, kill_machines_and_stop, wait_until
 from tests.test_qemu import build_guest, require_prerequisites
 
@@ -90,10 +92,10 @@ def pool_netns(settings):
         out = StringIO()
         call_command("network", "up", stdout=out)
         assert f"in namespace {name}" in out.getvalue()
-        assert network.dnsmasq_running()
+        assert network.dnsmasq_running(network_config())
         yield name
     finally:
-        network.down(network.config(name))
+        network.down(network_config(name))
         # Only a bug leaves a process in the namespace (the tests say so);
         # they are ours, and must not outlive the test run.
         for pid in namespace_pids(name):
@@ -239,10 +241,10 @@ def stop_machines_and_take_the_network_down(name: str, workers: list[int], qemu_
     removes the bridge and dnsmasq, and nothing of ours runs any more."""
     engine.kill_all()
     wait_until(lambda: live_count() == 0, 30, message="the machines stop")
-    assert network.list_taps() == {}, "a stopped machine left its tap"
+    assert network.list_taps(network_config()) == {}, "a stopped machine left its tap"
     for worker in workers:
         assert qemu_children(worker) == [], f"worker {worker} still has a QEMU"
-    dnsmasq = int(network.config().dnsmasq_pid_file.read_text())
+    dnsmasq = int(network_config().dnsmasq_pid_file.read_text())
     assert network.process_name(dnsmasq) == "dnsmasq"
     assert set(namespace_pids(name)) == {dnsmasq}, "only dnsmasq runs in the namespace once the machines stopped"
 

@@ -8,7 +8,9 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
+from distributor.environment import host_environment
 from distributor.models.rows import fetch, placeholders, table
+from sessions import SESSION_KINDS, get_session_class
 
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 # Genode's loader keeps 15 bytes + NUL per binary name; a name that would be
@@ -41,18 +43,14 @@ class Target(models.Model):
     @property
     def capacity(self) -> int | None:
         """Machine slots in this pool; None when only the global cap limits it."""
-        from sessions import get_session_class
-
         if self.addresses:
             return len(self.addresses)
-        return get_session_class(self.kind).capacity(self)
+        return get_session_class(self.kind).capacity(self, host_environment())
 
     def address_of(self, slot: int) -> str:
         return self.addresses[slot] if slot < len(self.addresses) else ""
 
     def clean(self) -> None:
-        from sessions import SESSION_KINDS
-
         if not TARGET_NAME.fullmatch(self.name or ""):
             raise ValidationError({"name": "1-63 letters, digits, '.', '_' or '-'"})
         if self.kind not in SESSION_KINDS:

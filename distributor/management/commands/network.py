@@ -1,10 +1,11 @@
 """`network up` / `network down` / `network status`: the QEMU pools' bridge,
-taps and DHCP (see distributor.network for the settings it reads)."""
+taps and DHCP (see sessions.qemu_network for the settings it reads)."""
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from distributor import network
+from distributor.environment import network_config
+from sessions import qemu_network as network
 
 
 class Command(BaseCommand):
@@ -17,7 +18,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, action: str, netns: str | None, **options) -> None:
         try:
-            cfg = network.config(netns)
+            cfg = network_config(netns)
             getattr(self, f"_{action}")(cfg)
         except (network.NetworkError, PermissionError) as error:
             raise CommandError(f"network {action}: {error}") from None

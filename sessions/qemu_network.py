@@ -9,11 +9,16 @@ how the tests (and cautious operators) run it: nothing then touches the
 host's own interfaces.
 
 Taps are persistent kernel objects: a QEMU that dies leaves its tap behind.
-The machine deletes its tap on every exit path (``delete_tap``); for a machine
-that died without doing so, the reconciler calls ``cleanup_taps`` with the
-slots that are still alive.
+The machine deletes its tap on every exit path (``delete_tap``); the tap of
+a machine that died without doing so is deleted when the reconciler declares
+it dead (``QemuSession.reap``), and when the host's clusters start
+``QemuSession.clean_up_host`` calls ``cleanup_taps`` with the slots that are
+still alive.
 
-Django settings read here (all optional; defaults in brackets):
+``config`` builds the configuration from the settings of the host
+(``sessions.base.HostEnvironment``, which the distributor fills from its
+Django settings); every other function is given it. The settings (all
+optional; defaults in brackets):
 
 - ``DISTRIBUTOR_BRIDGE`` — bridge name [``br0``]
 - ``DISTRIBUTOR_BRIDGE_CIDR`` — the bridge's address and prefix, which is also
@@ -24,8 +29,8 @@ Django settings read here (all optional; defaults in brackets):
   [the environment variable ``DISTRIBUTOR_NETNS``, else ""]
 - ``DISTRIBUTOR_CAP`` — number of slots that get a DHCP entry (capped by the
   addresses the network has) [42]
-- ``DATA_DIR`` — dnsmasq's pid, lease and log files go to
-  ``DATA_DIR/network/<netns or "host">-<bridge>/``
+- the host's ``data_dir`` (``DATA_DIR``) — dnsmasq's pid, lease and log files
+  go to ``DATA_DIR/network/<netns or "host">-<bridge>/``
 """
 from __future__ import annotations
 
@@ -41,9 +46,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from django.conf import settings
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
+
+from sessions.base import HostEnvironment
 
 DNSMASQ = "dnsmasq"
 DHCP_LEASE = "12h"
@@ -74,24 +80,25 @@ class NetworkConfig:
         return name
 
 
-def config(netns_name: str | None = None) -> NetworkConfig:
-    """The configuration from Django settings, read at call time so that a
-    test can change it; ``netns_name`` overrides DISTRIBUTOR_NETNS."""
-    bridge = getattr(settings, "DISTRIBUTOR_BRIDGE", "br0")
-    cidr = getattr(settings, "DISTRIBUTOR_BRIDGE_CIDR", "10.200.45.254/24")
+def config(host: HostEnvironment, netns_name: str | None = None) -> NetworkConfig:
+    """The configuration from the host's settings; ``netns_name`` overrides
+    DISTRIBUTOR_NETNS."""
+    settings = host.settings
+    bridge = settings.get("DISTRIBUTOR_BRIDGE", "br0")
+    cidr = settings.get("DISTRIBUTOR_BRIDGE_CIDR", "10.200.45.254/24")
     try:
         interface = ipaddress.IPv4Interface(cidr)
-        first = ipaddress.IPv4Address(getattr(settings, "DISTRIBUTOR_FIRST_ADDRESS", "10.200.45.1"))
+        first = ipaddress.IPv4Address(settings.get("DISTRIBUTOR_FIRST_ADDRESS", "10.200.45.1"))
     except ValueError as error:
         raise NetworkError(f"DISTRIBUTOR_BRIDGE_CIDR / DISTRIBUTOR_FIRST_ADDRESS: {error}") from None
     if first not in interface.network:
         raise NetworkError(f"DISTRIBUTOR_FIRST_ADDRESS {first} is outside {interface.network}")
-    namespace = netns_name if netns_name is not None else getattr(settings, "DISTRIBUTOR_NETNS", None)
+    namespace = netns_name if netns_name is not None else settings.get("DISTRIBUTOR_NETNS")
     if namespace is None:
         namespace = os.environ.get("DISTRIBUTOR_NETNS", "")
-    wanted = int(getattr(settings, "DISTRIBUTOR_CAP", 42))
-    state_dir = Path(settings.DATA_DIR) / "network" / f"{namespace or 'host'}-{bridge}"
-    return NetworkConfig(bridge, interface, first, getattr(settings, "DISTRIBUTOR_TAP_PREFIX", "tap"),
+    wanted = int(settings.get("DISTRIBUTOR_CAP", 42))
+    state_dir = Path(host.data_dir) / "network" / f"{namespace or 'host'}-{bridge}"
+    return NetworkConfig(bridge, interface, first, settings.get("DISTRIBUTOR_TAP_PREFIX", "tap"),
                          namespace, min(wanted, _usable_slots(interface, first)), state_dir)
 
 
@@ -113,8 +120,7 @@ def mac_address(slot: int) -> str:
     return f"0a:06:00:00:{slot >> 8:02x}:{slot & 0xFF:02x}"
 
 
-def guest_address(slot: int, cfg: NetworkConfig | None = None) -> str:
-    cfg = cfg or config()
+def guest_address(slot: int, cfg: NetworkConfig) -> str:
     if not 0 <= slot < cfg.slots:
         raise NetworkError(f"slot {slot} has no address: the network {cfg.interface.network} "
                            f"from {cfg.first_address} holds {cfg.slots} slots")
@@ -132,10 +138,9 @@ def _index(ipr: IPRoute, name: str) -> int | None:
     return found[0] if found else None
 
 
-def create_tap(slot: int, cfg: NetworkConfig | None = None) -> str:
+def create_tap(slot: int, cfg: NetworkConfig) -> str:
     """Create tap *slot* fresh (a stale one from a crash is replaced), attach
     it to the bridge and bring it up; returns its name."""
-    cfg = cfg or config()
     name = cfg.tap_name(slot)
     with _ipr(cfg) as ipr:
         bridge = _index(ipr, cfg.bridge)
@@ -153,10 +158,9 @@ def create_tap(slot: int, cfg: NetworkConfig | None = None) -> str:
     return name
 
 
-def delete_tap(slot: int, cfg: NetworkConfig | None = None) -> None:
+def delete_tap(slot: int, cfg: NetworkConfig) -> None:
     """Delete tap *slot*; an absent tap (or namespace) is not an error, so
     every exit path may call it."""
-    cfg = cfg or config()
     if cfg.netns and cfg.netns not in netns.listnetns():
         return
     with _ipr(cfg) as ipr:
@@ -169,9 +173,8 @@ def delete_tap(slot: int, cfg: NetworkConfig | None = None) -> None:
                     raise
 
 
-def list_taps(cfg: NetworkConfig | None = None) -> dict[int, str]:
+def list_taps(cfg: NetworkConfig) -> dict[int, str]:
     """Slot → name of every tap device that carries our prefix."""
-    cfg = cfg or config()
     if cfg.netns and cfg.netns not in netns.listnetns():
         return {}
     pattern = re.compile(rf"^{re.escape(cfg.tap_prefix)}(\d+)$")
@@ -184,10 +187,9 @@ def list_taps(cfg: NetworkConfig | None = None) -> dict[int, str]:
     return taps
 
 
-def cleanup_taps(keep_slots: Iterable[int] = (), cfg: NetworkConfig | None = None) -> list[str]:
+def cleanup_taps(keep_slots: Iterable[int], cfg: NetworkConfig) -> list[str]:
     """Delete the taps of every slot not in ``keep_slots`` (machines that died
     without cleaning up); returns the names deleted."""
-    cfg = cfg or config()
     keep = set(keep_slots)
     deleted = []
     for slot, name in sorted(list_taps(cfg).items()):
@@ -198,11 +200,10 @@ def cleanup_taps(keep_slots: Iterable[int] = (), cfg: NetworkConfig | None = Non
 
 
 @contextmanager
-def inside_namespace(cfg: NetworkConfig | None = None) -> Iterator[None]:
+def inside_namespace(cfg: NetworkConfig) -> Iterator[None]:
     """Run a block with the calling *thread* in the namespace: sockets it
     creates there stay there. Other threads (a machine's heartbeat and its
     database connections) are untouched, since setns(2) is per thread."""
-    cfg = cfg or config()
     if not cfg.netns:
         yield
         return
@@ -215,7 +216,7 @@ def inside_namespace(cfg: NetworkConfig | None = None) -> Iterator[None]:
         os.close(original)
 
 
-def connect(address: str, timeout: float, cfg: NetworkConfig | None = None) -> socket.socket:
+def connect(address: str, timeout: float, cfg: NetworkConfig) -> socket.socket:
     """A TCP connection to "host:port" made from inside the namespace, where
     the guests are."""
     host, _, port = address.rpartition(":")
@@ -223,9 +224,8 @@ def connect(address: str, timeout: float, cfg: NetworkConfig | None = None) -> s
         return socket.create_connection((host, int(port)), timeout=timeout)
 
 
-def enter_namespace_in_child(cfg: NetworkConfig | None = None):
+def enter_namespace_in_child(cfg: NetworkConfig):
     """A preexec_fn for a child (QEMU, dnsmasq) that must run in the namespace."""
-    cfg = cfg or config()
     if not cfg.netns:
         return None
     name = cfg.netns
@@ -239,19 +239,17 @@ def enter_namespace_in_child(cfg: NetworkConfig | None = None):
 # -- the bridge and DHCP ----------------------------------------------------------
 
 
-def up(cfg: NetworkConfig | None = None) -> NetworkConfig:
+def up(cfg: NetworkConfig) -> NetworkConfig:
     """Create (or repair) the bridge with its address and (re)start dnsmasq;
     running it twice is harmless."""
-    cfg = cfg or config()
     _ensure_bridge(cfg)
     stop_dnsmasq(cfg)
     start_dnsmasq(cfg)
     return cfg
 
 
-def down(cfg: NetworkConfig | None = None) -> list[str]:
+def down(cfg: NetworkConfig) -> list[str]:
     """Stop dnsmasq, delete every tap and the bridge; returns what was removed."""
-    cfg = cfg or config()
     removed = []
     if stop_dnsmasq(cfg):
         removed.append("dnsmasq")
@@ -360,5 +358,5 @@ def stop_dnsmasq(cfg: NetworkConfig, timeout: float = 10.0) -> bool:
     return True
 
 
-def dnsmasq_running(cfg: NetworkConfig | None = None) -> bool:
-    return _dnsmasq_pid(cfg or config()) is not None
+def dnsmasq_running(cfg: NetworkConfig) -> bool:
+    return _dnsmasq_pid(cfg) is not None
