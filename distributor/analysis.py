@@ -122,6 +122,7 @@ def empty_result(etm: ExecutionTimeModel | None = None) -> dict:
         "utilisation_max_core": None,
         "back_to_back": 0,
         "cores": 0,
+        "covered": True,
         "tasks": [],
         "liu_layland": {"applies": False, "bound": None, "pass": None, "verdict": None},
         "hyperbolic": {"applies": False, "product": None, "pass": None, "verdict": None},
@@ -157,6 +158,7 @@ def _fill(result: dict, model: list[_Task]) -> None:
     result["back_to_back"] = sum(not t.periodic for t in model)
     result["cores"] = len(cores)
     wide = any(t.cores > 1 for t in model)
+    result["covered"] = not wide
     per_core = [_analyse_core(core, wide) for core in cores]
     result["liu_layland"] = _combine_bound([c["liu_layland"] for c in per_core], "bound")
     result["hyperbolic"] = _combine_bound([c["hyperbolic"] for c in per_core], "product")
@@ -177,7 +179,12 @@ def _policy(model: list[_Task]) -> str:
 def _overall(result: dict) -> tuple[bool | None, bool, str | None]:
     """(verdict, exact, which test): an exact verdict if any test has one,
     else a yes from a test that is sound whatever the kernel does (RTA, EDF,
-    the bounds; the simulation's yes only when it is exact), else unknown."""
+    the bounds; the simulation's yes only when it is exact), else unknown.
+    A task on several cores is not covered: how it shares them is not
+    modelled, so the tests only describe its first core and say nothing
+    overall."""
+    if not result["covered"]:
+        return None, False, None
     for name in ("simulation", "rta", "edf"):
         if result[name]["exact"] and result[name]["verdict"] is not None:
             return result[name]["verdict"], True, name

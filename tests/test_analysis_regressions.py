@@ -157,6 +157,17 @@ def test_simso_and_the_analysis_partition_by_coreoffset_alike() -> None:
     assert simulate_jobs(tasks, ETM) == jobs
 
 
+def test_a_task_on_several_cores_is_not_covered_by_any_overall_verdict() -> None:
+    """How a task with ``cores`` > 1 shares them is not modelled: SimSo and
+    the tests place it on its first core, so the per-test figures describe
+    that placement only and the overall verdict stays unknown."""
+    tasks = [task(0, 1, 10, 0, cores=2), task(1, 1, 10, 1)]
+    analysis = analyse(tasks, ETM)
+    assert analysis["covered"] is False
+    assert (analysis["verdict"], analysis["verdict_exact"], analysis["verdict_by"]) == (None, False, None)
+    assert not any(analysis[name]["exact"] for name in ("rta", "edf", "simulation"))
+
+
 def test_the_hyperbolic_bound_passes_a_product_of_exactly_two_that_floats_put_above() -> None:
     """(1,6) over (5,7): (1 + 1/6)(1 + 5/7) = 7/6 · 12/7 = 2 exactly, but in
     floating point the product is 2.0000000000000004. It is the critical
