@@ -24,9 +24,9 @@ from sessions import register
 from sessions.addresses import DEFAULT_PORT, parse_address
 from sessions.base import Session, TargetFailure, boolean_setting, integer_setting, seconds_setting
 from sessions.events import RawEvent
-from sessions.genode_protocol import (  # noqa: F401 - the errors and readers are also known by this module's name
-    AVAILABLE, GO_SEND, REBOOT, START, STOP, AdmissionError, BinaryError, MissingBinary, admission_xml, binary_message,
-    parse_events, read_word, take_events, taskset_head, taskset_xml, word,
+from sessions.genode_protocol import (
+    AVAILABLE, GO_SEND, REBOOT, START, STOP, MissingBinary, admission_xml, binary_message, read_word, take_events,
+    taskset_head, taskset_xml, word,
 )
 
 # How often a long wait looks at the machine's stop event.
