@@ -4,7 +4,9 @@ from django.apps import AppConfig
 from django.conf import settings
 
 
-class DistributorConfig(AppConfig):
+class DistributorApp(AppConfig):
+    """Named apart from DistributorConfig (models/config.py), the operator's settings row."""
+
     name = "distributor"
     verbose_name = "Distributor"
     default_auto_field = "django.db.models.BigAutoField"
