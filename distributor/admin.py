@@ -12,10 +12,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from distributor.forms import TargetForm
 from distributor.models import (
     Attempt, Binary, BootImage, DistributorConfig, Event, Job, Machine, Target, Task, TaskJob, TaskSet,
 )
-from webapp.forms import TargetForm
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -1,5 +1,6 @@
 """Forms: input types and the messages people see; the rules themselves live
-in distributor (task-set files, job options, target settings)."""
+in distributor (task-set files, job options, target settings). The target
+form is distributor.forms.TargetForm: the admin uses it too."""
 from __future__ import annotations
 
 import hashlib
@@ -8,7 +9,7 @@ import uuid
 
 from django import forms
 from django.conf import settings
-from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
@@ -79,60 +80,6 @@ class SubmitForm(forms.Form):
         self.data = self.data.copy()
         self.data["text"] = text
         self.data["filename"] = self.cleaned_data["filename"]
-
-
-class TargetForm(forms.ModelForm):
-    kind = forms.ChoiceField()
-    settings = forms.JSONField(required=False, initial=dict,
-                               widget=forms.Textarea(attrs={"rows": 6, "class": "code"}),
-                               help_text="a JSON object; unknown keys are refused")
-    addresses = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4, "class": "code"}),
-                                help_text="one host:port per machine slot, one a line (empty for local kinds)")
-
-    class Meta:
-        model = Target
-        fields = ["name", "kind", "settings", "addresses", "host", "is_default"]
-
-    def __init__(self, *args, **kwargs):
-        from sessions import SESSION_KINDS
-
-        super().__init__(*args, **kwargs)
-        self.fields["kind"].choices = [(kind, kind) for kind in sorted(SESSION_KINDS)]
-        if self.instance.pk and not self.is_bound:
-            self.initial["addresses"] = "\n".join(self.instance.addresses or [])
-
-    def clean_settings(self) -> dict:
-        value = self.cleaned_data.get("settings")
-        if value in (None, ""):
-            return {}
-        if not isinstance(value, dict):
-            raise ValidationError("must be a JSON object")
-        return value
-
-    def clean_addresses(self) -> list[str]:
-        return [line.strip() for line in self.cleaned_data["addresses"].splitlines() if line.strip()]
-
-    def _update_errors(self, errors: ValidationError) -> None:
-        """The session's check names errors "settings.key"; show them on the field."""
-        remapped: dict[str, list[str]] = {}
-        by_key = errors.error_dict if hasattr(errors, "error_dict") else {NON_FIELD_ERRORS: errors.error_list}
-        for key, messages in by_key.items():
-            field, _, detail = key.partition(".")
-            if field not in self.fields:
-                field, detail = NON_FIELD_ERRORS, key
-            for message in ValidationError(messages).messages:
-                remapped.setdefault(field, []).append(f"{detail}: {message}" if detail else message)
-        super()._update_errors(ValidationError(remapped))
-
-    def _get_validation_exclusions(self) -> set[str]:
-        """The one-default constraint is not an input error: save() moves the mark."""
-        return {*super()._get_validation_exclusions(), "is_default"}
-
-    @transaction.atomic
-    def save(self, commit: bool = True) -> Target:
-        if self.cleaned_data.get("is_default"):
-            Target.objects.exclude(pk=self.instance.pk).filter(is_default=True).update(is_default=False)
-        return super().save(commit)
 
 
 class _UploadForm(forms.Form):

@@ -7,9 +7,9 @@ from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
+from distributor.forms import TargetForm
 from distributor.models import Job, Machine, Target
 from webapp.access import login_required, staff_required
-from webapp.forms import TargetForm
 
 
 @login_required
