@@ -21,18 +21,16 @@ from logging.handlers import RotatingFileHandler
 
 from django.conf import settings
 from django.db import close_old_connections, connection
-from django.db.models import F
-from django.db.models.functions import Now
 from django.utils import timezone
 
 from distributor.analysis import analyse
 from distributor.environment import host_environment
 from distributor.files import UploadedFiles
 from distributor.labels import etm_for
-from distributor.models import DistributorConfig, Event, Machine, Orders, TaskSet
-from distributor.models.rows import EVENT_COLUMNS, database_time, db_value, execute, fetch, insert_rows, now_sql, placeholders, table
+from distributor.models import DistributorConfig, Event, Fenced, Machine, Orders, TaskSet
+from distributor.models.rows import EVENT_COLUMNS, database_time, insert_rows
 from distributor.monitors import MonitorGroup
-from distributor.queue import Claim, Fenced, claim_next
+from distributor.queue import Claim, claim_next
 from sessions import EventTracker, SessionInfo, Stopped, TargetFailure, TaskSetError, get_session_class
 from sessions.etm import EtmError
 
@@ -104,22 +102,15 @@ class Lifeline(threading.Thread):
         """0 when the newest orders, the work's or its own, are POLL_SECONDS old."""
         return max(0.0, max(self.heard_at, self.read_at) + POLL_SECONDS - time.monotonic())
 
-    # Plain prepared statements: sixteen idle lifelines poll these 80 times a second.
-
     def _beat(self) -> None:
-        alive = execute(
-            f"UPDATE {table(Machine)} SET heartbeat_at = {now_sql()} WHERE id = %s AND lease = %s"
-            f" AND state IN {placeholders(len(Machine.LIVE_STATES))}",
-            [self.machine.pk, db_value(Machine, "lease", self.machine.lease), *Machine.LIVE_STATES],
-        )
-        if not alive:
+        if not self.machine.beat():
             self.fenced = True
             self.stop_event.set()
 
     def _read_orders(self) -> None:
-        rows = fetch(f"SELECT stop_mode, reboot_requested FROM {table(Machine)} WHERE id = %s", [self.machine.pk])
-        if rows:
-            self._obey(Orders(*rows[0]))
+        orders = self.machine.orders()
+        if orders:
+            self._obey(orders)
 
     def _obey(self, orders: Orders) -> None:
         self.drain = orders.stop_mode == Machine.StopMode.DRAIN
@@ -176,8 +167,7 @@ class MachineWorker:
             self._take_down_target()
             if final is not None and not self.lifeline.fenced:
                 # A clean stop keeps the last error seen (a target failure) for the operator.
-                kept = {"last_error": error} if error else {}
-                self._set_state(final, stopped_at=Now(), current=None, activity=error[:200] or "stopped", **kept)
+                self.machine.stop(final, error)
                 if self.went_idle:
                     self._hand_over()
             _close_log(self.log)
@@ -206,7 +196,7 @@ class MachineWorker:
                 continue
             if idle_since is None:
                 idle_since = time.monotonic()
-                self._set_state(Machine.State.IDLE, activity="waiting for work", current=None)
+                self.machine.idle("waiting for work")
             elif time.monotonic() - idle_since > self.config.idle_timeout_s:
                 self.log.info("no work for %s s: stopping", self.config.idle_timeout_s)
                 self.went_idle = True
@@ -225,19 +215,19 @@ class MachineWorker:
         """Start the target, retrying with a short back-off; no fixed delays."""
         for attempt in range(1, BOOT_TRIES + 1):
             self.info.check_stop()
-            self._set_state(Machine.State.STARTING, activity=f"starting target (try {attempt})", current=None)
+            self.machine.starting(f"starting target (try {attempt})")
             try:
                 self.session.start_host()
             except (TargetFailure, OSError) as failure:
                 self.log.warning("target start failed (try %d): %s", attempt, failure)
-                self._set_state(Machine.State.STARTING, last_error=f"target start failed: {failure}")
+                self.machine.starting(last_error=f"target start failed: {failure}")
                 self._take_down_target()
                 if attempt == BOOT_TRIES:
                     raise TargetFailure(f"target did not start after {BOOT_TRIES} tries: {failure}") from failure
                 self.stop_event.wait(min(2 ** (attempt - 1), 5))
                 continue
-            Machine.objects.filter(pk=self.machine.pk).update(target_boots=F("target_boots") + 1)
-            self._set_state(Machine.State.IDLE, activity="target ready")
+            self.machine.booted()
+            self.machine.idle("target ready")
             self.log.info("target ready")
             return
 
@@ -254,7 +244,7 @@ class MachineWorker:
         self._boot()
 
     def _reboot(self) -> None:
-        Machine.objects.filter(pk=self.machine.pk, lease=self.machine.lease).update(reboot_requested=False)
+        self.machine.rebooting()
         self.lifeline.reboot = False
         self._restart_target("the operator asked for a reboot")
 
@@ -329,9 +319,9 @@ class MachineWorker:
         if state == TaskSet.State.BAD:
             monitors.taskset_bad(taskset)
         if final:
-            self._set_state(Machine.State.IDLE, last_error=cause[:4000], current=None)
+            self.machine.idle(last_error=cause[:4000])
             return
-        self._set_state(Machine.State.STARTING, last_error=cause[:4000], current=None)
+        self.machine.starting(last_error=cause[:4000])
         self._restart_target(cause)
 
     def _analyse(self, tasks: list[dict]) -> dict | None:
@@ -345,15 +335,6 @@ class MachineWorker:
                 self.log.warning("no analytic labels: execution-time model: %s", error)
                 self.etm = False
         return analyse(tasks, self.etm) if self.etm else None
-
-    # -- bookkeeping ----------------------------------------------------------------
-
-    def _set_state(self, state: str, **fields) -> None:
-        updated = Machine.objects.filter(pk=self.machine.pk, lease=self.machine.lease).exclude(
-            state=Machine.State.DEAD
-        ).update(state=state, **fields)
-        if not updated and state in Machine.LIVE_STATES:
-            raise Fenced(f"machine {self.machine.pk} was declared dead")
 
 
 class EventBuffer:

@@ -20,12 +20,9 @@ from functools import lru_cache
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
 
 from distributor import taskfile
-from distributor.models import Attempt, DistributorConfig, Job, Machine, Orders, Target, Task, TaskSet
-from distributor.models.rows import (database_time, db_value, execute, fetch, insert_rows, now_sql, on_postgresql,
-                                     placeholders, table)
+from distributor.models import DistributorConfig, Job, Machine, Orders, Target, TaskSet
 
 MAX_TRIES = 100
 
@@ -137,10 +134,6 @@ def _wake_reconciler() -> None:
 # -- claims -------------------------------------------------------------------
 
 
-class Fenced(Exception):
-    """This machine's lease is gone (declared dead); it must stop writing."""
-
-
 @dataclass
 class Claim:
     taskset: TaskSet
@@ -156,150 +149,18 @@ def claim_next(machine: Machine) -> Claim | None:
     queued task-sets or variants left, so an idle machine polls without
     taking any lock. The claimed task-set carries its job (options, monitors,
     admission goal), so running it costs no further reads of the job."""
-    for job_id, created_at, state, fresh_left, queued in _queue_of(machine.target_id):
+    for job_id, created_at, state, fresh_left, queued in Job.queue_of(machine.target_id):
         job = _job_of(job_id, created_at)
         job.state = state
         for _ in range(3):  # others may empty a new block before this machine gets to it
-            claim = _claim_queued(job, machine) if queued else None
-            if claim:
-                return claim
-            queued = fresh_left and _open_block(job)
+            claimed = TaskSet.claim(job, machine) if queued else None
+            if claimed:
+                return Claim(*claimed)
+            queued = fresh_left and TaskSet.queue_block(job, _expander_of(job.pk, job.created_at).variant)
             if not queued:
                 break
         job.end_if_done()  # it gave this machine nothing: it may have just had its last result
     return None
-
-
-def _queue_of(target_id: int) -> list[tuple]:
-    return fetch(
-        f"SELECT j.id, j.created_at, j.state, j.{CURSOR} < j.variant_count,"
-        f" EXISTS (SELECT 1 FROM {table(TaskSet)} t WHERE t.job_id = j.id AND t.state = %s)"
-        f" FROM {table(Job)} j WHERE j.target_id = %s AND j.state IN (%s, %s) ORDER BY j.priority DESC, j.id",
-        [TaskSet.State.QUEUED, target_id, *Job.ACTIVE_STATES],
-    )
-
-
-def _claim_queued(job: Job, machine: Machine) -> Claim | None:
-    """The job's lowest queued task-set, started with its attempt and the
-    machine marked busy, all or nothing; None when another machine was
-    quicker. Raises Fenced if this machine lost its lease."""
-    now = timezone.now()
-    claim = _claim_in_one_statement if on_postgresql() else _claim_in_one_transaction
-    found = claim(job, machine, database_time(now))
-    if found is None:
-        return None
-    (taskset_id, variant, attempts, runs, losses), orders, task_rows = found
-    taskset = TaskSet(pk=taskset_id, job=job, variant=variant, state=TaskSet.State.RUNNING, attempts=attempts,
-                      runs=runs, losses=losses, machine=machine, started_at=now)
-    tasks = [{"id": row[1], **dict(zip(Task.FIELDS, row[2:]))} for row in task_rows]
-    return Claim(taskset, tasks, {row[1]: row[0] for row in task_rows}, Orders(*orders))
-
-
-def _claim_in_one_statement(job: Job, machine: Machine, at):
-    """PostgreSQL: one statement, so one round trip and one commit. The
-    machine's row is locked first (a machine declared dead claims nothing),
-    then the lowest queued task-set that no other claim holds (``SKIP
-    LOCKED``: machines never wait for each other); the rows that come back
-    are the task-set's tasks, none if the machine is not live with its lease."""
-    rows = fetch(_claim_statement(), {
-        "machine": machine.pk, "lease": db_value(Machine, "lease", machine.lease), "live": list(Machine.LIVE_STATES),
-        "job": job.pk, "queued": TaskSet.State.QUEUED, "running": TaskSet.State.RUNNING, "at": at,
-        "busy": Machine.State.BUSY, "activity": f"running job {job.pk} variant ",
-    })
-    if not rows:
-        raise Fenced(f"machine {machine.pk} lost its lease")
-    if rows[0][0] is None:
-        return None  # nothing queued that another claim did not hold
-    return rows[0][:5], rows[0][5:7], [row[7:] for row in rows]
-
-
-@lru_cache(maxsize=1)
-def _claim_statement() -> str:
-    return f"""
-        WITH fence AS (
-            SELECT id FROM {table(Machine)} WHERE id = %(machine)s AND lease = %(lease)s AND state = ANY(%(live)s)
-            FOR UPDATE
-        ), started AS (
-            UPDATE {table(TaskSet)} SET state = %(running)s, machine_id = %(machine)s, attempts = attempts + 1,
-                runs = runs + 1, started_at = %(at)s, ended_at = NULL
-            WHERE id = (SELECT id FROM {table(TaskSet)} WHERE job_id = %(job)s AND state = %(queued)s
-                        ORDER BY variant LIMIT 1 FOR UPDATE SKIP LOCKED)
-              AND state = %(queued)s AND EXISTS (SELECT FROM fence)
-            RETURNING id, variant, attempts, runs, losses
-        ), attempt AS (
-            INSERT INTO {table(Attempt)} (taskset_id, number, machine_id, started_at, result, error)
-            SELECT id, runs, %(machine)s, %(at)s, '', '' FROM started
-        ), busy AS (
-            UPDATE {table(Machine)} m SET state = %(busy)s, current_id = started.id, current_since = %(at)s,
-                heartbeat_at = STATEMENT_TIMESTAMP(), activity = %(activity)s || started.variant
-            FROM started WHERE m.id = %(machine)s
-            RETURNING m.stop_mode, m.reboot_requested
-        )
-        SELECT started.*, busy.*, task.id, task.task_id, {', '.join(f'task.{f}' for f in TASK_FIELD_NAMES)}
-        FROM fence LEFT JOIN started ON TRUE LEFT JOIN busy ON TRUE
-        LEFT JOIN {table(Task)} task ON task.taskset_id = started.id
-        ORDER BY task.task_id"""
-
-
-def _claim_in_one_transaction(job: Job, machine: Machine, at):
-    """SQLite (one writer): the same writes in one transaction."""
-    with transaction.atomic():
-        started = fetch(
-            f"UPDATE {table(TaskSet)} SET state = %s, machine_id = %s, attempts = attempts + 1, runs = runs + 1,"
-            f" started_at = %s, ended_at = NULL WHERE id = (SELECT id FROM {table(TaskSet)} WHERE job_id = %s"
-            " AND state = %s ORDER BY variant LIMIT 1) AND state = %s RETURNING id, variant, attempts, runs, losses",
-            [TaskSet.State.RUNNING, machine.pk, at, job.pk, TaskSet.State.QUEUED, TaskSet.State.QUEUED])
-        if not started:
-            return None
-        taskset_id, variant, _, runs, _ = started[0]
-        execute(f"INSERT INTO {table(Attempt)} (taskset_id, number, machine_id, started_at, result, error)"
-                " VALUES (%s, %s, %s, %s, %s, %s)", [taskset_id, runs, machine.pk, at, "", ""])
-        orders = fetch(
-            f"UPDATE {table(Machine)} SET state = %s, current_id = %s, current_since = %s, heartbeat_at = {now_sql()},"
-            f" activity = %s WHERE id = %s AND lease = %s AND state IN {placeholders(len(Machine.LIVE_STATES))}"
-            " RETURNING stop_mode, reboot_requested",
-            [Machine.State.BUSY, taskset_id, at, f"running job {job.pk} variant {variant}",
-             machine.pk, db_value(Machine, "lease", machine.lease), *Machine.LIVE_STATES])
-        if not orders:
-            raise Fenced(f"machine {machine.pk} lost its lease")  # rolls the claim back
-        tasks = fetch(f"SELECT id, task_id, {TASK_FIELDS} FROM {table(Task)} WHERE taskset_id = %s ORDER BY task_id",
-                      [taskset_id])
-        return started[0], orders[0], tasks
-
-
-def _open_block(job: Job) -> bool:
-    """Turn the job's next BLOCK fresh variants into queued task-sets with their
-    tasks; False when none are left. The job's row is locked for this alone."""
-    now = timezone.now()
-    at = database_time(now)
-    with transaction.atomic():
-        row = (Job.objects.select_for_update().filter(pk=job.pk, state__in=Job.ACTIVE_STATES)
-               .values_list("cursor", "variant_count").first())
-        if row is None or row[0] >= row[1]:
-            return False
-        first, end = row[0], min(row[0] + BLOCK, row[1])
-        execute(f"UPDATE {table(Job)} SET {CURSOR} = %s, state = %s, started_at = COALESCE(started_at, %s)"
-                " WHERE id = %s", [end, Job.State.RUNNING, at, job.pk])
-        insert_rows(TaskSet, TASKSET_COLUMNS, [
-            (job.pk, variant, TaskSet.State.QUEUED, "", 0, 0, 0, "", None, at, None) for variant in range(first, end)
-        ])
-        created = fetch(f"SELECT id, variant FROM {table(TaskSet)} WHERE job_id = %s AND variant >= %s"
-                        " AND variant < %s", [job.pk, first, end])  # new: the cursor moved under the lock
-        expander = _expander_of(job.pk, job.created_at)
-        insert_rows(Task, TASK_COLUMNS, [
-            (taskset_id, task["id"], *(task[f] for f in Task.FIELDS))
-            for taskset_id, variant in created for task in expander.variant(variant)
-        ])
-    return True
-
-
-BLOCK = 16  # fresh variants queued at a time: one lock of the job's row per BLOCK task-sets
-CURSOR = '"cursor"'  # a reserved word in SQL, quoted alike on both databases
-TASKSET_COLUMNS = ("job_id", "variant", "state", "outcome", "attempts", "runs", "losses", "last_error",
-                   "machine_id", "created_at", "started_at")
-TASK_COLUMNS = ("taskset_id", "task_id", *Task.FIELDS)
-TASK_FIELD_NAMES = tuple(f'"{name}"' for name in Task.FIELDS)  # "offset" is a reserved word
-TASK_FIELDS = ", ".join(TASK_FIELD_NAMES)
 
 
 @lru_cache(maxsize=64)

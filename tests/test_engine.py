@@ -19,7 +19,8 @@ from distributor.hosts import beat
 from distributor.machine import Lifeline, run_machine
 from distributor.models import (Attempt, DistributorConfig, Event, Job, Machine, Orders, Tally, Target, TaskJob,
                                 TaskSet)
-from distributor.queue import BLOCK, claim_next, submit_job
+from distributor.models.tasksets import BLOCK
+from distributor.queue import claim_next, submit_job
 from sessions.events import RawEvent
 from tests.cluster import join_machine_threads
 from tests.conftest import taskset_file
@@ -122,7 +123,7 @@ def test_a_fenced_machine_claims_nothing(scripted):
     submit_job(variants_file(2), target=scripted)
     machine = live_machine(scripted)
     Machine.objects.filter(pk=machine.pk).update(lease=None)
-    from distributor.queue import Fenced
+    from distributor.models import Fenced
 
     with pytest.raises(Fenced):
         claim_next(machine)

@@ -21,6 +21,7 @@ from django.db import connection
 
 from distributor import engine, queue
 from distributor.models import Attempt, Job, Machine, Target, TaskJob, TaskSet
+from distributor.models.tasksets import BLOCK
 from distributor.queue import claim_next, submit_job
 from distributor.taskfile import taskset_xml
 from tests.cluster import machines_cluster_running, short_timeouts, store_binaries, stored_taskjobs, wait_until
@@ -298,10 +299,10 @@ def test_concurrent_claims_take_each_variant_once_and_lock_the_job_once_per_bloc
         machines.append(machine)
     job = submit_job(job_file(10, 2), target=stdio_target)  # 80 variants
     start, claimed, blocks = threading.Barrier(len(machines)), [], []
-    open_block = queue._open_block
+    queue_block = TaskSet.queue_block
 
-    def counting_open_block(job):
-        opened = open_block(job)
+    def counting_queue_block(job, tasks_of):
+        opened = queue_block(job, tasks_of)
         blocks.append(opened)
         return opened
 
@@ -315,7 +316,7 @@ def test_concurrent_claims_take_each_variant_once_and_lock_the_job_once_per_bloc
             connection.close()
 
     threads = [threading.Thread(target=claim_all, args=(machine,)) for machine in machines]
-    with mock.patch.object(queue, "_open_block", counting_open_block):
+    with mock.patch.object(TaskSet, "queue_block", counting_queue_block):
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -323,7 +324,7 @@ def test_concurrent_claims_take_each_variant_once_and_lock_the_job_once_per_bloc
 
     assert sorted(claimed) == list(range(job.total))
     assert job.tasksets.count() == job.total
-    assert blocks.count(True) == math.ceil(job.total / queue.BLOCK), blocks
+    assert blocks.count(True) == math.ceil(job.total / BLOCK), blocks
 
 
 def test_a_claimed_taskset_carries_its_jobs_goal_and_monitors(stdio_target, django_assert_num_queries):

@@ -8,7 +8,7 @@ from distributor.models.jobs import Job, Tally
 from distributor.models.tasksets import Attempt, Task, TaskSet
 from distributor.models.results import Event, ExitType, TaskJob
 from distributor.models.hosts import Host
-from distributor.models.machines import Machine, Orders
+from distributor.models.machines import Fenced, Machine, Orders
 
 __all__ = [
     "Attempt",
@@ -17,6 +17,7 @@ __all__ = [
     "DistributorConfig",
     "Event",
     "ExitType",
+    "Fenced",
     "Host",
     "Job",
     "Machine",

@@ -7,7 +7,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from distributor.models.fields import OrderedJSONField
-from distributor.models.rows import database_time, execute, table
+from distributor.models.rows import database_time, execute, fetch, table
 
 
 class JobQuerySet(models.QuerySet):
@@ -110,6 +110,21 @@ class Job(models.Model):
         }
 
     # -- state changes -----------------------------------------------------
+
+    @classmethod
+    def queue_of(cls, target_id: int) -> list[tuple]:
+        """The target's active jobs in queue order: (id, created_at, state, has
+        fresh variants, has queued task-sets). A plain statement because idle
+        machines send it several times a second, and the EXISTS is cheaper than
+        a count."""
+        from distributor.models import TaskSet
+
+        return fetch(
+            f'SELECT j.id, j.created_at, j.state, j."cursor" < j.variant_count,'
+            f" EXISTS (SELECT 1 FROM {table(TaskSet)} t WHERE t.job_id = j.id AND t.state = %s)"
+            f" FROM {table(Job)} j WHERE j.target_id = %s AND j.state IN (%s, %s) ORDER BY j.priority DESC, j.id",
+            [TaskSet.State.QUEUED, target_id, *cls.ACTIVE_STATES],
+        )
 
     def mark_started(self) -> None:
         Job.objects.filter(pk=self.pk, state=self.State.QUEUED).update(state=self.State.RUNNING, started_at=timezone.now())

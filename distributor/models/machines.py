@@ -4,8 +4,14 @@ import uuid
 from typing import NamedTuple
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.db.models.functions import Now
+
+from distributor.models.rows import db_value, execute, fetch, now_sql, placeholders, table
+
+
+class Fenced(Exception):
+    """This machine's lease is gone (declared dead); it must stop writing."""
 
 
 class Orders(NamedTuple):
@@ -84,6 +90,13 @@ class Machine(models.Model):
     def is_live(self) -> bool:
         return self.state in self.LIVE_STATES
 
+    # -- transitions: the only code that writes a machine's state ------------
+    #
+    # A worker's own writes go through ``_leased``: the row must still carry the
+    # worker's lease and not be dead, so a machine declared dead that wakes up
+    # writes nothing (it learns so from the row count and stops: ``Fenced``).
+    # The operator's and the reconciler's writes are the class methods below.
+
     def take(self, pid: int) -> uuid.UUID | None:
         """A worker takes this launch (compare-and-set); a duplicate delivery
         of the launch message gets None and must exit at once."""
@@ -96,3 +109,68 @@ class Machine(models.Model):
             return None
         self.refresh_from_db()
         return lease
+
+    def _leased(self) -> models.QuerySet:
+        return Machine.objects.filter(pk=self.pk, lease=self.lease).exclude(state=self.State.DEAD)
+
+    def _move(self, state: str, **fields) -> None:
+        if not self._leased().update(state=state, **fields):
+            raise Fenced(f"machine {self.pk} was declared dead")
+
+    def starting(self, activity: str = "", **fields) -> None:
+        """Its target is (re)booting."""
+        self._move(self.State.STARTING, current=None, **({"activity": activity} if activity else {}), **fields)
+
+    def idle(self, activity: str = "", **fields) -> None:
+        """Its target is up and it runs no task-set."""
+        self._move(self.State.IDLE, current=None, **({"activity": activity} if activity else {}), **fields)
+
+    def booted(self) -> None:
+        """Its target came up once more (the count the dashboard shows)."""
+        self._leased().update(target_boots=F("target_boots") + 1)
+
+    def rebooting(self) -> None:
+        """The operator's reboot is being carried out: the request is done."""
+        self._leased().update(reboot_requested=False)
+
+    def stop(self, state: str, error: str = "") -> None:
+        """The worker exits: STOPPED (cleanly; the last error seen is kept for
+        the operator) or FAILED. A fenced worker writes nothing."""
+        kept = {"last_error": error} if error else {}
+        self._leased().update(state=state, stopped_at=Now(), current=None, activity=error[:200] or "stopped", **kept)
+
+    def beat(self) -> bool:
+        """Renew the lease with database time; False if it is gone. A plain
+        prepared statement: sixteen idle lifelines send it many times a second."""
+        return bool(execute(
+            f"UPDATE {table(Machine)} SET heartbeat_at = {now_sql()} WHERE id = %s AND lease = %s"
+            f" AND state IN {placeholders(len(self.LIVE_STATES))}",
+            [self.pk, db_value(Machine, "lease", self.lease), *self.LIVE_STATES],
+        ))
+
+    def orders(self) -> Orders | None:
+        """The operator's orders as they stand (a plain statement, like ``beat``)."""
+        rows = fetch(f"SELECT stop_mode, reboot_requested FROM {table(Machine)} WHERE id = %s", [self.pk])
+        return Orders(*rows[0]) if rows else None
+
+    @classmethod
+    def declare_dead(cls, pk: int, still_dead: Q, reason: str) -> bool:
+        """The reconciler's verdict, only if the machine is still as dead as it
+        looked (it may have beaten since, or another tick was quicker)."""
+        return bool(cls.objects.filter(still_dead, pk=pk).update(
+            state=cls.State.DEAD, stopped_at=Now(), last_error=reason, current=None, activity="dead"))
+
+    @classmethod
+    def cancel_launches(cls, machines: models.QuerySet, why: str) -> int:
+        """Launches no worker took yet simply never start."""
+        return machines.filter(state=cls.State.LAUNCHING).update(state=cls.State.STOPPED, stopped_at=Now(), activity=why)
+
+    @classmethod
+    def order(cls, machines: models.QuerySet, stop_mode: str) -> int:
+        """Tell live machines to drain, stop now (kill) or carry on (NONE)."""
+        return machines.filter(state__in=cls.LIVE_STATES).update(stop_mode=stop_mode)
+
+    @classmethod
+    def request_reboot(cls, machines: models.QuerySet) -> int:
+        """Each reboots its target before its next task-set."""
+        return machines.filter(state__in=cls.LIVE_STATES).update(reboot_requested=True)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 from django.db import models, transaction
@@ -9,8 +9,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from distributor.models.rows import (EVENT_COLUMNS, TASKJOB_COLUMNS, column_arrays, database_time, db_value, execute,
-                                     fetch, insert_head, insert_rows, now_sql, on_postgresql, prepared_cursor, table,
-                                     unnest_select)
+                                     fetch, insert_head, insert_rows, now_sql, on_postgresql, placeholders,
+                                     prepared_cursor, table, unnest_select)
 from sessions.outcomes import Miss
 
 
@@ -81,6 +81,33 @@ class TaskSet(models.Model):
 
     def __str__(self) -> str:
         return f"job {self.job_id} variant {self.variant}"
+
+    # -- the queue: a block of variants in, one task-set out -------------------
+
+    @classmethod
+    def queue_block(cls, job, tasks_of: Callable[[int], list[dict]]) -> bool:
+        """Turn the job's next BLOCK fresh variants into queued task-sets with
+        their tasks (``tasks_of(variant)``); False when none are left. The
+        job's row is locked for this alone, once per BLOCK task-sets."""
+        return _queue_block(job, tasks_of)
+
+    @classmethod
+    def claim(cls, job, machine):
+        """The job's lowest queued task-set, started with its attempt and the
+        machine marked busy, all or nothing: (task-set, tasks as dicts, task
+        id → Task row, the operator's orders), or None when another machine
+        was quicker. Raises Fenced if the machine lost its lease."""
+        now = timezone.now()
+        claim = _claim_in_one_statement if on_postgresql() else _claim_in_one_transaction
+        found = claim(job, machine, database_time(now))
+        if found is None:
+            return None
+        started, orders, task_rows = found
+        taskset = TaskSet(pk=started["id"], job=job, variant=started["variant"], state=cls.State.RUNNING,
+                          attempts=started["attempts"], runs=started["runs"], losses=started["losses"],
+                          machine=machine, started_at=now)
+        tasks = [{"id": row[1], **dict(zip(Task.FIELDS, row[2:]))} for row in task_rows]
+        return taskset, tasks, {row[1]: row[0] for row in task_rows}, orders
 
     # -- state changes (compare-and-set, inside the caller's transaction) --
 
@@ -203,6 +230,129 @@ class TaskSet(models.Model):
 
     def _discard_attempt_events(self) -> None:
         self.events.filter(attempt=self.runs).delete()
+
+
+# -- claims and blocks -------------------------------------------------------------
+# Raw SQL because a claim is the hot path: on PostgreSQL one statement (a
+# data-modifying CTE the ORM cannot write), on SQLite one transaction of plain
+# prepared statements; rows come back by name (``STARTED``).
+
+BLOCK = 16  # fresh variants queued at a time: one lock of the job's row per BLOCK task-sets
+CURSOR = '"cursor"'  # a reserved word in SQL, quoted alike on both databases
+STARTED = ("id", "variant", "attempts", "runs", "losses")  # what a claim returns of the task-set
+QUEUED_COLUMNS = ("job_id", "variant", "state", "outcome", "attempts", "runs", "losses", "last_error",
+                  "machine_id", "created_at", "started_at")
+
+
+def _task_columns() -> str:
+    return ", ".join(f'task."{name}"' for name in Task.FIELDS)  # "offset" is a reserved word
+
+
+def _claim_in_one_statement(job, machine, at):
+    """PostgreSQL: one statement, so one round trip and one commit. The
+    machine's row is locked first (a machine declared dead claims nothing),
+    then the lowest queued task-set that no other claim holds (``SKIP
+    LOCKED``: machines never wait for each other); the rows that come back
+    are the task-set's tasks, none if the machine is not live with its lease."""
+    from distributor.models import Fenced, Machine, Orders
+
+    rows = fetch(_claim_statement(), {
+        "machine": machine.pk, "lease": db_value(Machine, "lease", machine.lease), "live": list(Machine.LIVE_STATES),
+        "job": job.pk, "queued": TaskSet.State.QUEUED, "running": TaskSet.State.RUNNING, "at": at,
+        "busy": Machine.State.BUSY, "activity": f"running job {job.pk} variant ",
+    })
+    if not rows:
+        raise Fenced(f"machine {machine.pk} lost its lease")
+    width = len(STARTED)
+    if rows[0][0] is None:
+        return None  # nothing queued that another claim did not hold
+    return (dict(zip(STARTED, rows[0][:width])), Orders(*rows[0][width:width + 2]),
+            [row[width + 2:] for row in rows])
+
+
+@lru_cache(maxsize=1)
+def _claim_statement() -> str:
+    from distributor.models import Machine
+
+    return f"""
+        WITH fence AS (
+            SELECT id FROM {table(Machine)} WHERE id = %(machine)s AND lease = %(lease)s AND state = ANY(%(live)s)
+            FOR UPDATE
+        ), started AS (
+            UPDATE {table(TaskSet)} SET state = %(running)s, machine_id = %(machine)s, attempts = attempts + 1,
+                runs = runs + 1, started_at = %(at)s, ended_at = NULL
+            WHERE id = (SELECT id FROM {table(TaskSet)} WHERE job_id = %(job)s AND state = %(queued)s
+                        ORDER BY variant LIMIT 1 FOR UPDATE SKIP LOCKED)
+              AND state = %(queued)s AND EXISTS (SELECT FROM fence)
+            RETURNING {", ".join(STARTED)}
+        ), attempt AS (
+            INSERT INTO {table(Attempt)} (taskset_id, number, machine_id, started_at, result, error)
+            SELECT id, runs, %(machine)s, %(at)s, '', '' FROM started
+        ), busy AS (
+            UPDATE {table(Machine)} m SET state = %(busy)s, current_id = started.id, current_since = %(at)s,
+                heartbeat_at = STATEMENT_TIMESTAMP(), activity = %(activity)s || started.variant
+            FROM started WHERE m.id = %(machine)s
+            RETURNING m.stop_mode, m.reboot_requested
+        )
+        SELECT started.*, busy.*, task.id, task.task_id, {_task_columns()}
+        FROM fence LEFT JOIN started ON TRUE LEFT JOIN busy ON TRUE
+        LEFT JOIN {table(Task)} task ON task.taskset_id = started.id
+        ORDER BY task.task_id"""
+
+
+def _claim_in_one_transaction(job, machine, at):
+    """SQLite (one writer): the same writes in one transaction."""
+    from distributor.models import Fenced, Machine, Orders
+
+    with transaction.atomic():
+        rows = fetch(
+            f"UPDATE {table(TaskSet)} SET state = %s, machine_id = %s, attempts = attempts + 1, runs = runs + 1,"
+            f" started_at = %s, ended_at = NULL WHERE id = (SELECT id FROM {table(TaskSet)} WHERE job_id = %s"
+            f" AND state = %s ORDER BY variant LIMIT 1) AND state = %s RETURNING {', '.join(STARTED)}",
+            [TaskSet.State.RUNNING, machine.pk, at, job.pk, TaskSet.State.QUEUED, TaskSet.State.QUEUED])
+        if not rows:
+            return None
+        started = dict(zip(STARTED, rows[0]))
+        execute(f"INSERT INTO {table(Attempt)} (taskset_id, number, machine_id, started_at, result, error)"
+                " VALUES (%s, %s, %s, %s, %s, %s)", [started["id"], started["runs"], machine.pk, at, "", ""])
+        orders = fetch(
+            f"UPDATE {table(Machine)} SET state = %s, current_id = %s, current_since = %s, heartbeat_at = {now_sql()},"
+            f" activity = %s WHERE id = %s AND lease = %s AND state IN {placeholders(len(Machine.LIVE_STATES))}"
+            " RETURNING stop_mode, reboot_requested",
+            [Machine.State.BUSY, started["id"], at, f"running job {job.pk} variant {started['variant']}",
+             machine.pk, db_value(Machine, "lease", machine.lease), *Machine.LIVE_STATES])
+        if not orders:
+            raise Fenced(f"machine {machine.pk} lost its lease")  # rolls the claim back
+        tasks = fetch(f"SELECT task.id, task.task_id, {_task_columns()} FROM {table(Task)} task"
+                      " WHERE task.taskset_id = %s ORDER BY task.task_id", [started["id"]])
+        return started, Orders(*orders[0]), tasks
+
+
+def _queue_block(job, tasks_of: Callable[[int], list[dict]]) -> bool:
+    """Raw SQL: the cursor, a reserved word, moves in the statement that also
+    starts the job, and the block's rows go in through the hot path's bulk
+    insert (``rows.insert_rows``)."""
+    from distributor.models import Job
+
+    at = database_time(timezone.now())
+    with transaction.atomic():
+        row = (Job.objects.select_for_update().filter(pk=job.pk, state__in=Job.ACTIVE_STATES)
+               .values_list("cursor", "variant_count").first())
+        if row is None or row[0] >= row[1]:
+            return False
+        first, end = row[0], min(row[0] + BLOCK, row[1])
+        execute(f"UPDATE {table(Job)} SET {CURSOR} = %s, state = %s, started_at = COALESCE(started_at, %s)"
+                " WHERE id = %s", [end, Job.State.RUNNING, at, job.pk])
+        insert_rows(TaskSet, QUEUED_COLUMNS, [
+            (job.pk, variant, TaskSet.State.QUEUED, "", 0, 0, 0, "", None, at, None) for variant in range(first, end)
+        ])
+        created = fetch(f"SELECT id, variant FROM {table(TaskSet)} WHERE job_id = %s AND variant >= %s"
+                        " AND variant < %s", [job.pk, first, end])  # new: the cursor moved under the lock
+        insert_rows(Task, ("taskset_id", "task_id", *Task.FIELDS), [
+            (taskset_id, task["id"], *(task[f] for f in Task.FIELDS))
+            for taskset_id, variant in created for task in tasks_of(variant)
+        ])
+    return True
 
 
 class _TakenAway(Exception):
