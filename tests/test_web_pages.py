@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import os
 import re
 
 import pytest
@@ -12,7 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from bench.web_pages import build
 from distributor.analysis import analyse, empty_result
-from distributor.models import Attempt, Binary, Event, Job, Target, TaskJob, TaskSet
+from distributor.models import Attempt, Binary, BootImage, Event, Job, Target, TaskJob, TaskSet
 from webapp.models import ApiToken, hash_token
 
 
@@ -310,6 +311,42 @@ def test_uploads_over_the_limit_are_refused(client, staff, settings, tmp_path):
     response = client.post("/files/images", {"file": SimpleUploadedFile("image.elf", b"x" * 2000)})
     assert response.status_code == 400 and "the limit is 1,024 bytes" in response.content.decode()
     assert not list(tmp_path.rglob("*"))
+
+
+def test_an_image_goes_through_the_same_upload_and_a_new_one_replaces_the_old(
+        client, staff, settings, tmp_path, django_capture_on_commit_callbacks):
+    settings.MEDIA_ROOT = tmp_path
+    client.force_login(staff)
+    long_name = "k" * 120 + ".elf"
+    response = client.post("/files/images", {"file": SimpleUploadedFile(long_name, b"\x7fELF one")}, follow=True)
+    assert "Stored boot image" in response.content.decode()
+    assert BootImage.objects.get().name == long_name[:100]  # a file's name is cut to the column
+    response = client.post("/files/images", {"file": SimpleUploadedFile("x.elf", b"x"), "name": "n" * 101})
+    assert response.status_code == 400  # a typed name is not cut
+    first = BootImage.objects.get(name=long_name[:100]).file.path
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/files/images", {"file": SimpleUploadedFile("other", b"\x7fELF two"),
+                                                 "name": long_name[:100]})
+    assert response.status_code == 302
+    image = BootImage.objects.get()
+    assert re.fullmatch(r"images/[0-9a-f]{32}", image.file.name) and image.size == 8
+    assert not os.path.exists(first)
+    page = client.get("/files/").content.decode()
+    assert 'id="id_binary_file"' in page and 'id="id_bootimage_file"' in page
+
+
+def test_a_binary_name_follows_the_same_rule_on_the_web_and_the_command_line(client, staff, settings, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    settings.MEDIA_ROOT = tmp_path
+    client.force_login(staff)
+    (tmp_path / "file").write_bytes(b"x")
+    for name in ("../etc", "sixteen-bytes-xx", "héllo"):
+        response = client.post("/files/binaries", {"file": SimpleUploadedFile("f", b"x"), "name": name})
+        assert response.status_code == 400 and "must be 1-15 bytes" in response.content.decode()
+        with pytest.raises(CommandError, match="must be 1-15 bytes"):
+            call_command("binary", "add", str(tmp_path / "file"), "--name", name)
+    assert not Binary.objects.exists()
 
 
 def test_a_token_is_shown_once_and_can_be_revoked(client, alice):

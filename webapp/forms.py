@@ -3,18 +3,15 @@ in distributor (task-set files, job options, target settings). The target
 form is distributor.forms.TargetForm: the admin uses it too."""
 from __future__ import annotations
 
-import hashlib
 import json
-import uuid
 
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
 
-from distributor.models import Binary, BootImage, Target
-from distributor.models.targets import BINARY_NAME
+from distributor.models import Target
+from distributor.models.targets import Upload
 from distributor.monitors import MONITORS
 
 # A file that failed is put back into the text box so it can be fixed in
@@ -82,71 +79,44 @@ class SubmitForm(forms.Form):
         self.data["filename"] = self.cleaned_data["filename"]
 
 
-class _UploadForm(forms.Form):
-    """A stored file under a generated name, with its checksum and size."""
+class UploadForm(forms.Form):
+    """A task binary or a boot image: the kind's model names the size limit and
+    checks the name (Upload.check_name), and stores the file (Upload.store)."""
 
-    model: type[Binary] | type[BootImage]
-    max_bytes_setting = ""
-    folder = ""
     file = forms.FileField()
+    # Longer than any kind allows, so that the kind's own rule names the fault.
+    name = forms.CharField(required=False, max_length=100)
+
+    def __init__(self, model: type[Upload], *args, **kwargs):
+        # Both kinds' forms share a page: their fields need ids of their own.
+        kwargs.setdefault("auto_id", f"id_{model._meta.model_name}_%s")
+        super().__init__(*args, **kwargs)
+        self.model = model
+        self.fields["name"].help_text = model.name_help
 
     def clean_file(self) -> UploadedFile:
         upload = self.cleaned_data["file"]
-        limit = getattr(settings, self.max_bytes_setting)
+        limit = getattr(settings, self.model.max_bytes_setting)
         if upload.size > limit:
             raise ValidationError(f"is {upload.size:,} bytes; the limit is {limit:,} bytes")
         if upload.size == 0:
             raise ValidationError("is empty")
         return upload
 
-    def clean_name(self) -> str:
-        return self.cleaned_data.get("name") or ""
-
-    @transaction.atomic
-    def save(self, user):
-        upload = self.cleaned_data["file"]
-        name = self.cleaned_data["name"]
-        digest = hashlib.sha256()
-        for chunk in upload.chunks():
-            digest.update(chunk)
-        upload.seek(0)
-        item = self.model.objects.select_for_update().filter(name=name).first() or self.model(name=name)
-        old_file = item.file.name if item.pk else ""
-        item.sha256, item.size, item.uploaded_by = digest.hexdigest(), upload.size, user
-        item.file.save(f"{uuid.uuid4().hex}", upload, save=False)
-        item.save()
-        if old_file:
-            transaction.on_commit(lambda: item.file.storage.delete(old_file))
-        return item
-
-
-class BinaryForm(_UploadForm):
-    model = Binary
-    max_bytes_setting = "BINARY_MAX_BYTES"
-    name = forms.CharField(required=False, max_length=64, help_text="default: the file's name; at most 15 bytes")
-
     def clean(self):
         data = super().clean()
         upload = data.get("file")
-        name = data.get("name") or (upload.name if upload else "")
-        if upload is not None or data.get("name"):
-            if not BINARY_NAME.fullmatch(name) or len(name.encode()) > 15:
-                self.add_error("name", f"{name!r}: 1-15 bytes of letters, digits, '.', '_' or '-' "
-                                       "(Genode keeps 15 bytes of a binary's name)")
-            data["name"] = name
+        if self.has_error("name") or (upload is None and not data.get("name")):
+            return data
+        data["name"] = self.model.name_for(data.get("name") or "", upload.name if upload else "")
+        try:
+            self.model.check_name(data["name"])
+        except ValidationError as error:
+            self.add_error(None, error)
         return data
 
-
-class ImageForm(_UploadForm):
-    model = BootImage
-    max_bytes_setting = "IMAGE_MAX_BYTES"
-    name = forms.CharField(required=False, max_length=100, help_text="default: the file's name")
-
-    def clean(self):
-        data = super().clean()
-        upload = data.get("file")
-        data["name"] = (data.get("name") or (upload.name if upload else ""))[:100]
-        return data
+    def save(self, user) -> Upload:
+        return self.model.store(self.cleaned_data["name"], self.cleaned_data["file"], user)[0]
 
 
 class TokenForm(forms.Form):

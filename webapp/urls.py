@@ -53,8 +53,8 @@ urlpatterns = [
     path("targets/new", targets.target_edit, name="target-new"),
     path("targets/<int:target_id>/edit", targets.target_edit, name="target-edit"),
     path("files/", uploads.files, name="binaries"),
-    path("files/binaries", uploads.upload_binary, name="binary-upload"),
-    path("files/images", uploads.upload_image, name="image-upload"),
+    path("files/binaries", uploads.upload, {"kind": "binary"}, name="binary-upload"),
+    path("files/images", uploads.upload, {"kind": "image"}, name="image-upload"),
 
     path("api/", include(api_urls)),
     path("admin/", admin.site.urls),

@@ -1,21 +1,23 @@
 from __future__ import annotations
 
+import hashlib
 import re
+import uuid
 from collections.abc import Sequence
+from typing import ClassVar, Self
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.core.files import File
+from django.db import models, transaction
 from django.db.models import Q
 
 from distributor.environment import host_environment
 from distributor.models.rows import fetch, placeholders, table
+from distributor.taskfile import PKG_NAME
 from sessions import SESSION_KINDS, get_session_class
 
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-# Genode's loader keeps 15 bytes + NUL per binary name; a name that would be
-# cut (the seed code cut silently) or that could name a path is refused.
-BINARY_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
 
 
 class Target(models.Model):
@@ -69,21 +71,91 @@ class Target(models.Model):
         return target
 
 
-class Binary(models.Model):
-    """A task binary sent to Genode targets (SEND_BINARIES)."""
+class Upload(models.Model):
+    """A file uploaded for targets (a task binary, a boot image). It is stored
+    under a generated name, never the user's, which could name a path; its
+    SHA-256 and size let a user check what a target runs and a session notice
+    a damaged file. Each kind declares ``file`` with its own folder and may
+    narrow ``name``; ``check_name`` holds its naming rule."""
 
-    name = models.CharField(max_length=15, unique=True)
-    file = models.FileField(upload_to="binaries/")
+    name = models.CharField(max_length=100, unique=True)
     sha256 = models.CharField(max_length=64)
     size = models.PositiveBigIntegerField()
     uploaded_at = models.DateTimeField(auto_now=True)
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
 
+    file: models.FileField
+    # The setting that bounds an upload's size through the web (BINARY_MAX_BYTES, IMAGE_MAX_BYTES).
+    max_bytes_setting: ClassVar[str]
+    name_help: ClassVar[str] = "default: the file's name"
+
     class Meta:
-        verbose_name_plural = "binaries"
+        abstract = True
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        self.check_name(self.name)
+
+    @classmethod
+    def name_for(cls, name: str, filename: str) -> str:
+        """The name asked for, else the uploaded file's."""
+        return name or filename
+
+    @classmethod
+    def check_name(cls, name: str) -> None:
+        if not name or len(name) > cls._meta.get_field("name").max_length:
+            raise ValidationError({"name": f"{name!r} must be 1-{cls._meta.get_field('name').max_length} characters"})
+
+    @classmethod
+    def store(cls, name: str, content: File, user=None) -> tuple[Self, bool]:
+        """Save the bytes under a fresh name, then point the row of ``name``
+        at them (a new row, or the old one replaced: True). The old file goes
+        only once the committed row no longer names it; the new one goes if
+        the row cannot be saved."""
+        digest = hashlib.sha256()
+        for chunk in content.chunks():
+            digest.update(chunk)
+        content.seek(0)
+        new_file = ""
+        try:
+            with transaction.atomic():
+                item = cls.objects.select_for_update().filter(name=name).first() or cls(name=name)
+                replaced, old_file = item.pk is not None, item.file.name if item.pk else ""
+                item.sha256, item.size, item.uploaded_by = digest.hexdigest(), content.size, user
+                item.file.save(uuid.uuid4().hex, content, save=False)
+                new_file = item.file.name
+                item.save()
+        except BaseException:
+            if new_file:
+                item.file.storage.delete(new_file)
+            raise
+        if old_file:
+            transaction.on_commit(lambda: item.file.storage.delete(old_file))
+        return item, replaced
+
+
+class Binary(Upload):
+    """A task binary sent to Genode targets (SEND_BINARIES)."""
+
+    name = models.CharField(max_length=15, unique=True)
+    file = models.FileField(upload_to="binaries/")
+
+    max_bytes_setting = "BINARY_MAX_BYTES"
+    name_help = "default: the file's name; at most 15 bytes"
+
+    class Meta:
+        verbose_name_plural = "binaries"
+
+    @classmethod
+    def check_name(cls, name: str) -> None:
+        # Genode's loader keeps 15 bytes + NUL per binary name, and a task's
+        # pkg names its binary: the task-set files' rule. A name that would be
+        # cut (the seed code cut silently) or that could name a path is refused.
+        if not PKG_NAME.fullmatch(name) or len(name.encode()) > 15:
+            raise ValidationError({"name": f"{name!r} must be 1-15 bytes of ASCII letters, digits, '_', '.' or '-' "
+                                           "(Genode keeps 15 bytes of a binary's name)"})
 
     @classmethod
     def checksums(cls, names: Sequence[str]) -> dict[str, str]:
@@ -93,15 +165,14 @@ class Binary(models.Model):
         return dict(fetch(f"SELECT name, sha256 FROM {table(cls)} WHERE name IN {placeholders(len(names))}", names))
 
 
-class BootImage(models.Model):
+class BootImage(Upload):
     """A kernel or image booted by QEMU pools (the seeds' image.elf)."""
 
-    name = models.CharField(max_length=100, unique=True)
     file = models.FileField(upload_to="images/")
-    sha256 = models.CharField(max_length=64)
-    size = models.PositiveBigIntegerField()
-    uploaded_at = models.DateTimeField(auto_now=True)
-    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
 
-    def __str__(self) -> str:
-        return self.name
+    max_bytes_setting = "IMAGE_MAX_BYTES"
+
+    @classmethod
+    def name_for(cls, name: str, filename: str) -> str:
+        # A long file name is cut to the column rather than refused; a typed one is not.
+        return name or filename[:100]

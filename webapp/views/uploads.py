@@ -2,6 +2,7 @@
 
 Files are stored under generated names (never the uploaded name, which could
 name a path) with their SHA-256, so a user can check what a target runs.
+Both kinds go through one form and one view; the URL names the kind.
 """
 from __future__ import annotations
 
@@ -12,14 +13,17 @@ from django.views.decorators.http import require_POST
 
 from distributor.models import Binary, BootImage
 from webapp.access import login_required, staff_required
-from webapp.forms import BinaryForm, ImageForm
+from webapp.forms import UploadForm
+
+KINDS = {"binary": Binary, "image": BootImage}
 
 
-def _page(request: HttpRequest, binary_form=None, image_form=None, status: int = 200) -> HttpResponse:
+def _page(request: HttpRequest, bound: dict[str, UploadForm] | None = None, status: int = 200) -> HttpResponse:
+    forms = {kind: UploadForm(model) for kind, model in KINDS.items()} | (bound or {})
     return render(request, "web/files.html", {
         "binaries": Binary.objects.select_related("uploaded_by").order_by("name"),
         "images": BootImage.objects.select_related("uploaded_by").order_by("name"),
-        "binary_form": binary_form or BinaryForm(), "image_form": image_form or ImageForm(),
+        "binary_form": forms["binary"], "image_form": forms["image"],
     }, status=status)
 
 
@@ -30,21 +34,12 @@ def files(request: HttpRequest) -> HttpResponse:
 
 @staff_required
 @require_POST
-def upload_binary(request: HttpRequest) -> HttpResponse:
-    form = BinaryForm(request.POST, request.FILES)
+def upload(request: HttpRequest, kind: str) -> HttpResponse:
+    model = KINDS[kind]
+    form = UploadForm(model, request.POST, request.FILES)
     if not form.is_valid():
-        return _page(request, binary_form=form, status=400)
-    binary = form.save(request.user)
-    messages.success(request, f"Stored binary '{binary.name}' ({binary.size:,} bytes, sha256 {binary.sha256[:12]}…).")
-    return redirect("binaries")
-
-
-@staff_required
-@require_POST
-def upload_image(request: HttpRequest) -> HttpResponse:
-    form = ImageForm(request.POST, request.FILES)
-    if not form.is_valid():
-        return _page(request, image_form=form, status=400)
-    image = form.save(request.user)
-    messages.success(request, f"Stored boot image '{image.name}' ({image.size:,} bytes, sha256 {image.sha256[:12]}…).")
+        return _page(request, {kind: form}, status=400)
+    item = form.save(request.user)
+    messages.success(request, f"Stored {model._meta.verbose_name} '{item.name}' ({item.size:,} bytes, "
+                              f"sha256 {item.sha256[:12]}…).")
     return redirect("binaries")

@@ -8,16 +8,13 @@ the checksum lets sessions notice a damaged file and resend a replaced one.
 """
 from __future__ import annotations
 
-import hashlib
-import uuid
 from pathlib import Path
 
+from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 
 from distributor.models import Binary
-from distributor.models.targets import BINARY_NAME
 
 MAX_BINARY_BYTES = 256 * 1024 * 1024
 
@@ -54,9 +51,11 @@ class Command(BaseCommand):
 
 
 def check_name(name: str) -> None:
-    if not BINARY_NAME.fullmatch(name) or len(name.encode()) > 15:
-        raise CommandError(f"name: {name!r} must be 1-15 ASCII letters, digits, '_', '.' or '-' "
-                           "(the target keeps 15 bytes; use --name)")
+    """The web upload's rule (Binary.check_name), with the option to use."""
+    try:
+        Binary.check_name(name)
+    except ValidationError as error:
+        raise CommandError(f"name: {error.message_dict['name'][0]} (use --name)") from None
 
 
 def _read(path: Path) -> bytes:
@@ -75,19 +74,5 @@ def _read(path: Path) -> bytes:
 
 
 def store_binary(name: str, data: bytes) -> tuple[Binary, bool]:
-    """Save the bytes under a fresh name, then point the row at them; the old
-    file goes only once the row no longer names it."""
-    digest = hashlib.sha256(data).hexdigest()
-    binary = Binary.objects.filter(name=name).first() or Binary(name=name)
-    replaced, old_file = binary.pk is not None, binary.file.name if binary.pk else ""
-    binary.file.save(f"{uuid.uuid4().hex}.bin", ContentFile(data), save=False)
-    binary.sha256, binary.size = digest, len(data)
-    try:
-        with transaction.atomic():
-            binary.save()
-    except Exception:
-        binary.file.storage.delete(binary.file.name)
-        raise
-    if old_file:
-        transaction.on_commit(lambda: binary.file.storage.delete(old_file))
-    return binary, replaced
+    """Store ``data`` as the binary ``name``; True when it replaced one."""
+    return Binary.store(name, ContentFile(data))
