@@ -110,8 +110,6 @@ def export(selection, method: str) -> int:
 
 
 def copy_same_select(selection) -> int:
-    from django.db import connection
-
     from distributor.exports import taskjob_rows
 
     sql, params = taskjob_rows(selection).query.sql_with_params()

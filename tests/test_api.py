@@ -10,7 +10,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from bench.web_pages import build
 from distributor.models import DistributorConfig, Job
-from tests.conftest import taskset_file
 from webapp.models import ApiToken, hash_token
 
 EXAMPLE = json.load(open("fixtures/example5.json"))

@@ -70,7 +70,6 @@ def test_the_fragment_costs_the_same_queries_whatever_the_data(client, staff, dj
 
 
 def test_progress_of_many_jobs_agrees_with_job_progress(campaign, alice):
-    job = campaign["job"]
     cancelled = campaign["queued"][0]
     TaskSet.objects.create(job=cancelled, variant=0, state=TaskSet.State.CANCELLED)
     Job.objects.filter(pk=cancelled.pk).update(state=Job.State.CANCELLED, cursor=1)
