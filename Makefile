@@ -1,7 +1,10 @@
 # The two commands of the README:
 #   make run   — set up and run the application on the embedded default
 #                (SQLite, ORM broker, SimSo target) with the example job queued
-#   make test  — install what the tests need and run the whole suite
+#   make test  — install what the tests need, lint, and run the whole suite
+#   make lint  — ruff, the import contracts (lint-imports: webapp -> distributor
+#                -> sessions, no cycles; pyproject.toml) and no model change
+#                without its migration
 # DATABASE_URL=postgres://… selects PostgreSQL for either.
 
 PYTHON ?= python3
@@ -10,7 +13,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast deps system-deps
+.PHONY: run test test-fast lint deps system-deps
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +32,12 @@ run: deps
 	$(PY) manage.py setup --example
 	$(PY) manage.py serve --port $(PORT)
 
-test: deps system-deps
+lint: deps
+	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
+	$(PY) manage.py makemigrations --check --dry-run
+
+test: deps system-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: deps
