@@ -5,7 +5,7 @@ once, so what is measured is the engine alone, and where its time goes.
     DATA_DIR=/tmp/dist-genode-engine python bench/engine_throughput.py [--machines 1,4,16]
         [--tasksets N (default 300 + 50 per machine)] [--breakdown 300] [--cprofile]
 
-Database: a scratch SQLite file ``DATA_DIR/bench-engine.sqlite3`` (deleted
+Database: a scratch SQLite file ``DATA_DIR/bench-reconciler.sqlite3`` (deleted
 first), or the PostgreSQL database named by ``DATABASE_URL``, created if
 missing and EMPTIED (``flush``): give it a scratch name.
 
@@ -130,16 +130,16 @@ def start_cluster(workers: int = 16):
 
 
 def stop_machines(timeout: float = 30) -> None:
-    from distributor import engine
+    from distributor import reconciler
     from distributor.models import Machine
 
-    engine.kill_all()
+    reconciler.kill_all()
     _wait(lambda: not Machine.objects.filter(state__in=Machine.LIVE_STATES).exists(), timeout, "machines stop")
-    engine.resume()
+    reconciler.resume()
 
 
 def _wait(condition, timeout: float, what: str, tick: bool = True, every: float = 0.05) -> None:
-    from distributor.engine import tick as reconcile
+    from distributor.reconciler import tick as reconcile
 
     deadline = time.monotonic() + timeout
     next_tick = 0.0
@@ -188,11 +188,11 @@ def cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
 
 def measure(target, machines: int, count: int, cluster, submit_options: dict | None = None) -> dict:
     """Warm up ``machines`` machines on ``target``, then time a job of ``count`` task-sets."""
-    from distributor import engine
+    from distributor import reconciler
     from distributor.models import Job, Machine
     from distributor.queue import submit_job
 
-    engine.set_max_machines(machines)
+    reconciler.set_max_machines(machines)
     options = submit_options or {}
     warm = submit_job(bench_file(3 * machines, "warm-up"), target=target, **options)
     _wait(lambda: not Job.objects.get(pk=warm.pk).is_active, 120, f"warm-up job of {machines} machine(s)")
@@ -342,7 +342,7 @@ def breakdown(target, count: int, use_cprofile: bool = False, submit_options: di
     from django.db import connection
 
     from distributor import machine as machine_module
-    from distributor.models import DistributorConfig, Job, Machine, TaskSet
+    from distributor.models import DistributorConfig, Machine, TaskSet
     from distributor.queue import submit_job
     from sessions import get_session_class
 

@@ -216,7 +216,7 @@ def engine_rounds(guest: dict, netns_name: str, args) -> None:
     a real machines cluster, each round from the moment its guests are ready."""
     from django.core.management import call_command
 
-    from distributor import engine
+    from distributor import reconciler
     from distributor.management.commands.binary import store_binary
     from distributor.models import DistributorConfig, Target
     from tests.cluster import Cluster
@@ -241,7 +241,7 @@ def engine_rounds(guest: dict, netns_name: str, args) -> None:
         for count in counts:
             engine_round(target, count, args.engine_seconds)
     finally:
-        engine.kill_all()
+        reconciler.kill_all()
         try:
             wait_for_machines(lambda live: not live, 30, "the machines stop")
         finally:
@@ -249,12 +249,12 @@ def engine_rounds(guest: dict, netns_name: str, args) -> None:
 
 
 def engine_round(target, count: int, seconds: float) -> None:
-    from distributor import engine
+    from distributor import reconciler
     from distributor.models import Attempt, Machine, TaskSet
     from distributor.queue import submit_job
 
-    engine.resume()  # lifts the previous round's kill
-    engine.set_max_machines(count)
+    reconciler.resume()  # lifts the previous round's kill
+    reconciler.set_max_machines(count)
     submitted = time.monotonic()
     job = submit_job(json.dumps(ENGINE_JOB), target=target)
     machines = wait_for_machines(
@@ -267,7 +267,7 @@ def engine_round(target, count: int, seconds: float) -> None:
     time.sleep(seconds)
     done, elapsed = finished.count() - before, time.monotonic() - began
     per_machine = [finished.filter(machine=m).count() for m in machines]
-    engine.kill_all()
+    reconciler.kill_all()
     wait_for_machines(lambda live: not live, 30, "the machines stop")
     job.cancel()
     failures = Attempt.objects.filter(taskset__job=job, result=Attempt.Result.FAILED).count()

@@ -284,7 +284,7 @@ class Soak:
     def run(self) -> int:
         from django.conf import settings
 
-        from distributor import engine
+        from distributor import reconciler
         from distributor.models import DistributorConfig, Target
         from distributor.queue import submit_job
         from tests.cluster import Cluster
@@ -310,15 +310,15 @@ class Soak:
                 cluster.wait_ready(120)
             target = Target.objects.create(name="soak", kind="genode", addresses=peer.addresses,
                                            settings={"connect_timeout": 5.0, "startup_timeout": 30.0})
-            engine.set_max_machines(PEERS)
+            reconciler.set_max_machines(PEERS)
             job = submit_job(job_file(self.total), target=target, tries=3)
             start_rss, end_rss, elapsed = self.watch(job, clusters, peer)
-            engine.kill_all()
+            reconciler.kill_all()
             code = self.report(job, start_rss, end_rss, elapsed)
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave clusters behind
             try:
-                engine.kill_all()  # machines run until told: stop them so that the clusters can exit
+                reconciler.kill_all()  # machines run until told: stop them so that the clusters can exit
             except Exception as error:  # noqa: BLE001 - clean up whatever happened
                 print(f"kill all failed: {error}", file=sys.stderr)
             for cluster in clusters:
@@ -327,7 +327,7 @@ class Soak:
         return code
 
     def watch(self, job, clusters, peer: PeerProcess) -> tuple[dict, dict, float]:
-        from distributor import engine
+        from distributor import reconciler
         from distributor.models import Job
 
         started = last_line = last_tick = last_change = time.monotonic()
@@ -355,7 +355,7 @@ class Soak:
             if now - last_change > STALL_S:
                 raise SystemExit(f"stalled: no task-set ended for {STALL_S:.0f} s at {done:,} of {self.total:,}")
             if now - last_tick >= TICK_EVERY_S:
-                engine.tick()
+                reconciler.tick()
                 last_tick = now
 
     def report(self, job, start_rss: dict, end_rss: dict, elapsed: float) -> int:

@@ -7,12 +7,15 @@ table (``show_full_result_count``) and foreign keys are raw ids.
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db import transaction
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from distributor import reconciler
 from distributor.forms import TargetForm
+from distributor.labels import label_stored
+from distributor.queue import resubmit_job
 from distributor.models import (
     Attempt, Binary, BootImage, DistributorConfig, Event, Job, Machine, Target, Task, TaskJob, TaskSet,
 )
@@ -58,8 +61,16 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Resubmit: queue a copy with the same file and options")
     def resubmit(self, request: HttpRequest, queryset: QuerySet) -> None:
-        new = [job.resubmit(owner=request.user).pk for job in queryset]
-        self.message_user(request, f"Queued job(s) {', '.join(map(str, new))}.", messages.SUCCESS)
+        new, refused = [], []
+        for job in queryset:
+            try:
+                new.append(resubmit_job(job, owner=request.user).pk)
+            except ValidationError as error:
+                refused.append(f"#{job.pk}: {'; '.join(error.messages)}")
+        if new:
+            self.message_user(request, f"Queued job(s) {', '.join(map(str, new))}.", messages.SUCCESS)
+        if refused:
+            self.message_user(request, f"Not resubmitted: {', '.join(refused)}", messages.ERROR)
 
 
 class TaskInline(admin.TabularInline):
@@ -112,19 +123,14 @@ class TaskSetAdmin(admin.ModelAdmin):
     @admin.action(description="Requeue bad task-sets (one more try)")
     def requeue_bad(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = sum(taskset.requeue_bad() for taskset in queryset)
-        transaction.on_commit(_tick)
+        reconciler.wake()
         self.message_user(request, f"Requeued {count} task-set(s); only bad ones of unfinished or finished jobs qualify.")
 
     @admin.action(description="Mark queued task-sets bad")
     def mark_queued_bad(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = sum(taskset.give_up(f"marked bad by {request.user.get_username()}") for taskset in queryset.select_related("job"))
+        reason = f"marked bad by {request.user.get_username()}"
+        count = sum(taskset.give_up(reason, labeller=label_stored) for taskset in queryset.select_related("job"))
         self.message_user(request, f"Marked {count} task-set(s) bad; only queued ones qualify.")
-
-
-def _tick() -> None:
-    from distributor.engine import tick
-
-    tick()
 
 
 @admin.register(Task)

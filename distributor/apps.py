@@ -16,3 +16,11 @@ class DistributorApp(AppConfig):
         # themselves on import, in every process: web, clusters and commands.
         for module in settings.DISTRIBUTOR_SESSION_MODULES:
             import_module(module)
+        # The reconciler sits above the queue and the campaigns: they reach it
+        # through these registrations, never by importing it.
+        from distributor import queue, reconciler
+        from distributor.campaigns.services import advance_all
+
+        reconciler.add_step(advance_all)
+        if reconciler.wake not in queue.SUBMITTED_HOOKS:
+            queue.SUBMITTED_HOOKS.append(reconciler.wake)

@@ -19,6 +19,7 @@ from django.db import connection
 from django.db.models.functions import Now
 
 from distributor.models import Host
+from distributor.reconciler import tick
 
 log = logging.getLogger("distributor")
 BEAT_SECONDS = 1.0
@@ -49,8 +50,6 @@ class HostBeat(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        from distributor.engine import tick
-
         next_tick = time.monotonic() + RECONCILE_EVERY_SECONDS
         try:
             while not self.stopped.wait(BEAT_SECONDS):

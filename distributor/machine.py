@@ -31,6 +31,7 @@ from distributor.models import DistributorConfig, Event, Fenced, Machine, Orders
 from distributor.models.rows import EVENT_COLUMNS, database_time, insert_rows
 from distributor.monitors import MonitorGroup
 from distributor.queue import Claim, claim_next
+from distributor.reconciler import tick
 from sessions import EventTracker, SessionInfo, Stopped, TargetFailure, TaskSetError, get_session_class
 from sessions.etm import EtmError
 
@@ -176,8 +177,6 @@ class MachineWorker:
     def _hand_over(self) -> None:
         """Work may have arrived after the last claim, while the reconciler still
         counted this machine as live: reconcile now so that it is not stranded."""
-        from distributor.engine import tick
-
         try:
             tick()
         except Exception:  # noqa: BLE001 - the host's reconciler will try again

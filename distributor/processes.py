@@ -16,9 +16,10 @@ import sys
 import time
 
 from django.conf import settings
-from django.db.models.functions import Now
 
 from distributor.environment import host_environment
+from distributor.models import Machine
+from distributor.reconciler import ensure_schedule, tick
 from sessions import SESSION_KINDS
 
 log = logging.getLogger("distributor")
@@ -52,8 +53,6 @@ def _env(cluster: str | None) -> dict:
 
 def prepare() -> None:
     """The reconciler's schedule exists and machines left from a crash are handled."""
-    from distributor.engine import ensure_schedule, tick
-
     ensure_schedule()
     _clean_up_host()
     tick()
@@ -62,8 +61,6 @@ def prepare() -> None:
 def _clean_up_host() -> None:
     """What machines this host ran before a crash left behind (a QEMU's tap):
     every kind is asked, keeping what the host's live machines use."""
-    from distributor.models import Machine
-
     live = list(Machine.objects.filter(host=settings.DISTRIBUTOR_HOST, state__in=Machine.LIVE_STATES)
                 .select_related("target"))
     host = host_environment()
@@ -78,14 +75,9 @@ def _clean_up_host() -> None:
 
 
 def stop_clusters(children: list[subprocess.Popen], grace: float = 15.0) -> None:
-    from distributor.models import Machine
-
-    Machine.objects.filter(host=settings.DISTRIBUTOR_HOST, state__in=Machine.LIVE_STATES).exclude(
-        state=Machine.State.LAUNCHING
-    ).update(stop_mode=Machine.StopMode.KILL)
-    Machine.objects.filter(host=settings.DISTRIBUTOR_HOST, state=Machine.State.LAUNCHING).update(
-        state=Machine.State.STOPPED, stopped_at=Now(), activity="host stopped before start"
-    )
+    here = Machine.objects.filter(host=settings.DISTRIBUTOR_HOST)
+    Machine.cancel_launches(here, "host stopped before start")
+    Machine.order(here, Machine.StopMode.KILL)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and Machine.objects.filter(
         host=settings.DISTRIBUTOR_HOST, state__in=Machine.LIVE_STATES

@@ -15,16 +15,20 @@ end follows the commit of its last result, whichever machine stored it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
 
 from distributor import taskfile
 from distributor.models import DistributorConfig, Job, Machine, Orders, Target, TaskSet
 
 MAX_TRIES = 100
+# Called once a submission is stored: the reconciler registers ``wake`` here
+# when the app is ready (it sits above the queue, which never imports it), so
+# every way a job is made gets machines without its caller remembering to.
+SUBMITTED_HOOKS: list[Callable[[], object]] = []
 
 
 def submit_job(
@@ -44,8 +48,24 @@ def submit_job(
 
     Raises ``taskfile.TaskFileError`` for the file and ``ValidationError``
     (keyed by option) for the rest; nothing is stored unless all is valid.
+    Every hook in SUBMITTED_HOOKS is called (the reconciler's ``wake``).
     """
     parsed = taskfile.parse(data, filename)
+    return _queue(parsed, filename=filename, target=target, name=name, offset=offset, tries=tries,
+                  priority=priority, admission=admission, monitors=monitors, owner=owner)
+
+
+def resubmit_job(job: Job, owner=None) -> Job:
+    """A new job with the same task-sets and options, queued at the end:
+    validated again like any submission (its target may be gone)."""
+    parsed = taskfile.ParsedFile(spec=job.spec, variant_count=taskfile.variant_count(job.spec), format="json")
+    return _queue(parsed, filename=job.source_name, target=job.target, name=job.name, offset=job.offset,
+                  tries=job.tries, priority=job.priority, admission=job.admission, monitors=job.monitors,
+                  owner=owner or job.owner)
+
+
+def _queue(parsed: taskfile.ParsedFile, *, filename, target, name, offset, tries, priority, admission, monitors,
+           owner) -> Job:
     options = check_options(parsed, target=target, offset=offset, tries=tries, priority=priority,
                             admission=admission, monitors=monitors)
     unstorable = {key: "must be text without control characters or unpaired surrogates"
@@ -61,7 +81,8 @@ def submit_job(
         cursor=options["offset"],
         **options,
     )
-    transaction.on_commit(_wake_reconciler)
+    for hook in SUBMITTED_HOOKS:
+        hook()
     return job
 
 
@@ -123,12 +144,6 @@ def _storable(text) -> bool:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _wake_reconciler() -> None:
-    from distributor.engine import tick
-
-    tick()
 
 
 # -- claims -------------------------------------------------------------------

@@ -1,30 +1,61 @@
 """The reconciler (``tick``) and the operator's controls.
 
 ``tick`` compares what the operator wants with what runs: it declares machines
-with a stale heartbeat dead and puts their task-sets back in the queue, drains
-the surplus when the maximum was lowered (highest ids first), and launches
+with a stale heartbeat dead and puts their task-sets back in the queue, runs
+the steps others registered (campaigns queue their next level), drains the
+surplus when the maximum was lowered (highest ids first), and launches
 machines while fewer run than the maximum and there is work. It is a plain
-idempotent function: every operator action calls it, every host's heartbeat calls
-it now and then, and a django-q2 schedule calls it every minute. Concurrent
-ticks are serialised by a row lock on the settings row.
+idempotent function: every operator action calls it, whoever adds work calls
+``wake()`` after commit, every host's heartbeat calls it now and then, and a
+django-q2 schedule calls it every minute. Concurrent ticks are serialised by a
+row lock on the settings row.
+
+It sits at the top of ``distributor/``: the queue, the models and the
+campaigns' services never import it (``docs/architecture.md``).
 """
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+import threading
+from collections.abc import Callable
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Sum
-from django.db.models.functions import Now
+from django.db.models import F, Q, Sum
 from django_q.tasks import async_task
 
-from distributor.campaigns.services import advance_all
 from distributor.environment import host_environment
+from distributor.labels import label_stored
 from distributor.models import DistributorConfig, Host, Job, Machine, Target, TaskSet
+from distributor.models.hosts import seconds_ago
 from sessions import get_session_class
 
 log = logging.getLogger("distributor")
+STEPS: list[Callable[[], object]] = []  # run by every tick before it launches (add_step)
+
+
+def add_step(step: Callable[[], object]) -> None:
+    """Have every tick call ``step()`` (once per function) before it drains and
+    launches, so that work the step queues gets machines in the same tick. A
+    step must not call ``wake``: it already runs inside a tick."""
+    if step not in STEPS:
+        STEPS.append(step)
+
+
+def wake() -> None:
+    """Reconcile once the caller's transaction commits (at once outside one):
+    what a submission, a resubmission or a requeue just stored is seen. A wake
+    from inside a tick (a campaign step submitting its next level) does
+    nothing: that tick launches after its steps anyway."""
+    transaction.on_commit(_tick_unless_ticking)
+
+
+_ticking = threading.local()
+
+
+def _tick_unless_ticking() -> None:
+    if not getattr(_ticking, "now", False):
+        tick()
 
 
 def tick() -> dict:
@@ -32,11 +63,16 @@ def tick() -> dict:
     config = DistributorConfig.get()
     dead = reap_dead_machines(config)
     _end_done_jobs()
+    _ticking.now = True
+    try:
+        for step in STEPS:
+            step()
+    finally:
+        _ticking.now = False
     with transaction.atomic():
         config = DistributorConfig.objects.select_for_update().get(pk=config.pk)
         drained = _drain_surplus(config)
         launched = _launch(config)
-    advance_all()
     if dead or drained or launched:
         log.info("tick: dead %s, draining %s, launched %s", dead, drained, launched)
     return {"dead": dead, "draining": drained, "launched": launched}
@@ -45,16 +81,11 @@ def tick() -> dict:
 # -- dead machines --------------------------------------------------------------
 
 
-def _ago(seconds: int) -> ExpressionWrapper:
-    """Database time minus a duration: hosts' clocks never enter a lease."""
-    return ExpressionWrapper(Now() - timedelta(seconds=seconds), output_field=DateTimeField())
-
-
 def reap_dead_machines(config: DistributorConfig) -> list[int]:
     stale = Q(state__in=[Machine.State.STARTING, Machine.State.IDLE, Machine.State.BUSY],
-              heartbeat_at__lt=_ago(config.heartbeat_timeout_s))
-    lost_launch = Q(state=Machine.State.LAUNCHING, launched_at__lt=_ago(config.launch_timeout_s))
-    silent_hosts = set(Host.objects.exclude(heartbeat_at__gte=_ago(config.heartbeat_timeout_s))
+              heartbeat_at__lt=seconds_ago(config.heartbeat_timeout_s))
+    lost_launch = Q(state=Machine.State.LAUNCHING, launched_at__lt=seconds_ago(config.launch_timeout_s))
+    silent_hosts = set(Host.objects.exclude(heartbeat_at__gte=seconds_ago(config.heartbeat_timeout_s))
                        .values_list("name", flat=True))
     on_silent_host = Q(state__in=Machine.LIVE_STATES, host__in=silent_hosts)
     dead = []
@@ -79,7 +110,7 @@ def _recover_orphans() -> None:
     for taskset in orphans.select_related("job", "machine"):
         machine = taskset.machine
         reason = f"machine {machine.pk} ended ({machine.state}) while running it" if machine else "its machine is gone"
-        if taskset.recover_from_dead_machine(machine, reason):
+        if taskset.recover_from_dead_machine(machine, reason, labeller=label_stored):
             log.warning("task-set %s: %s; back in the queue", taskset.pk, reason)
 
 
@@ -96,12 +127,10 @@ def _end_done_jobs() -> None:
 def _declare_dead(machine: Machine, reason: str, still_dead: Q) -> bool:
     """Compare-and-set: only if the machine is still as dead as it looked."""
     with transaction.atomic():
-        if not Machine.objects.filter(still_dead, pk=machine.pk).update(
-            state=Machine.State.DEAD, stopped_at=Now(), last_error=reason, current=None, activity="dead"
-        ):
+        if not Machine.declare_dead(machine.pk, still_dead, reason):
             return False  # it beat, or another tick was quicker
         for taskset in TaskSet.objects.filter(machine=machine, state=TaskSet.State.RUNNING).select_related("job"):
-            taskset.recover_from_dead_machine(machine, reason)
+            taskset.recover_from_dead_machine(machine, reason, labeller=label_stored)
     try:
         get_session_class(machine.target.kind).reap(machine, host_environment())
     except Exception:  # noqa: BLE001 - cleaning up after the dead must not stop the tick
@@ -117,11 +146,8 @@ def _drain_surplus(config: DistributorConfig) -> list[int]:
     running = Machine.objects.filter(state__in=Machine.LIVE_STATES, stop_mode=Machine.StopMode.NONE).order_by("-pk")
     surplus = list(running.values_list("pk", flat=True)[: max(running.count() - wanted, 0)])
     if surplus:
-        # A launch nobody took yet simply never starts.
-        Machine.objects.filter(pk__in=surplus, state=Machine.State.LAUNCHING).update(
-            state=Machine.State.STOPPED, stopped_at=Now(), activity="drained before start"
-        )
-        Machine.objects.filter(pk__in=surplus, state__in=Machine.LIVE_STATES).update(stop_mode=Machine.StopMode.DRAIN)
+        Machine.cancel_launches(Machine.objects.filter(pk__in=surplus), "drained before start")
+        Machine.order(Machine.objects.filter(pk__in=surplus), Machine.StopMode.DRAIN)
     return surplus
 
 
@@ -150,7 +176,7 @@ class HostLoad:
     """Live hosts and their free workers: machines go where there is room."""
 
     def __init__(self, config: DistributorConfig):
-        live = Host.objects.filter(heartbeat_at__gte=_ago(config.heartbeat_timeout_s))
+        live = Host.live(config.heartbeat_timeout_s)
         self.capacity = {host.name: host.capacity for host in live}
         self.load = {name: 0 for name in self.capacity}
         for host in Machine.objects.filter(state__in=Machine.LIVE_STATES, host__in=self.capacity).values_list("host", flat=True):
@@ -225,7 +251,7 @@ def set_max_machines(value: int) -> DistributorConfig:
     keep = value - Machine.objects.filter(state__in=Machine.LIVE_STATES, stop_mode=Machine.StopMode.NONE).count()
     if keep > 0 and not config.halted:
         pks = list(draining.values_list("pk", flat=True)[:keep])
-        Machine.objects.filter(pk__in=pks, stop_mode=Machine.StopMode.DRAIN).update(stop_mode=Machine.StopMode.NONE)
+        Machine.order(Machine.objects.filter(pk__in=pks, stop_mode=Machine.StopMode.DRAIN), Machine.StopMode.NONE)
     tick()
     return config
 
@@ -233,10 +259,8 @@ def set_max_machines(value: int) -> DistributorConfig:
 def _halt(mode: str) -> int:
     with transaction.atomic():
         DistributorConfig.objects.filter(pk=DistributorConfig.get().pk).update(halted=True)
-        Machine.objects.filter(state=Machine.State.LAUNCHING).update(
-            state=Machine.State.STOPPED, stopped_at=Now(), activity="stopped before start"
-        )
-        count = Machine.objects.filter(state__in=Machine.LIVE_STATES).update(stop_mode=mode)
+        Machine.cancel_launches(Machine.objects.all(), "stopped before start")
+        count = Machine.order(Machine.objects.all(), mode)
     tick()
     return count
 
@@ -255,59 +279,13 @@ def resume() -> None:
     """Lift a halt: draining machines keep going and new ones are launched."""
     config = DistributorConfig.get()
     DistributorConfig.objects.filter(pk=config.pk).update(halted=False)
-    Machine.objects.filter(state__in=Machine.LIVE_STATES, stop_mode=Machine.StopMode.DRAIN).update(
-        stop_mode=Machine.StopMode.NONE
-    )
+    Machine.order(Machine.objects.filter(stop_mode=Machine.StopMode.DRAIN), Machine.StopMode.NONE)
     tick()
 
 
 def reboot_all() -> int:
     """Reboot every target after its current task-set."""
-    return Machine.objects.filter(state__in=Machine.LIVE_STATES).update(reboot_requested=True)
-
-
-# -- status -------------------------------------------------------------------
-
-
-def status() -> dict:
-    """What the operator sees: busy/idle/halted, machines and the queue."""
-    config = DistributorConfig.get()
-    machines = list(
-        Machine.objects.filter(state__in=Machine.LIVE_STATES).select_related("target", "current").order_by("pk")
-    )
-    jobs = list(Job.objects.filter(state__in=Job.ACTIVE_STATES).order_by("-priority", "pk"))
-    # Busy while a machine runs a task-set or work waits; machines merely
-    # waiting for work do not make the distributor busy.
-    busy = any(m.state == Machine.State.BUSY for m in machines) or any(job.progress()["queued"] for job in jobs)
-    live_hosts = set(Host.objects.filter(heartbeat_at__gte=_ago(config.heartbeat_timeout_s)).values_list("name", flat=True))
-    return {
-        "state": "halted" if config.halted else ("busy" if busy else "idle"),
-        "hosts": [{"name": h.name, "capacity": h.capacity, "alive": h.name in live_hosts,
-                   "machines": sum(m.host == h.name for m in machines)} for h in Host.objects.order_by("name")],
-        "max_machines": config.max_machines,
-        "cap": config.cap,
-        "halted": config.halted,
-        "machines": [_machine_status(m) for m in machines],
-        "jobs": [{"id": job.pk, "name": job.name, "state": job.state, "target": job.target_id, **job.progress()} for job in jobs],
-    }
-
-
-def _machine_status(machine: Machine) -> dict:
-    return {
-        "id": machine.pk,
-        "target": machine.target.name,
-        "slot": machine.slot,
-        "host": machine.host,
-        "address": machine.address,
-        "state": machine.state,
-        "stop_mode": machine.stop_mode,
-        "activity": machine.activity,
-        "taskset": machine.current_id,
-        "job": machine.current.job_id if machine.current else None,
-        "since": machine.current_since.isoformat() if machine.current_since else None,
-        "tasksets_done": machine.tasksets_done,
-        "last_error": machine.last_error,
-    }
+    return Machine.request_reboot(Machine.objects.all())
 
 
 def ensure_schedule() -> None:
@@ -316,5 +294,5 @@ def ensure_schedule() -> None:
 
     Schedule.objects.update_or_create(
         name="distributor-tick",
-        defaults={"func": "distributor.engine.tick", "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
+        defaults={"func": "distributor.reconciler.tick", "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
     )

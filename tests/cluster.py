@@ -106,7 +106,7 @@ def wait_until(condition, timeout: float, every: float = 0.05, tick: bool = Fals
 
     With ``tick`` the test also plays the reconciler's schedule, calling
     ``tick()`` every half second as the default cluster does every minute."""
-    from distributor.engine import tick as reconcile
+    from distributor.reconciler import tick as reconcile
 
     started = time.monotonic()
     next_tick = started
@@ -186,10 +186,10 @@ def machines_cluster_running(workers: int = 5):
 def kill_machines_and_stop(*clusters: Cluster, timeout: float = 15) -> None:
     """A test's end: kill every machine as the operator would, wait until none
     is live (their task-sets back in the queue), then stop the clusters."""
-    from distributor import engine
+    from distributor import reconciler
     from distributor.models import Machine
 
-    engine.kill_all()
+    reconciler.kill_all()
     try:
         wait_until(lambda: not Machine.objects.filter(state__in=Machine.LIVE_STATES).exists(), timeout,
                    message="machines stop after the test")

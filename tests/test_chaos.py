@@ -48,7 +48,7 @@ from django.db import connection
 from django.db.models import Count
 from django.utils import timezone
 
-from distributor import engine
+from distributor import reconciler
 from distributor.hosts import beat
 from distributor.models import Attempt, Event, Host, Job, Machine, Target, TaskJob, TaskSet
 from distributor.queue import claim_next, submit_job
@@ -329,7 +329,7 @@ def test_two_hosts_crashes_and_faulty_targets_lose_and_duplicate_nothing(hosts):
         host_b.start()
         host_a.wait_ready(60)
         host_b.wait_ready(60)
-        engine.set_max_machines(PEERS)
+        reconciler.set_max_machines(PEERS)
         job = submit_job(job_file(TASKSETS), target=target, tries=TRIES)
         started = time.monotonic()
         for peer, kind in zip(peers, FAULT_KINDS):
@@ -441,14 +441,14 @@ def test_a_lost_attempts_events_are_not_mixed_into_its_retry():
     beat()  # this host is a live machines cluster
     target = Target.objects.create(name="scripted", kind="scripted")
     one_task = json.dumps({"tasksets": [{"tasks": [{"pkg": "hey", "period": 10, "numberofjobs": 2}]}]})
-    with mock.patch("distributor.engine.async_task"):
+    with mock.patch("distributor.reconciler.async_task"):
         submit_job(one_task, target=target)
         first = Machine.objects.get()
         first.take(pid=1)
         taskset = claim_next(first).taskset
         store_events(taskset, [(0, "START", 0)])  # then its worker is SIGKILLed
         Machine.objects.filter(pk=first.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
-        assert engine.tick()["dead"] == [first.pk]
+        assert reconciler.tick()["dead"] == [first.pk]
 
         second = Machine.objects.get(state=Machine.State.LAUNCHING)
         second.take(pid=2)

@@ -15,7 +15,8 @@ import time
 import pytest
 from django.db.models import Count
 
-from distributor import engine
+from distributor import reconciler
+from distributor.status import overview
 from distributor.models import Attempt, Job, Machine, Target, TaskJob, TaskSet
 from distributor.queue import submit_job
 from tests.cluster import machines_cluster_running, short_timeouts, wait_until
@@ -78,16 +79,16 @@ def test_scaling_up_and_down_mid_run(machines_cluster):
     target = Target.objects.create(name="sim", kind="simso")
     job = submit_job(simso_file(200), target=target)
     wait_until(lambda: Job.objects.get(pk=job.pk).finished_count >= 10, 60, message="the first machine works")
-    assert engine.status()["state"] == "busy"
+    assert overview()["state"] == "busy"
     assert live_count() == 1
 
-    engine.set_max_machines(4)
+    reconciler.set_max_machines(4)
     started = wait_until(lambda: live_count([Machine.State.IDLE, Machine.State.BUSY]) == 4, 10,
                          message="four machines at work")
     assert started < 3, f"three more machines took {started:.1f} s"
 
     wait_until(lambda: Job.objects.get(pk=job.pk).finished_count >= 80, 60)
-    engine.set_max_machines(2)
+    reconciler.set_max_machines(2)
     drained = set(Machine.objects.filter(stop_mode=Machine.StopMode.DRAIN).values_list("pk", flat=True))
     assert drained == set(Machine.objects.order_by("-pk").values_list("pk", flat=True)[:2])
     wait_until(lambda: live_count() == 2, 10, message="two machines drain")
@@ -99,18 +100,18 @@ def test_scaling_up_and_down_mid_run(machines_cluster):
 
     wait_until(lambda: not Job.objects.get(pk=job.pk).is_active, 60)
     assert_each_finished_exactly_once(job, jobs_per_task=SIMSO_JOBS)
-    assert engine.status()["state"] == "idle"
+    assert overview()["state"] == "idle"
 
 
 def test_kill_stops_every_machine_at_once_and_resume_finishes_exactly_once(machines_cluster):
     # One-second task-sets: a kill is noticed within 0.2 s, so it lands mid-run.
     target = scripted_target(duration_ms=1000)
-    engine.set_max_machines(3)
+    reconciler.set_max_machines(3)
     job = submit_job(job_file(12), target=target)
     wait_until(lambda: TaskSet.objects.filter(state=TaskSet.State.RUNNING).count() == 3, 30, message="three running")
     running = set(TaskSet.objects.filter(state=TaskSet.State.RUNNING).values_list("pk", flat=True))
 
-    killed_in = engine.kill_all() and wait_until(lambda: live_count() == 0, 5, every=0.01)
+    killed_in = reconciler.kill_all() and wait_until(lambda: live_count() == 0, 5, every=0.01)
     assert killed_in < 1.0, f"machines took {killed_in:.2f} s to stop"
     assert not TaskSet.objects.filter(state=TaskSet.State.RUNNING).exists()
     put_back = TaskSet.objects.filter(pk__in=running, state=TaskSet.State.QUEUED)
@@ -121,9 +122,9 @@ def test_kill_stops_every_machine_at_once_and_resume_finishes_exactly_once(machi
     for taskset in put_back:
         assert taskset.attempts == 0 and not taskset.attempt_set.exists()
         assert not taskset.events.exists() and not taskset.taskjobs.exists()
-    assert engine.status()["state"] == "halted"
+    assert overview()["state"] == "halted"
 
-    engine.resume()
+    reconciler.resume()
     wait_until(lambda: not Job.objects.get(pk=job.pk).is_active, 60)
     assert_each_finished_exactly_once(job)
 
@@ -133,7 +134,7 @@ def test_crashes_of_the_machines_cluster_lose_and_duplicate_nothing(machines_clu
     # 100 ms task-sets: four machines need seconds for the job, so all five
     # crashes land mid-job (the engine's own cost per task-set is a few ms).
     target = scripted_target(duration_ms=100, process=marker)
-    engine.set_max_machines(4)
+    reconciler.set_max_machines(4)
     job = submit_job(job_file(500), target=target)
     cluster = machines_cluster
     rng = random.Random(7)
@@ -148,14 +149,14 @@ def test_crashes_of_the_machines_cluster_lose_and_duplicate_nothing(machines_clu
     wait_until(lambda: not Job.objects.get(pk=job.pk).is_active, 240, tick=True, message="the job ends")
     assert_each_finished_exactly_once(job)
     assert job.bad_count == 0
-    engine.kill_all()
+    reconciler.kill_all()
     wait_until(lambda: live_count() == 0, 10)
     assert not target_processes(marker), "no target outlives its machine"
 
 
 def test_failing_tasksets_are_retried_then_bad_in_the_cluster(machines_cluster):
     target = scripted_target(duration_ms=5)
-    engine.set_max_machines(2)
+    reconciler.set_max_machines(2)
     job = submit_job(job_file(30, crash_at={5, 17}), target=target, tries=2)
     wait_until(lambda: not Job.objects.get(pk=job.pk).is_active, 60)
     job.refresh_from_db()

@@ -738,7 +738,7 @@ def engine_world(transactional_db, settings, tmp_path):
     DistributorConfig.get()
     DistributorConfig.objects.update(target_timeout_s=1, idle_timeout_s=0)
     beat()
-    with mock.patch("distributor.engine.async_task"):
+    with mock.patch("distributor.reconciler.async_task"):
         yield
 
 

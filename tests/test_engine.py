@@ -13,7 +13,8 @@ from django.db.models import Count
 from django.utils import timezone
 
 import tests.fake_sessions  # noqa: F401 - registers the "scripted" kind
-from distributor import engine, hosts
+from distributor import hosts, reconciler
+from distributor.status import overview
 from distributor import machine as machine_module
 from distributor.hosts import beat
 from distributor.machine import Lifeline, run_machine
@@ -33,7 +34,7 @@ def no_broker():
     """Launch messages are recorded instead of queued: these tests run machines
     themselves, on this host, which beats as a machines cluster would."""
     beat()
-    with mock.patch("distributor.engine.async_task") as sent:
+    with mock.patch("distributor.reconciler.async_task") as sent:
         yield sent
 
 
@@ -349,7 +350,7 @@ def test_the_reconciler_ends_a_job_whose_last_result_nobody_looked_past(scripted
     assert finish_now(claim_next(machine), machine)
     job.refresh_from_db()
     assert job.state == Job.State.RUNNING
-    engine.tick()
+    reconciler.tick()
     job.refresh_from_db()
     assert (job.state, job.finished_count) == (Job.State.FINISHED, 1)
 
@@ -358,13 +359,13 @@ def test_the_reconciler_ends_a_job_whose_last_result_nobody_looked_past(scripted
 
 
 def test_tick_launches_up_to_the_maximum_while_there_is_work(scripted, no_broker):
-    engine.set_max_machines(3)
+    reconciler.set_max_machines(3)
     assert not Machine.objects.exists()  # no work, no machines
     submit_job(variants_file(2), target=scripted)
     assert Machine.objects.filter(state=Machine.State.LAUNCHING).count() == 2  # no more than the work
     submit_job(variants_file(10), target=scripted)
     assert Machine.objects.filter(state=Machine.State.LAUNCHING).count() == 3
-    engine.tick()
+    reconciler.tick()
     assert Machine.objects.count() == 3
     assert sorted(Machine.objects.values_list("slot", flat=True)) == [0, 1, 2]
     assert no_broker.call_args.kwargs["cluster"].startswith("machines-")
@@ -376,7 +377,7 @@ def test_work_that_arrives_as_the_last_machine_goes_idle_is_not_stranded(scripte
     submit_job(variants_file(1), target=scripted)
     run_launched()
     assert not Machine.objects.filter(state__in=Machine.LIVE_STATES).exists()
-    engine.tick()
+    reconciler.tick()
     machine = Machine.objects.create(target=scripted, slot=0, host=Machine.objects.first().host)
     empty_claims = []
 
@@ -394,14 +395,14 @@ def test_work_that_arrives_as_the_last_machine_goes_idle_is_not_stranded(scripte
 
 
 def test_lowering_the_maximum_drains_the_highest_ids(scripted):
-    engine.set_max_machines(4)
+    reconciler.set_max_machines(4)
     submit_job(variants_file(10), target=scripted)
     for machine in Machine.objects.all():
         machine.take(pid=1)
-    engine.set_max_machines(2)
+    reconciler.set_max_machines(2)
     draining = set(Machine.objects.filter(stop_mode=Machine.StopMode.DRAIN).values_list("pk", flat=True))
     assert draining == set(Machine.objects.order_by("-pk").values_list("pk", flat=True)[:2])
-    engine.set_max_machines(3)
+    reconciler.set_max_machines(3)
     assert Machine.objects.filter(stop_mode=Machine.StopMode.DRAIN).count() == 1
 
 
@@ -409,7 +410,7 @@ def test_a_value_outside_one_to_cap_is_refused(settings):
     settings.DISTRIBUTOR_CAP = 42
     for bad in (0, 43, -1):
         with pytest.raises(ValidationError, match="between 1 and 42"):
-            engine.set_max_machines(bad)
+            reconciler.set_max_machines(bad)
     assert DistributorConfig.get().max_machines == 1
 
 
@@ -420,7 +421,7 @@ def test_a_stale_machine_is_declared_dead_and_its_taskset_requeued(scripted):
     claim = claim_next(machine)
     Event.objects.create(taskset=claim.taskset, attempt=1, seq=0, task_id=0, type="START", time_ms=0)
     Machine.objects.filter(pk=machine.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
-    result = engine.tick()
+    result = reconciler.tick()
     assert result["dead"] == [machine.pk]
     taskset = TaskSet.objects.get(pk=claim.taskset.pk)
     assert (taskset.state, taskset.attempts, taskset.losses) == (TaskSet.State.QUEUED, 0, 1)
@@ -438,7 +439,7 @@ def test_a_taskset_left_running_by_a_machine_that_crashed_goes_back_to_the_queue
     machine = live_machine(scripted)
     claim = claim_next(machine)
     Machine.objects.filter(pk=machine.pk).update(state=Machine.State.FAILED)
-    engine.tick()
+    reconciler.tick()
     taskset = TaskSet.objects.get(pk=claim.taskset.pk)
     assert (taskset.state, taskset.attempts, taskset.losses) == (TaskSet.State.QUEUED, 0, 1)
     assert "ended (failed)" in taskset.last_error
@@ -469,7 +470,7 @@ def test_the_hosts_heartbeat_thread_runs_the_reconciler(scripted, monkeypatch):
 def test_a_launch_nobody_picks_up_is_declared_dead(scripted):
     submit_job(variants_file(1), target=scripted)
     Machine.objects.update(launched_at=timezone.now() - timedelta(hours=1))
-    assert len(engine.tick()["dead"]) == 1
+    assert len(reconciler.tick()["dead"]) == 1
 
 
 def test_a_taskset_that_keeps_killing_machines_ends_bad(scripted):
@@ -479,7 +480,7 @@ def test_a_taskset_that_keeps_killing_machines_ends_bad(scripted):
         machine.take(pid=1)
         claim_next(machine)
         Machine.objects.filter(pk=machine.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
-        engine.tick()
+        reconciler.tick()
     taskset = TaskSet.objects.get()
     assert taskset.state == TaskSet.State.BAD and "died 2 time(s)" in taskset.last_error
     assert Job.objects.get().state == Job.State.FINISHED
@@ -493,10 +494,10 @@ def test_a_duplicate_launch_delivery_exits_at_once(scripted):
 
 
 def test_halted_launches_nothing_until_resumed(scripted):
-    engine.shut_down_all()
+    reconciler.shut_down_all()
     submit_job(variants_file(3), target=scripted)
     assert not Machine.objects.exists()
-    engine.resume()
+    reconciler.resume()
     assert Machine.objects.filter(state=Machine.State.LAUNCHING).count() == 1
 
 
@@ -504,7 +505,7 @@ def test_halted_launches_nothing_until_resumed(scripted):
 
 
 def test_a_job_runs_to_the_end_with_one_result_per_variant(scripted):
-    engine.set_max_machines(3)
+    reconciler.set_max_machines(3)
     job = submit_job(variants_file(30), target=scripted)
     run_launched()
     job.refresh_from_db()
@@ -589,7 +590,7 @@ def test_kill_puts_the_running_taskset_back_untouched(scripted):
     while not TaskSet.objects.filter(state=TaskSet.State.RUNNING).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     killed_at = time.monotonic()
-    engine.kill_all()
+    reconciler.kill_all()
     while Machine.objects.filter(state__in=Machine.LIVE_STATES).exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert time.monotonic() - killed_at < 1.5
@@ -597,7 +598,7 @@ def test_kill_puts_the_running_taskset_back_untouched(scripted):
     assert {(taskset.state, taskset.attempts, taskset.runs) for taskset in job.tasksets.all()} == {
         (TaskSet.State.QUEUED, 0, 0)}
     assert not Attempt.objects.exists() and not Event.objects.exists()
-    assert engine.status()["state"] == "halted"
+    assert overview()["state"] == "halted"
 
 
 def json_file(tasks: list[dict]) -> bytes:
@@ -633,7 +634,7 @@ def test_machines_go_to_live_hosts_with_free_workers(scripted):
     beat(capacity=1, name="small")
     beat(capacity=3, name="big")
     Host.objects.create(name="silent", capacity=10, heartbeat_at=timezone.now() - timedelta(hours=1))
-    engine.set_max_machines(10)
+    reconciler.set_max_machines(10)
     submit_job(variants_file(20), target=scripted)
     placed = sorted(Machine.objects.values_list("host", flat=True))
     assert placed == ["big", "big", "big", "small"]
@@ -646,7 +647,7 @@ def test_a_pool_bound_to_a_host_runs_only_there(scripted):
     beat(capacity=4, name="lab")
     beat(capacity=4, name="cloud")
     Target.objects.filter(pk=scripted.pk).update(host="lab")
-    engine.set_max_machines(8)
+    reconciler.set_max_machines(8)
     submit_job(variants_file(20), target=scripted)
     assert set(Machine.objects.values_list("host", flat=True)) == {"lab"}
     assert Machine.objects.count() == 4
@@ -658,7 +659,7 @@ def test_no_live_host_means_no_launch(scripted):
     Host.objects.update(heartbeat_at=None)
     submit_job(variants_file(3), target=scripted)
     assert not Machine.objects.exists()
-    assert engine.status()["hosts"][0]["alive"] is False
+    assert overview()["hosts"][0]["alive"] is False
 
 
 def test_a_silent_hosts_machines_are_dead_and_their_work_requeued(scripted):
@@ -669,6 +670,6 @@ def test_a_silent_hosts_machines_are_dead_and_their_work_requeued(scripted):
     machine.take(pid=1)
     claim = claim_next(machine)
     Host.objects.filter(name=machine.host).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
-    assert engine.tick()["dead"] == [machine.pk]  # its own heartbeat is still fresh
+    assert reconciler.tick()["dead"] == [machine.pk]  # its own heartbeat is still fresh
     assert "went silent" in Machine.objects.get(pk=machine.pk).last_error
     assert TaskSet.objects.get(pk=claim.taskset.pk).state == TaskSet.State.QUEUED

@@ -19,7 +19,7 @@ import pytest
 from defusedxml import ElementTree as SafeET
 from django.db import connection
 
-from distributor import engine, queue
+from distributor import reconciler
 from distributor.models import Attempt, Job, Machine, Target, TaskJob, TaskSet
 from distributor.models.tasksets import BLOCK
 from distributor.queue import claim_next, submit_job
@@ -143,7 +143,7 @@ def assert_nothing_bad_has_an_outcome() -> None:
 def test_a_400_taskset_job_stores_exactly_what_four_peers_sent(machines_cluster):
     with PeerFarm(4, time_scale=0, exec_time=exec_time) as farm:
         target = genode_target(farm)
-        engine.set_max_machines(4)
+        reconciler.set_max_machines(4)
         plain = submit_job(job_file(5, 2, hey_period=20, name="plain"), target=target)
         goal = submit_job(job_file(10, 10, name="goal"), target=target, admission=ADMISSION)
         assert (plain.total, goal.total) == (40, 400)
@@ -190,7 +190,7 @@ def test_a_fault_on_one_target_is_retried_and_the_others_keep_working(machines_c
     configured.save()
     with PeerFarm(3, time_scale=0, exec_time=exec_time, slow_start_seconds=0.5) as farm:
         target = genode_target(farm)
-        engine.set_max_machines(3)
+        reconciler.set_max_machines(3)
         # The other two machines must not finish the job while the faulty
         # target is away (1 s of silence, 0.5 s of reboot); they run a
         # task-set in a few milliseconds: 640 task-sets.

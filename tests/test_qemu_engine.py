@@ -30,7 +30,7 @@ from django.conf import settings as django_settings
 from django.core.management import call_command
 from pyroute2 import IPRoute, netns
 
-from distributor import engine
+from distributor import reconciler, status
 from distributor.environment import network_config
 from distributor.models import Attempt, DistributorConfig, Event, Job, Machine, TaskJob, TaskSet
 from distributor.queue import submit_job
@@ -162,7 +162,7 @@ def wait_for(condition, timeout: float, message: str, cluster: Cluster | None = 
 
 
 def diagnosis(cluster: Cluster | None) -> str:
-    lines = [f"status: {json.dumps(engine.status(), default=str)}"]
+    lines = [f"status: {json.dumps(status.status(), default=str)}"]
     for machine in Machine.objects.select_related("target").order_by("pk"):
         lines.append(f"machine {machine.pk} slot {machine.slot} {machine.state} boots {machine.target_boots} "
                      f"done {machine.tasksets_done} activity {machine.activity!r} error {machine.last_error[-500:]!r}")
@@ -239,7 +239,7 @@ def assert_taskjobs_match_the_programs(taskset: TaskSet) -> None:
 def stop_machines_and_take_the_network_down(name: str, workers: list[int], qemu_pids: list[int]) -> None:
     """Machines take their guests and taps with them; `network down` then
     removes the bridge and dnsmasq, and nothing of ours runs any more."""
-    engine.kill_all()
+    reconciler.kill_all()
     wait_until(lambda: live_count() == 0, 30, message="the machines stop")
     assert network.list_taps(network_config()) == {}, "a stopped machine left its tap"
     for worker in workers:
@@ -267,7 +267,7 @@ def stop_machines_and_take_the_network_down(name: str, workers: list[int], qemu_
 def test_a_job_of_24_tasksets_on_two_qemu_machines_stores_the_exit_types_the_programs_caused(
         guest, qemu_cluster, pool_netns, binaries):
     target = add_qemu_target(guest, "pair")
-    engine.set_max_machines(2)
+    reconciler.set_max_machines(2)
     job = submit_job(json.dumps(JOB), target=target)
     assert job.total == 24
     wait_for(lambda: job_done(job), 300, "the job of 24 task-sets ends", qemu_cluster)
@@ -307,7 +307,7 @@ def test_a_job_of_24_tasksets_on_two_qemu_machines_stores_the_exit_types_the_pro
 def test_a_killed_qemu_fails_its_attempt_and_the_taskset_finishes_on_a_freshly_booted_guest(
         guest, qemu_cluster, pool_netns, binaries):
     target = add_qemu_target(guest, "kill")
-    engine.set_max_machines(1)  # the retry cannot go to another, older guest
+    reconciler.set_max_machines(1)  # the retry cannot go to another, older guest
     job = submit_job(json.dumps(LONG_JOB), target=target)
     wait_for(lambda: Event.objects.filter(taskset__job=job, attempt=1, type="START").exists(), 120,
              "the task-set runs on a booted guest", qemu_cluster)
@@ -352,7 +352,7 @@ def test_a_killed_qemu_fails_its_attempt_and_the_taskset_finishes_on_a_freshly_b
 def test_a_guest_that_never_prints_its_marker_fails_its_start_naming_the_timeout_and_is_booted_again(
         guest, qemu_cluster, pool_netns):
     target = add_qemu_target(guest, "mute", "--set", f"boot_marker={NO_MARKER}", "--set", "startup_timeout=4")
-    engine.set_max_machines(1)
+    reconciler.set_max_machines(1)
     job = submit_job(json.dumps(LONG_JOB), target=target)
     failure = f"guest printed no boot marker /{NO_MARKER}/ within 4 s (settings.startup_timeout)"
 

@@ -12,7 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from distributor.analysis import ANALYSIS_VERSION, analyse
-from distributor.labels import relabel
+from distributor.labels import label_stored, relabel
 from distributor.models import DistributorConfig, Machine, Target, TaskSet
 from distributor.queue import claim_next, submit_job
 from sessions import etm
@@ -112,14 +112,15 @@ def test_relabel_reaches_only_the_chosen_states(stdio_target, tmp_path):
 
 
 def running(target: Target, **job_options):
-    job = submit_job(variants(1), target=target, **job_options)
+    submit_job(variants(1), target=target, **job_options)
     machine = live_machine(target)
     return claim_next(machine).taskset, machine
 
 
 def test_a_taskset_that_fails_for_good_gets_labels_from_its_rows(stdio_target):
     taskset, machine = running(stdio_target)
-    assert taskset.fail(machine, "the target cannot run it", final=True) == TaskSet.State.BAD
+    labels = label_stored(taskset)  # what the reconciler and the admin hand over; None if the model cannot load
+    assert taskset.fail(machine, "the target cannot run it", final=True, analysis=labels) == TaskSet.State.BAD
     analysis = TaskSet.objects.get(pk=taskset.pk).analysis
     assert analysis["etm"]["name"] == DEFAULT.name and [t["c_ms"] for t in analysis["tasks"]] == [1, 1]
 
@@ -143,14 +144,14 @@ def test_a_bad_taskset_keeps_the_labels_it_has(stdio_target):
 
 def test_a_taskset_whose_machines_keep_dying_ends_bad_with_labels(stdio_target):
     taskset, machine = running(stdio_target, tries=1)
-    assert taskset.recover_from_dead_machine(machine, "machine died") == TaskSet.State.BAD
+    assert taskset.recover_from_dead_machine(machine, "machine died", labeller=label_stored) == TaskSet.State.BAD
     assert TaskSet.objects.get(pk=taskset.pk).analysis["etm"]["name"] == DEFAULT.name
 
 
 def test_an_operator_giving_up_on_a_queued_taskset_labels_it(stdio_target):
     taskset, machine = running(stdio_target, tries=2)
     taskset.fail(machine, "target crashed")
-    assert TaskSet.objects.get(pk=taskset.pk).give_up("known to break the board")
+    assert TaskSet.objects.get(pk=taskset.pk).give_up("known to break the board", labeller=label_stored)
     stored = TaskSet.objects.get(pk=taskset.pk)
     assert stored.state == TaskSet.State.BAD and stored.analysis["etm"]["name"] == DEFAULT.name
 
@@ -158,7 +159,8 @@ def test_an_operator_giving_up_on_a_queued_taskset_labels_it(stdio_target):
 def test_a_model_that_cannot_load_leaves_a_bad_taskset_unlabelled_but_bad(stdio_target, caplog):
     Target.objects.filter(pk=stdio_target.pk).update(settings={"print": False, "etm": "/nonexistent/model.json"})
     taskset, machine = running(Target.objects.get(pk=stdio_target.pk))
-    assert taskset.fail(machine, "the target cannot run it", final=True) == TaskSet.State.BAD
+    labels = label_stored(taskset)  # what the reconciler and the admin hand over; None if the model cannot load
+    assert taskset.fail(machine, "the target cannot run it", final=True, analysis=labels) == TaskSet.State.BAD
     stored = TaskSet.objects.get(pk=taskset.pk)
     assert (stored.state, stored.analysis) == (TaskSet.State.BAD, None)
     assert "left without labels" in caplog.text
@@ -176,7 +178,7 @@ def test_a_machine_labels_the_taskset_its_target_cannot_run():
     scripted = Target.objects.create(name="scripted", kind="scripted", settings={"duration_ms": 0})
     job = submit_job(variants(1, pkg="nobinary"), target=scripted, tries=5)
     DistributorConfig.objects.update(idle_timeout_s=0)
-    with mock.patch("distributor.engine.async_task"):
+    with mock.patch("distributor.reconciler.async_task"):
         beat()
         machine = live_machine(scripted)
         Machine.objects.filter(pk=machine.pk).update(state=Machine.State.LAUNCHING, lease=None)

@@ -59,13 +59,14 @@ def check(sub: Submission) -> taskfile.ParsedFile:
 def submit(sub: Submission, owner) -> Job:
     check(sub)
     try:
-        return submit_job(sub.data, filename=sub.filename, target=sub.target, name=sub.name, offset=sub.offset,
-                          tries=sub.tries, priority=sub.priority, admission=sub.admission, monitors=sub.monitors,
-                          owner=owner)
+        job = submit_job(sub.data, filename=sub.filename, target=sub.target, name=sub.name, offset=sub.offset,
+                         tries=sub.tries, priority=sub.priority, admission=sub.admission, monitors=sub.monitors,
+                         owner=owner)
     except taskfile.TaskFileError as error:  # checked above; kept for a file that changed meaning
         raise SubmissionError(error.errors, {}) from None
     except ValidationError as error:
         raise SubmissionError([], _messages(error)) from None
+    return job
 
 
 def _option_errors(parsed: taskfile.ParsedFile | None, sub: Submission) -> dict[str, str]:

@@ -20,6 +20,7 @@ from django.utils import timezone
 from distributor.campaigns import generate
 from distributor.campaigns.models import Campaign, CampaignLevel, CampaignSet
 from distributor.models import Job, Target, TaskSet
+from distributor.queue import submit_job
 
 DEFAULT_MAX_PER_LEVEL = 1000
 MAX_PER_LEVEL = 10_000  # distributor.taskfile.MAX_TASKSETS: one job per level
@@ -33,8 +34,6 @@ def execution_time_model(target: Target):
 
 
 def _submit(campaign: Campaign, level: int, tasksets: list[list[dict]]) -> Job:
-    from distributor.queue import submit_job
-
     name = f"{campaign.name} · level {level}" if campaign.kind == Campaign.Kind.GROW else campaign.name
     data = generate.taskset_file(name[:200], campaign.seed, tasksets)
     return submit_job(data, filename=f"campaign-{campaign.pk}-level-{level}.json", target=campaign.target,
@@ -106,7 +105,8 @@ def advance(campaign: Campaign) -> bool:
 
 
 def advance_all() -> int:
-    """``advance`` every running campaign; the reconciler's hook. A campaign
+    """``advance`` every running campaign; a step of every tick (registered
+    with the reconciler when the app is ready, so it never wakes it). A campaign
     that fails keeps running with the error on its row: the next tick retries."""
     moved = 0
     for campaign in Campaign.objects.filter(state=Campaign.State.RUNNING).order_by("id"):

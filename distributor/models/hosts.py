@@ -1,6 +1,15 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.db import models
+from django.db.models import DateTimeField, ExpressionWrapper
+from django.db.models.functions import Now
+
+
+def seconds_ago(seconds: int) -> ExpressionWrapper:
+    """Database time minus a duration: hosts' clocks never enter a lease."""
+    return ExpressionWrapper(Now() - timedelta(seconds=seconds), output_field=DateTimeField())
 
 
 class Host(models.Model):
@@ -20,3 +29,8 @@ class Host(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @classmethod
+    def live(cls, timeout_s: int) -> models.QuerySet:
+        """Hosts that beat within ``timeout_s`` seconds (database time)."""
+        return cls.objects.filter(heartbeat_at__gte=seconds_ago(timeout_s))

@@ -171,24 +171,6 @@ class Job(models.Model):
         self.refresh_from_db()
         return True
 
-    def resubmit(self, owner=None) -> "Job":
-        """A new job with the same file and options, queued at the end."""
-        return Job.objects.create(
-            name=self.name,
-            owner=owner or self.owner,
-            target=self.target,
-            spec=self.spec,
-            source_name=self.source_name,
-            variant_count=self.variant_count,
-            offset=self.offset,
-            cursor=self.offset,
-            tries=self.tries,
-            priority=self.priority,
-            admission=self.admission,
-            monitors=self.monitors,
-        )
-
-
 
 class Tally(models.Model):
     """A job's ended task-sets as counted by one machine (``counter`` is its id;

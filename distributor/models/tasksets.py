@@ -14,6 +14,9 @@ from distributor.models.rows import (EVENT_COLUMNS, TASKJOB_COLUMNS, column_arra
 from sessions.outcomes import Miss
 
 
+Labeller = Callable[["TaskSet"], "dict | None"]
+
+
 class TaskSet(models.Model):
     """One variant of a job, created queued (with its tasks) in a block of
     variants when machines reach it (``distributor.queue``).
@@ -138,24 +141,29 @@ class TaskSet(models.Model):
                 setattr(self, name, value)
         return orders
 
+    # A task-set that ends bad keeps any labels it has, else gets the ones its
+    # caller gives: ``analysis`` (the machine has the tasks and the model at
+    # hand) or ``labeller(task-set)``, called only if it does turn bad
+    # (``distributor.labels.label_stored``, which sits above the models).
+
     def fail(self, machine, error: str, final: bool = False, analysis: dict | None = None) -> str | None:
         """An infrastructure failure: queue it again, or call it bad after the
         job's tries (at once when ``final``: the task-set itself cannot run).
-        A bad one keeps any labels it has, else gets ``analysis`` (the
-        machine has the tasks and the model at hand) or labels computed from
-        its rows. Returns the new state, or None if it was taken away."""
+        Returns the new state, or None if it was taken away."""
         bad = final or self.attempts >= self.job.tries
         return self._end_attempt(machine, Attempt.Result.FAILED, error, bad=bad, forgive=False, counter=machine.pk,
                                  analysis=analysis)
 
-    def recover_from_dead_machine(self, machine, reason: str) -> str | None:
+    def recover_from_dead_machine(self, machine, reason: str, labeller: Labeller | None = None) -> str | None:
         """Its machine stopped beating: queue it again and forgive the attempt
         (an operator's kill -9 is not the task-set's fault), unless machines
         keep dying under this very task-set."""
         losses = self.losses + 1
         bad = losses >= max(self.job.tries, 1)
         error = f"{reason}; its machine died {losses} time(s)" if bad else reason
-        return self._end_attempt(machine, Attempt.Result.LOST, error, bad=bad, forgive=not bad, lost=True, counter=None)
+        analysis = labeller(self) if bad and labeller else None
+        return self._end_attempt(machine, Attempt.Result.LOST, error, bad=bad, forgive=not bad, lost=True, counter=None,
+                                 analysis=analysis)
 
     def put_back(self, machine) -> bool:
         """Kill all: back in the queue untouched (the attempt is not counted)."""
@@ -185,12 +193,12 @@ class TaskSet(models.Model):
         self.state = self.State.QUEUED
         return True
 
-    def give_up(self, reason: str) -> bool:
+    def give_up(self, reason: str, labeller: Labeller | None = None) -> bool:
         """The operator calls a queued task-set bad (one known to break its
         target); a running one is left alone: its machine owns it. It gets
         labels like any bad one."""
         now = timezone.now()
-        labels = _labels_unless_present(_stored_labels(self))
+        labels = _labels_unless_present(labeller(self) if labeller else None)
         with transaction.atomic():
             if not TaskSet.objects.filter(pk=self.pk, state=self.State.QUEUED).update(
                 state=self.State.BAD, ended_at=now, last_error=reason[:4000], **labels
@@ -207,7 +215,7 @@ class TaskSet(models.Model):
         new_state = self.State.BAD if bad else self.State.QUEUED
         changes = {"state": new_state, "last_error": error[:4000], "ended_at": now if bad else None}
         if bad:  # labelled before the transaction: no lock waits on the analysis
-            changes.update(_labels_unless_present(analysis if analysis is not None else _stored_labels(self)))
+            changes.update(_labels_unless_present(analysis))
         if forgive:
             changes["attempts"] = F("attempts") - 1
         if lost:
@@ -357,13 +365,6 @@ def _queue_block(job, tasks_of: Callable[[int], list[dict]]) -> bool:
 
 class _TakenAway(Exception):
     """Rolls a finish back: its machine or its task-set is no longer its own."""
-
-
-def _stored_labels(taskset: TaskSet) -> dict | None:
-    """A bad task-set's labels from its rows; None when the model cannot be loaded (logged)."""
-    from distributor.labels import label_stored
-
-    return label_stored(taskset)
 
 
 def _labels_unless_present(analysis: dict | None) -> dict:

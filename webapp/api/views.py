@@ -11,7 +11,9 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 
-from distributor import engine, exports
+from distributor import exports, reconciler
+from distributor.status import overview
+from distributor.queue import resubmit_job
 from distributor.models import Job, TaskJob, TaskSet
 from webapp.api.auth import ApiError, api, json_body
 from webapp.api.schema import schema
@@ -23,8 +25,8 @@ MAX_PAGE_SIZE = 500
 MAX_TASKJOBS = 10_000
 MAX_ID = 2**63 - 1
 OPTION_FIELDS = {"target", "name", "offset", "tries", "priority", "admission", "monitors"}
-CONTROLS = {"kill": engine.kill_all, "shutdown": engine.shut_down_all, "resume": engine.resume,
-            "reboot": engine.reboot_all}
+CONTROLS = {"kill": reconciler.kill_all, "shutdown": reconciler.shut_down_all, "resume": reconciler.resume,
+            "reboot": reconciler.reboot_all}
 
 
 @api("GET")
@@ -217,7 +219,10 @@ def job_cancel(request: HttpRequest, job_id: int) -> JsonResponse:
 
 @api("POST")
 def job_resubmit(request: HttpRequest, job_id: int) -> JsonResponse:
-    new = _get(Job.objects.all(), job_id).resubmit(owner=request.user)
+    try:
+        new = resubmit_job(_get(Job.objects.all(), job_id), owner=request.user)
+    except ValidationError as error:
+        raise ApiError(400, {key: " ".join(messages) for key, messages in error.message_dict.items()}) from None
     return JsonResponse(_job(request, Job.objects.select_related("target", "owner").get(pk=new.pk)), status=201)
 
 
@@ -300,7 +305,7 @@ def taskset(request: HttpRequest, taskset_id: int) -> JsonResponse:
 
 @api("GET")
 def status(request: HttpRequest) -> JsonResponse:
-    return JsonResponse(engine.status())
+    return JsonResponse(overview())
 
 
 @api("POST", staff=True)
@@ -312,10 +317,10 @@ def distributor(request: HttpRequest) -> JsonResponse:
     if "max_machines" not in body:
         raise ApiError(400, {"max_machines": "required"})
     try:
-        engine.set_max_machines(body["max_machines"])
+        reconciler.set_max_machines(body["max_machines"])
     except ValidationError as error:
         raise ApiError(400, {key: " ".join(value) for key, value in error.message_dict.items()}) from None
-    return JsonResponse(engine.status())
+    return JsonResponse(overview())
 
 
 @api("POST", staff=True)
@@ -323,4 +328,4 @@ def control(request: HttpRequest, action: str) -> JsonResponse:
     if action not in CONTROLS:
         raise ApiError(404, {"action": f"unknown action; use {', '.join(CONTROLS)}"})
     result = CONTROLS[action]()
-    return JsonResponse({"action": action, "machines": result, "status": engine.status()})
+    return JsonResponse({"action": action, "machines": result, "status": overview()})

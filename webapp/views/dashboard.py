@@ -13,7 +13,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from distributor import engine
+from distributor import reconciler
 from distributor.models import DistributorConfig, Job, Machine
 from webapp.access import login_required, staff_required
 from webapp.progress import add_rate, progress_of
@@ -23,10 +23,10 @@ DASHBOARD_JOBS = 10
 RECENT_FAILURES = 5
 
 CONTROLS = {
-    "kill": (engine.kill_all, "Killing {} machine(s): their task-sets go back to the queue. Resume to start again."),
-    "shutdown": (engine.shut_down_all, "Shutting down {} machine(s) after their current task-set."),
-    "resume": (engine.resume, "Resumed: machines are launched again while there is work."),
-    "reboot": (engine.reboot_all, "{} target(s) reboot after their current task-set."),
+    "kill": (reconciler.kill_all, "Killing {} machine(s): their task-sets go back to the queue. Resume to start again."),
+    "shutdown": (reconciler.shut_down_all, "Shutting down {} machine(s) after their current task-set."),
+    "resume": (reconciler.resume, "Resumed: machines are launched again while there is work."),
+    "reboot": (reconciler.reboot_all, "{} target(s) reboot after their current task-set."),
 }
 
 
@@ -81,7 +81,7 @@ def dashboard_fragment(request: HttpRequest) -> HttpResponse:
 def set_max_machines(request: HttpRequest) -> HttpResponse:
     raw = request.POST.get("max_machines", "")
     try:
-        config = engine.set_max_machines(int(raw))
+        config = reconciler.set_max_machines(int(raw))
     except ValueError:
         return _control_error(request, f"{raw!r} is not a whole number")
     except ValidationError as error:

@@ -6,7 +6,7 @@ import tempfile
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
@@ -14,6 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from distributor import exports
+from distributor.queue import resubmit_job
 from distributor.models import Job, Target, TaskSet
 from webapp.access import login_required
 from webapp.forms import SubmitForm
@@ -207,7 +208,12 @@ def cancel(request: HttpRequest, job_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def resubmit(request: HttpRequest, job_id: int) -> HttpResponse:
-    new = _job_or_404(job_id).resubmit(owner=request.user)
+    job = _job_or_404(job_id)
+    try:
+        new = resubmit_job(job, owner=request.user)
+    except ValidationError as error:
+        messages.error(request, f"Not resubmitted: {'; '.join(error.messages)}")
+        return redirect("job", job.pk)
     messages.success(request, f"Resubmitted as job #{new.pk}.")
     return redirect("job", new.pk)
 

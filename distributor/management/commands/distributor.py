@@ -6,7 +6,8 @@ import json
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from distributor import engine
+from distributor import reconciler
+from distributor.status import overview
 
 
 class Command(BaseCommand):
@@ -29,24 +30,24 @@ class Command(BaseCommand):
             return self._status(opts["json"])
         if action == "max":
             try:
-                config = engine.set_max_machines(opts["count"])
+                config = reconciler.set_max_machines(opts["count"])
             except ValidationError as error:
                 raise CommandError(f"max: {error.message_dict['max_machines'][0]}") from None
             self.stdout.write(f"max machines: {config.max_machines} (cap {config.cap})")
         elif action == "kill":
-            self.stdout.write(f"killing {engine.kill_all()} machine(s); 'distributor resume' to start again")
+            self.stdout.write(f"killing {reconciler.kill_all()} machine(s); 'distributor resume' to start again")
         elif action == "shutdown":
-            self.stdout.write(f"shutting down {engine.shut_down_all()} machine(s) after their task-set")
+            self.stdout.write(f"shutting down {reconciler.shut_down_all()} machine(s) after their task-set")
         elif action == "resume":
-            engine.resume()
+            reconciler.resume()
             self.stdout.write("resumed")
         elif action == "reboot":
-            self.stdout.write(f"{engine.reboot_all()} target(s) reboot after their task-set")
+            self.stdout.write(f"{reconciler.reboot_all()} target(s) reboot after their task-set")
         elif action == "tick":
-            self.stdout.write(json.dumps(engine.tick()))
+            self.stdout.write(json.dumps(reconciler.tick()))
 
     def _status(self, as_json: bool) -> None:
-        status = engine.status()
+        status = overview()
         if as_json:
             self.stdout.write(json.dumps(status))
             return

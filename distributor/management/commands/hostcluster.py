@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from distributor.engine import tick
+from distributor.reconciler import tick
 from distributor.hosts import HostBeat, beat, silence
 
 

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from distributor.engine import ensure_schedule
+from distributor.reconciler import ensure_schedule
 from distributor.models import Job, Target
 from distributor.queue import submit_job
 

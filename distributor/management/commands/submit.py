@@ -13,6 +13,7 @@ from django.db import connection
 
 from distributor.models import Job, Machine
 from distributor.queue import submit_job
+from distributor.reconciler import tick
 from distributor.taskfile import TaskFileError
 
 
@@ -92,7 +93,6 @@ def inline_machines(job: Job):
 
     The launch messages stay in the broker; if a cluster picks one up later
     it finds the machine taken and exits — the duplicate-delivery path."""
-    from distributor.engine import tick
     from distributor.hosts import beat
     from distributor.machine import run_machine
 
@@ -120,6 +120,6 @@ def inline_machines(job: Job):
         done.set()
         launcher.join(5)
         # A kill puts any task-set still running back in the queue untouched.
-        Machine.objects.filter(pk__in=started, state__in=Machine.LIVE_STATES).update(stop_mode=Machine.StopMode.KILL)
+        Machine.order(Machine.objects.filter(pk__in=started), Machine.StopMode.KILL)
         for thread in threads:
             thread.join(15)

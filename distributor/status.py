@@ -1,0 +1,47 @@
+"""What the operator sees of the distributor: busy, idle or halted, the
+hosts, the live machines and the queue (the dashboard, the API and
+``distributor status``). Read-only: the reconciler changes things."""
+from __future__ import annotations
+
+from distributor.models import DistributorConfig, Host, Job, Machine
+
+
+def overview() -> dict:
+    """What the operator sees: busy/idle/halted, machines and the queue."""
+    config = DistributorConfig.get()
+    machines = list(
+        Machine.objects.filter(state__in=Machine.LIVE_STATES).select_related("target", "current").order_by("pk")
+    )
+    jobs = list(Job.objects.filter(state__in=Job.ACTIVE_STATES).order_by("-priority", "pk"))
+    # Busy while a machine runs a task-set or work waits; machines merely
+    # waiting for work do not make the distributor busy.
+    busy = any(m.state == Machine.State.BUSY for m in machines) or any(job.progress()["queued"] for job in jobs)
+    live_hosts = set(Host.live(config.heartbeat_timeout_s).values_list("name", flat=True))
+    return {
+        "state": "halted" if config.halted else ("busy" if busy else "idle"),
+        "hosts": [{"name": h.name, "capacity": h.capacity, "alive": h.name in live_hosts,
+                   "machines": sum(m.host == h.name for m in machines)} for h in Host.objects.order_by("name")],
+        "max_machines": config.max_machines,
+        "cap": config.cap,
+        "halted": config.halted,
+        "machines": [_machine_status(m) for m in machines],
+        "jobs": [{"id": job.pk, "name": job.name, "state": job.state, "target": job.target_id, **job.progress()} for job in jobs],
+    }
+
+
+def _machine_status(machine: Machine) -> dict:
+    return {
+        "id": machine.pk,
+        "target": machine.target.name,
+        "slot": machine.slot,
+        "host": machine.host,
+        "address": machine.address,
+        "state": machine.state,
+        "stop_mode": machine.stop_mode,
+        "activity": machine.activity,
+        "taskset": machine.current_id,
+        "job": machine.current.job_id if machine.current else None,
+        "since": machine.current_since.isoformat() if machine.current_since else None,
+        "tasksets_done": machine.tasksets_done,
+        "last_error": machine.last_error,
+    }
