@@ -50,8 +50,8 @@ from distributor.models import Machine, Target, Task, TaskJob, TaskSet
 FORMATS = ("taskjobs-csv", "tasksets-csv", "sqlite")
 CHUNK_ROWS = 5000
 CHUNK_BYTES = 256 * 1024
-TASK_ATTRIBUTES = ("pkg", "arg1", "priority", "deadline", "period", "offset", "numberofjobs", "criticaltime",
-                   "quota", "quota_bytes", "caps", "cores", "coreoffset")
+# The task model's fields (Task.FIELDS), with quota in bytes beside quota.
+TASK_ATTRIBUTES = tuple(name for field in Task.FIELDS for name in ((field, "quota_bytes") if field == "quota" else (field,)))
 QUOTA_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30}
 
 
@@ -354,8 +354,7 @@ FULL_TABLES = {
                  "job_number INTEGER", "release_ms INTEGER", "start_ms INTEGER", "end_ms INTEGER",
                  "response_ms INTEGER", "exit_type TEXT", "deadline_abs_ms INTEGER", "deadline_met INTEGER"),
 }
-SEED_TASK_ATTRIBUTES = ("pkg", "arg1", "priority", "deadline", "period", '"offset"', "numberofjobs",
-                        "criticaltime", "quota", "caps", "cores", "coreoffset")
+SEED_TASK_ATTRIBUTES = tuple(f'"{name}"' if name == "offset" else name for name in Task.FIELDS)  # a reserved word
 
 
 def write_sqlite(path: str | os.PathLike, selection: Selection) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import transaction
 
 from distributor.models import Target
 from sessions import SESSION_KINDS
@@ -52,12 +51,3 @@ class TargetForm(forms.ModelForm):
                 remapped.setdefault(field, []).append(f"{detail}: {message}" if detail else message)
         super()._update_errors(ValidationError(remapped))
 
-    def _get_validation_exclusions(self) -> set[str]:
-        """The one-default constraint is not an input error: save() moves the mark."""
-        return {*super()._get_validation_exclusions(), "is_default"}
-
-    @transaction.atomic
-    def save(self, commit: bool = True) -> Target:
-        if self.cleaned_data.get("is_default"):
-            Target.objects.exclude(pk=self.instance.pk).filter(is_default=True).update(is_default=False)
-        return super().save(commit)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class Campaign(models.Model):
@@ -39,6 +40,22 @@ class Campaign(models.Model):
 
     def __str__(self) -> str:
         return f"campaign {self.pk} {self.name}"
+
+    # -- state changes: compare-and-set, the only writes of ``state`` and ``level``
+
+    def end(self, state: str, note: str = "") -> bool:
+        """A running campaign finishes or is stopped (``note`` says why)."""
+        return bool(Campaign.objects.filter(pk=self.pk, state=self.State.RUNNING).update(
+            state=state, ended_at=timezone.now(), last_error=note))
+
+    def enter_level(self, number: int) -> bool:
+        """Level ``number`` is being submitted; False if another caller did it first."""
+        return bool(Campaign.objects.filter(pk=self.pk, state=self.State.RUNNING, level=number - 1).update(
+            level=number, last_error=""))
+
+    def note_error(self, error: BaseException) -> None:
+        """A failed step stays on the row (and in the UI); the next tick retries."""
+        Campaign.objects.filter(pk=self.pk).update(last_error=f"{type(error).__name__}: {error}"[:4000])
 
 
 class CampaignLevel(models.Model):

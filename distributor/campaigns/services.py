@@ -15,7 +15,6 @@ import random
 
 from django.db import transaction
 from django.db.models import Count, Q
-from django.utils import timezone
 
 from distributor.campaigns import generate
 from distributor.campaigns.models import Campaign, CampaignLevel, CampaignSet
@@ -113,7 +112,7 @@ def advance_all() -> int:
         try:
             moved += advance(campaign)
         except Exception as error:  # stored and retried, never fatal to the tick
-            Campaign.objects.filter(pk=campaign.pk).update(last_error=f"{type(error).__name__}: {error}"[:4000])
+            campaign.note_error(error)
     return moved
 
 
@@ -123,8 +122,7 @@ def stop(campaign: Campaign) -> bool:
 
 
 def _end(campaign: Campaign, state: str, note: str = "") -> bool:
-    return bool(Campaign.objects.filter(pk=campaign.pk, state=Campaign.State.RUNNING).update(
-        state=state, ended_at=timezone.now(), last_error=note))
+    return campaign.end(state, note)
 
 
 def _submit_level(campaign: Campaign, number: int, candidates: list[tuple[list[int], list[dict]]]) -> bool:
@@ -132,9 +130,7 @@ def _submit_level(campaign: Campaign, number: int, candidates: list[tuple[list[i
     seeded sample, in candidate order); all or nothing."""
     chosen = _sample(campaign, number, candidates)
     with transaction.atomic():
-        if not Campaign.objects.filter(pk=campaign.pk, state=Campaign.State.RUNNING, level=number - 1).update(
-            level=number, last_error=""
-        ):
+        if not campaign.enter_level(number):
             return False  # another caller submitted it first
         job = _submit(campaign, number, [tasks for _, tasks in chosen])
         CampaignLevel.objects.create(campaign=campaign, number=number, job=job, sets=len(chosen),

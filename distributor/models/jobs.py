@@ -158,6 +158,11 @@ class Job(models.Model):
              self.pk, TaskSet.State.QUEUED, TaskSet.State.RUNNING],
         ))
 
+    def reopen(self) -> bool:
+        """A finished job runs again: the operator gave a bad task-set one more try."""
+        return bool(Job.objects.filter(pk=self.pk, state=self.State.FINISHED).update(
+            state=self.State.RUNNING, ended_at=None))
+
     def cancel(self) -> bool:
         """Stop handing out this job's task-sets; the running ones finish."""
         from distributor.models import TaskSet

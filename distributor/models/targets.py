@@ -61,6 +61,19 @@ class Target(models.Model):
         if errors:
             raise ValidationError(errors)
 
+    def save(self, *args, **kwargs) -> None:
+        """One default pool: a target saved as the default takes the mark from
+        the others, in the same transaction (the web form, the admin and
+        ``target add --default`` all come here)."""
+        with transaction.atomic():
+            if self.is_default:
+                Target.objects.exclude(pk=self.pk).filter(is_default=True).update(is_default=False)
+            super().save(*args, **kwargs)
+
+    def validate_constraints(self, exclude=None) -> None:
+        """The one-default constraint is no input error: ``save`` moves the mark."""
+        super().validate_constraints(exclude={*(exclude or ()), "is_default"})
+
     @classmethod
     def default(cls) -> "Target":
         """The default pool; a SimSo pool is created on first use so that a

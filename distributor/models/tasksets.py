@@ -11,6 +11,7 @@ from django.utils import timezone
 from distributor.models.rows import (EVENT_COLUMNS, TASKJOB_COLUMNS, column_arrays, database_time, db_value, execute,
                                      fetch, insert_head, insert_rows, now_sql, on_postgresql, placeholders,
                                      prepared_cursor, table, unnest_select)
+from sessions.base import TASK_FIELDS
 from sessions.outcomes import Miss
 
 
@@ -189,7 +190,7 @@ class TaskSet(models.Model):
             ).update(state=self.State.QUEUED, losses=0, ended_at=None):
                 return False
             self.job.add_counts(bad=-1)  # counter 0's may go below zero; the sum cannot
-            Job.objects.filter(pk=self.job_id, state=Job.State.FINISHED).update(state=Job.State.RUNNING, ended_at=None)
+            self.job.reopen()
         self.state = self.State.QUEUED
         return True
 
@@ -488,8 +489,7 @@ class Task(models.Model):
     def __str__(self) -> str:
         return f"{self.task_id}:{self.pkg}({self.arg1})"
 
-    FIELDS = ("pkg", "arg1", "priority", "deadline", "period", "offset", "numberofjobs",
-              "criticaltime", "quota", "caps", "cores", "coreoffset")
+    FIELDS = TASK_FIELDS  # the task model's fields, said once (sessions.base)
 
     def as_dict(self) -> dict:
         return {"id": self.task_id, **{name: getattr(self, name) for name in self.FIELDS}}

@@ -57,8 +57,6 @@ class Command(BaseCommand):
         )
         try:
             with transaction.atomic():
-                if target.is_default:
-                    Target.objects.filter(is_default=True).update(is_default=False)
                 target.full_clean()
                 target.save()
         except ValidationError as error:
