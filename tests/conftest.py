@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -48,6 +49,27 @@ def stdio_target(db):
     from distributor.models import Target
 
     return Target.objects.create(name="dry", kind="stdio", settings={"print": False})
+
+
+@pytest.fixture
+def scripted(db):
+    """The scripted target of tests/fake_sessions.py, answering at once."""
+    from distributor.models import Target
+
+    return Target.objects.create(name="scripted", kind="scripted", settings={"duration_ms": 0})
+
+
+@pytest.fixture
+def no_broker():
+    """Launch messages are recorded instead of queued, for tests that run
+    machines themselves (tests/inprocess.py), on this host, which beats as a
+    machines cluster would. Their modules ask for it with
+    ``pytest.mark.usefixtures("no_broker")``."""
+    from distributor.hosts import beat
+
+    beat()
+    with mock.patch("distributor.reconciler.async_task") as sent:
+        yield sent
 
 
 def taskset_file(tasks: list[dict] | None = None, **top) -> bytes:
