@@ -6,6 +6,8 @@
 #                -> sessions, no cycles; pyproject.toml) and no model change
 #                without its migration
 # DATABASE_URL=postgres://… selects PostgreSQL for either.
+# make run installs requirements.txt alone (the application); make test,
+# test-fast and lint also install requirements-dev.txt (the test and lint tools).
 
 PYTHON ?= python3
 VENV := .venv
@@ -13,7 +15,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast lint deps system-deps
+.PHONY: run test test-fast lint deps dev-deps system-deps
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +25,14 @@ $(VENV)/.installed: requirements.txt | $(PY)
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
+# Two stamps: the application's packages, then the test and lint tools on top.
+$(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
 deps: $(VENV)/.installed
+
+dev-deps: $(VENV)/.installed-dev
 
 system-deps:
 	bash .ci/system-deps
@@ -32,13 +41,13 @@ run: deps
 	$(PY) manage.py setup --example
 	$(PY) manage.py serve --port $(PORT)
 
-lint: deps
+lint: dev-deps
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) manage.py makemigrations --check --dry-run
 
-test: deps system-deps lint
+test: dev-deps system-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: deps
+test-fast: dev-deps
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
