@@ -68,7 +68,7 @@ def _authenticate(request: HttpRequest):
             raise ApiError(401, {"authorization": "expected 'Authorization: Bearer <token>'"})
         user = ApiToken.authenticate(token.strip())
         if user is None:
-            raise ApiError(401, {"authorization": "unknown or revoked token"})
+            raise ApiError(401, {"authorization": "unknown or revoked token, or expired"})
         return user
     if not request.user.is_authenticated:
         raise ApiError(401, {"authorization": "log in, or send 'Authorization: Bearer <token>' (tokens: your profile page)"})
