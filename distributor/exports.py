@@ -46,13 +46,13 @@ from django.utils import timezone
 
 from distributor.analysis import LABEL_COLUMNS, TASK_LABEL_COLUMNS, flat_labels, task_labels
 from distributor.models import Machine, Target, Task, TaskJob, TaskSet
+from distributor.taskfile import QUOTA_UNITS, quota_bytes
 
 FORMATS = ("taskjobs-csv", "tasksets-csv", "sqlite")
 CHUNK_ROWS = 5000
 CHUNK_BYTES = 256 * 1024
 # The task model's fields (Task.FIELDS), with quota in bytes beside quota.
 TASK_ATTRIBUTES = tuple(name for field in Task.FIELDS for name in ((field, "quota_bytes") if field == "quota" else (field,)))
-QUOTA_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30}
 
 
 class ExportError(ValueError):
@@ -104,7 +104,8 @@ class Selection:
 
 
 def _quota_bytes(path: str):
-    """``quota`` ("100M", "512K", "1G" or plain bytes) as a number of bytes, in SQL."""
+    """``quota`` ("100M", "512K", "1G" or plain bytes) as a number of bytes, in
+    SQL; ``taskfile.quota_bytes`` does it in Python for rows already read."""
     digits = Cast(Substr(path, 1, Length(path) - 1), BigIntegerField())
     return Case(
         *[When(**{f"{path}__endswith": unit}, then=ExpressionWrapper(digits * Value(factor), output_field=BigIntegerField()))
@@ -112,17 +113,6 @@ def _quota_bytes(path: str):
         default=Cast(path, BigIntegerField()),
         output_field=BigIntegerField(),
     )
-
-
-def quota_bytes(quota: str) -> int | None:
-    """The same in Python, for rows already read."""
-    if not quota:
-        return None
-    factor = QUOTA_UNITS.get(quota[-1])
-    try:
-        return int(quota[:-1]) * factor if factor else int(quota)
-    except ValueError:
-        return None
 
 
 def _csv_writer(buffer: io.StringIO):

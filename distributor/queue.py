@@ -25,6 +25,7 @@ from distributor import taskfile
 from distributor.models import DistributorConfig, Job, Machine, Orders, Target, TaskSet
 
 MAX_TRIES = 100
+ADMISSION_INT_MAX = 2**63 - 1
 # Called once a submission is stored: the reconciler registers ``wake`` here
 # when the app is ready (it sits above the queue, which never imports it), so
 # every way a job is made gets machines without its caller remembering to.
@@ -101,7 +102,8 @@ def check_options(parsed: taskfile.ParsedFile, *, target, offset, tries, priorit
     if not _is_int(priority) or not -1000 <= priority <= 1000:
         errors["priority"] = "must be an integer from -1000 to 1000"
     if admission is not None and not _valid_admission(admission):
-        errors["admission"] = "must be an object of names to finite numbers or short strings without control characters"
+        errors["admission"] = ("must be an object of at most 64 names to finite numbers (integers within ±2^63) "
+                               "or strings of at most 256 characters without control characters")
     unknown = [m for m in monitors if m not in MONITORS]
     if unknown:
         errors["monitors"] = f"unknown monitor(s) {', '.join(map(str, unknown))}; known: {', '.join(sorted(MONITORS))}"
@@ -127,10 +129,11 @@ def _resolve_target(target, errors: dict) -> Target | None:
 
 
 def _valid_admission(admission) -> bool:
-    """Numbers must be finite and strings storable: jsonb has no NaN, no NUL."""
+    """Numbers must be finite and strings storable: jsonb has no NaN, no NUL;
+    an integer must fit the 64 bits a target or an export reads it into."""
     return isinstance(admission, dict) and len(admission) <= 64 and all(
         isinstance(key, str) and 0 < len(key) <= 64 and key.isidentifier()
-        and (isinstance(value, int) and not isinstance(value, bool)
+        and (_is_int(value) and -ADMISSION_INT_MAX - 1 <= value <= ADMISSION_INT_MAX
              or isinstance(value, float) and math.isfinite(value)
              or isinstance(value, str) and len(value) <= 256 and _storable(value))
         for key, value in admission.items()

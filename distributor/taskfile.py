@@ -26,12 +26,18 @@ from sessions.base import TASK_FIELDS
 from sessions.genode_protocol import taskset_xml  # noqa: F401
 
 UINT32_MAX = 2**32 - 1
+# PostgreSQL's integer, the column of caps (a PositiveIntegerField).
+INT32_MAX = 2**31 - 1
 MAX_VARIANTS = 10**15
 MAX_TASKSETS = 10_000
 MAX_TASKS = 64
 MAX_LIST = 100_000
 PKG_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
-QUOTA = re.compile(r"^[1-9][0-9]{0,11}[KMG]?$")
+QUOTA = re.compile(r"^[1-9][0-9]{0,12}[KMG]?$")
+QUOTA_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30}
+# 1 TiB: more RAM than any target has, and quota_bytes stays far inside the
+# exports' 64-bit integers (a 13-digit "G" quota would not).
+QUOTA_MAX_BYTES = 2**40
 # Control characters and unpaired surrogates: neither PostgreSQL text nor
 # jsonb can hold a NUL or a lone surrogate, and no name needs them.
 UNSTORABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
@@ -46,7 +52,7 @@ INT_FIELDS: dict[str, tuple[int, int, int]] = {
     "offset": (0, UINT32_MAX, 0),
     "numberofjobs": (1, 1_000_000, 1),
     "criticaltime": (0, UINT32_MAX, 0),
-    "caps": (1, UINT32_MAX, 235),
+    "caps": (1, INT32_MAX, 235),  # its column is a 32-bit signed integer on PostgreSQL
     "cores": (1, 256, 1),
     "coreoffset": (0, 255, 0),
 }
@@ -315,6 +321,10 @@ def _validate_generator(field: str, value: dict, path: str, errors: list):
         errors.append((f"{path}.range", "is empty (the stop value is excluded)"))
     elif min(values[0], values[-1]) < lo or max(values[0], values[-1]) > hi:
         errors.append((f"{path}.range", f"values must lie within {lo}..{hi}"))
+    elif abs(step) > hi - lo + 1 or not lo - abs(step) <= stop <= hi + abs(step):
+        # Every number of a spec is stored and exported: a stop or step far
+        # beyond the field's values names no variant and only overflows columns.
+        errors.append((f"{path}.range", f"stop and step must stay near {lo}..{hi} (the values the field takes)"))
     else:
         return {"range": [start, stop, step]}
     return None
@@ -326,11 +336,11 @@ def _validate_scalar(field: str, value, path: str, errors: list):
             errors.append((path, "must be 1-15 ASCII letters, digits, '_', '.' or '-' (a binary name, no path)"))
         return value
     if field == "quota":
-        if _is_int(value) and value > 0:
-            return str(value)
-        if not isinstance(value, str) or not QUOTA.fullmatch(value):
-            errors.append((path, "must be a positive size such as 5M, 512K or 1G"))
-        return value
+        size = quota_bytes(str(value)) if _is_int(value) or isinstance(value, str) and QUOTA.fullmatch(value) else None
+        if size is None or not 0 < size <= QUOTA_MAX_BYTES:
+            errors.append((path, "must be a positive size of at most 1 TiB (1024G), such as 5M, 512K or 1G"))
+            return value
+        return str(value)
     lo, hi, _ = INT_FIELDS[field]
     if not _is_int(value):
         errors.append((path, f"must be an integer, not {type(value).__name__}"))
@@ -343,6 +353,17 @@ def _validate_scalar(field: str, value, path: str, errors: list):
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def quota_bytes(quota: str) -> int | None:
+    """A quota ("100M", "512K", "1G" or plain bytes) in bytes; None when it is none."""
+    if not quota:
+        return None
+    factor = QUOTA_UNITS.get(quota[-1])
+    try:
+        return int(quota[:-1]) * factor if factor else int(quota)
+    except ValueError:
+        return None
 
 
 # -- variants -----------------------------------------------------------------
