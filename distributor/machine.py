@@ -28,7 +28,7 @@ from distributor.environment import host_environment
 from distributor.files import UploadedFiles
 from distributor.labels import etm_for
 from distributor.models import DistributorConfig, Event, Fenced, Machine, Orders, TaskSet
-from distributor.models.rows import EVENT_COLUMNS, database_time, insert_rows
+from distributor.models.rows import database_time
 from distributor.monitors import MonitorGroup
 from distributor.queue import Claim, claim_next
 from distributor.reconciler import tick
@@ -360,7 +360,7 @@ class EventBuffer:
             self.flush()
 
     def flush(self) -> None:
-        insert_rows(Event, EVENT_COLUMNS, self.take())
+        Event.store(self.take())
         self.flushed_at = time.monotonic()
 
     def take(self) -> list[tuple]:

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from distributor.models.rows import EVENT_COLUMNS, insert_rows
+
 
 class ExitType(models.TextChoices):
     """How a job ended, with the Genode task-loader's names (DESIGN §5)."""
@@ -49,6 +51,14 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} task {self.task_id} @{self.time_ms}"
+
+    @classmethod
+    def store(cls, rows: list[tuple]) -> None:
+        """A running task-set's events as they arrive (tuples in
+        ``EVENT_COLUMNS`` order), between its claim and its finish, which
+        stores the rest. Not the ORM: one prepared statement for the whole
+        batch, no model instance per row (``rows.insert_rows``)."""
+        insert_rows(cls, EVENT_COLUMNS, rows)
 
 
 class TaskJob(models.Model):
