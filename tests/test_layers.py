@@ -2,6 +2,7 @@
 or Django, so a driver can be read, imported and tested on its own."""
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -40,8 +41,6 @@ def test_sessions_import_without_django_settings_or_models():
 #     with SQL text, the raw DB-API connection (``connection.connection``), or
 #     the hot-path statements of distributor/models/rows.py (``insert_rows``,
 #     ``execute``, ``fetch``, ``prepared_cursor``, …) used from outside.
-
-import ast  # noqa: E402 - the house rule's own imports, kept beside it
 
 SOURCE_PACKAGES = ("distributor", "webapp", "sessions")
 MODELS = "distributor/models/"
