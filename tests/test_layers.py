@@ -1,5 +1,8 @@
-"""sessions/ is the bottom layer: it imports nothing of distributor/, webapp/
-or Django, so a driver can be read, imported and tested on its own."""
+"""The layers. sessions/ is the bottom layer: it imports nothing of
+distributor/, webapp/ or Django, so a driver can be read, imported and tested
+on its own. And the house: a Machine's state and raw SQL stay in
+distributor/models/ (the import contracts themselves are lint-imports', in
+pyproject.toml)."""
 from __future__ import annotations
 
 import ast
