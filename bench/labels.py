@@ -4,10 +4,10 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/dist_bench python bench/labels.py
 
 (a) ``distributor.analysis.analyse`` on random 5-task sets drawn as
-``manage.py campaign random`` draws them with its defaults (UUniFast, U 0.3
-to 1.0, periods 10-1000 ms log-uniform, 5 jobs a task, pkg pi / tumatmul /
-idle, the default execution-time model), rate-monotonic and EDF (priority
-128) apart: p50 and p90 in ms. Target: p50 < 1 ms.
+``manage.py campaign random`` draws them (UUniFast; here U 0.3 to 1.0,
+periods 10-1000 ms log-uniform, pkg pi / tumatmul / idle, 5 jobs a task, its
+default; the default execution-time model), rate-monotonic and EDF
+(priority 128) apart: p50 and p90 in ms. Target: p50 < 1 ms.
 
 (b) ``distributor.labels.relabel`` of ``--sets`` stored task-sets of 5
 tasks each (the same kind of sets, without labels), timed from the call to
