@@ -46,7 +46,10 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ("=id", "name", "source_name")
     list_select_related = ("target", "owner")
     raw_id_fields = ("owner",)
-    readonly_fields = ("finished_count", "bad_count", "cursor", "created_at", "started_at", "ended_at")
+    # What was submitted and where it stands change only through the job's
+    # actions (cancel, resubmit), never by editing the row.
+    readonly_fields = ("state", "spec", "variant_count", "offset", "finished_count", "bad_count", "cursor",
+                       "created_at", "started_at", "ended_at")
     actions = ("cancel", "resubmit")
     show_full_result_count = False
 
@@ -181,9 +184,26 @@ class MachineAdmin(admin.ModelAdmin):
     search_fields = ("=id", "address", "last_error", "activity")
     list_select_related = ("target",)
     raw_id_fields = ("current",)
-    readonly_fields = ("lease", "pid", "heartbeat_at", "launched_at", "started_at", "stopped_at", "current",
-                       "current_since", "tasksets_done", "target_boots")
+    # A machine's row changes only through its transitions: read-only here,
+    # with the operator's two orders as actions.
+    readonly_fields = ("target", "slot", "host", "address", "state", "stop_mode", "reboot_requested", "lease", "pid",
+                       "heartbeat_at", "launched_at", "started_at", "stopped_at", "current", "current_since",
+                       "activity", "tasksets_done", "target_boots", "last_error")
+    actions = ("drain", "kill")
     show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # the reconciler launches machines
+
+    @admin.action(description="Drain: finish the current task-set, then stop")
+    def drain(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = Machine.order(queryset, Machine.StopMode.DRAIN)
+        self.message_user(request, f"Draining {count} live machine(s).", messages.SUCCESS)
+
+    @admin.action(description="Kill: stop now, the running task-set goes back to the queue untouched")
+    def kill(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = Machine.order(queryset, Machine.StopMode.KILL)
+        self.message_user(request, f"Killing {count} live machine(s).", messages.SUCCESS)
 
     @admin.display(description="last error")
     def short_error(self, machine: Machine) -> str:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.db.models import OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
@@ -58,6 +59,9 @@ class Job(models.Model):
     admission = OrderedJSONField(null=True, blank=True, help_text="admission-control goal sent with OPTIMIZE, in order")
     monitors = models.JSONField(default=list, blank=True, help_text="extra monitors by name, e.g. ['logging']")
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    # Cancelled "now": machines stop its running task-sets at their next look
+    # and end them cancelled (Machine.orders, TaskSet.end_cancelled).
+    cancel_now = models.BooleanField(default=False, help_text="cancelled now: its running task-sets are stopped too")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
@@ -126,9 +130,6 @@ class Job(models.Model):
             [TaskSet.State.QUEUED, target_id, *cls.ACTIVE_STATES],
         )
 
-    def mark_started(self) -> None:
-        Job.objects.filter(pk=self.pk, state=self.State.QUEUED).update(state=self.State.RUNNING, started_at=timezone.now())
-
     def refresh_from_db(self, *args, **kwargs) -> None:
         super().refresh_from_db(*args, **kwargs)
         counts = Job.objects.filter(pk=self.pk).values("finished_count", "bad_count").first()
@@ -163,18 +164,49 @@ class Job(models.Model):
         return bool(Job.objects.filter(pk=self.pk, state=self.State.FINISHED).update(
             state=self.State.RUNNING, ended_at=None))
 
-    def cancel(self) -> bool:
-        """Stop handing out this job's task-sets; the running ones finish."""
+    def cancel(self, now: bool = False) -> bool:
+        """Stop handing out this job's task-sets; the running ones finish, or,
+        ``now``, their machines stop them at their next look (a fraction of a
+        second: the lifeline's read of ``Machine.orders``) and they end
+        cancelled, not bad. ``now`` also stops what still runs of a job
+        cancelled before. False when there was nothing to change."""
         from distributor.models import TaskSet
 
         with transaction.atomic():
-            if not Job.objects.filter(pk=self.pk, state__in=self.ACTIVE_STATES).update(
-                state=self.State.CANCELLED, ended_at=timezone.now()
-            ):
+            changed = Job.objects.filter(pk=self.pk, state__in=self.ACTIVE_STATES).update(
+                state=self.State.CANCELLED, ended_at=timezone.now(), cancel_now=now)
+            if not changed and now:
+                changed = Job.objects.filter(pk=self.pk, state=self.State.CANCELLED, cancel_now=False).update(
+                    cancel_now=True)
+            if not changed:
                 return False
             TaskSet.objects.filter(job=self, state=TaskSet.State.QUEUED).update(state=TaskSet.State.CANCELLED)
         self.refresh_from_db()
         return True
+
+    def set_priority(self, priority: int) -> bool:
+        """Move a job that has not ended in the queue (claims read the priority
+        on every look, so machines follow at once); False once it has ended.
+        Raises ValidationError for a priority out of range."""
+        if isinstance(priority, bool) or not isinstance(priority, int) or not -1000 <= priority <= 1000:
+            raise ValidationError({"priority": "must be an integer from -1000 to 1000"})
+        if not Job.objects.filter(pk=self.pk, state__in=self.ACTIVE_STATES).update(priority=priority):
+            return False
+        self.priority = priority
+        return True
+
+    def as_dict(self) -> dict:
+        """What a script reads of a job (``jobs show --json``): options, times, progress."""
+        return {
+            "id": self.pk, "name": self.name, "state": self.state, "target": self.target.name,
+            "owner": self.owner.username if self.owner else None, "source_name": self.source_name,
+            "variant_count": self.variant_count, "offset": self.offset, "tries": self.tries,
+            "priority": self.priority, "admission": self.admission, "monitors": self.monitors,
+            "cancel_now": self.cancel_now,
+            **{key: moment.isoformat() if moment else None for key, moment in (
+                ("created_at", self.created_at), ("started_at", self.started_at), ("ended_at", self.ended_at))},
+            "progress": self.progress(),
+        }
 
 
 class Tally(models.Model):
