@@ -72,6 +72,7 @@ class Lifeline(threading.Thread):
         self.drain = False
         self.reboot = False
         self.fenced = False
+        self.cancel: int | None = None  # a task-set whose job was cancelled now
         self.done = threading.Event()
         self.beat_every = max(0.2, min(2.0, config.heartbeat_timeout_s / 5))
         self.heard_at = float("-inf")  # when the work last renewed the lease and read the orders
@@ -116,6 +117,7 @@ class Lifeline(threading.Thread):
     def _obey(self, orders: Orders) -> None:
         self.drain = orders.stop_mode == Machine.StopMode.DRAIN
         self.reboot = bool(orders.reboot)
+        self.cancel = orders.cancel
         if orders.stop_mode == Machine.StopMode.KILL:
             self.stop_event.set()
 
@@ -261,6 +263,9 @@ class MachineWorker:
             if taskset.put_back(self.machine):  # its events go with it: the task-set starts afresh
                 monitors.taskset_stop(taskset)
             raise
+        except Cancelled:
+            self._cancel(taskset, events, monitors)
+            return
         except TaskSetError as error:
             self._fail(taskset, tasks, str(error), events, monitors, final=True)
             return
@@ -275,6 +280,8 @@ class MachineWorker:
         last_heard = time.monotonic()
         while not tracker.finished:
             self.info.check_stop()
+            if self.lifeline.cancel == taskset.pk:
+                raise Cancelled(taskset.pk)
             received = self.session.run(RUN_WAIT_SECONDS)
             if not received:
                 if time.monotonic() - last_heard > self.info.target_timeout:
@@ -323,6 +330,24 @@ class MachineWorker:
         self.machine.starting(last_error=cause[:4000])
         self._restart_target(cause)
 
+    def _cancel(self, taskset: TaskSet, events: EventBuffer, monitors: MonitorGroup) -> None:
+        """Its job was cancelled now: the task-set ends cancelled (its events
+        so far stay with the attempt) and is stopped on the target, which
+        stays up; a target that fails to stop is restarted."""
+        self.log.info("task-set %s stopped: its job was cancelled", taskset.pk)
+        events.flush()
+        if not taskset.end_cancelled(self.machine):
+            raise Fenced(f"task-set {taskset.pk} was taken away")
+        monitors.taskset_stop(taskset)
+        try:
+            self.session.stop()
+        except Exception as failure:  # noqa: BLE001 - any session error is a target failure
+            cause = f"stopping a cancelled task-set failed: {_describe(failure)}"
+            self.machine.starting(last_error=cause[:4000])
+            self._restart_target(cause)
+            return
+        self.machine.idle("its job was cancelled")
+
     def _analyse(self, tasks: list[dict]) -> dict | None:
         """Analytic labels beside the measured outcome, from the target's
         execution-time model (loaded once per machine); None when that model
@@ -334,6 +359,10 @@ class MachineWorker:
                 self.log.warning("no analytic labels: execution-time model: %s", error)
                 self.etm = False
         return analyse(tasks, self.etm) if self.etm else None
+
+
+class Cancelled(Exception):
+    """The running task-set's job was cancelled now (``Lifeline.cancel``)."""
 
 
 class EventBuffer:

@@ -1,7 +1,8 @@
 """Monitors: the seeds' hooks around a task-set's life.
 
 A machine calls every monitor of a job at task-set start, for each batch of
-events, at finish, when it stops a task-set unfinished (kill) and when a
+events, at finish, when it stops a task-set unfinished (a kill puts it back, a
+cancel-now ends it cancelled) and when a
 task-set turns bad. Storing into the database is not a monitor's job here —
 the machine does that itself, exactly once, under a compare-and-set — so a
 monitor is for observing: logging, notifying, feeding another system. A
@@ -59,7 +60,7 @@ class LoggingMonitor(Monitor):
         self.log.info("finish %s: %s", taskset, taskset.outcome)
 
     def taskset_stop(self, taskset):
-        self.log.info("stop %s: put back in the queue", taskset)
+        self.log.info("stop %s: %s", taskset, "cancelled" if taskset.state == "cancelled" else "put back in the queue")
 
     def taskset_bad(self, taskset):
         self.log.info("bad %s: %s", taskset, taskset.last_error)

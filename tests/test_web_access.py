@@ -15,8 +15,8 @@ STAFF_ONLY = {"set-max-machines", "control", "target-new", "target-edit", "binar
 EVERYONE = {"logout", "profile", "token-create", "token-revoke", "dashboard", "dashboard-fragment", "submit", "jobs",
             "job", "job-fragment", "job-cancel", "job-resubmit", "job-export", "taskset", "taskset-gantt", "machines",
             "machine", "machine-console", "machine-download", "targets", "binaries", "api-schema", "api-status",
-            "api-check", "api-jobs", "api-job", "api-job-cancel", "api-job-resubmit", "api-job-tasksets",
-            "api-taskset"}
+            "api-check", "api-jobs", "api-job", "api-job-cancel", "api-job-resubmit", "api-job-priority",
+            "api-job-tasksets", "api-taskset"}
 
 
 def _walk(patterns, prefix: str = "", namespace: str = ""):

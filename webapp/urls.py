@@ -17,6 +17,7 @@ api_urls = [
     path("jobs/<int:job_id>", api.job, name="api-job"),
     path("jobs/<int:job_id>/cancel", api.job_cancel, name="api-job-cancel"),
     path("jobs/<int:job_id>/resubmit", api.job_resubmit, name="api-job-resubmit"),
+    path("jobs/<int:job_id>/priority", api.job_priority, name="api-job-priority"),
     path("jobs/<int:job_id>/tasksets", api.job_tasksets, name="api-job-tasksets"),
     path("tasksets/<int:taskset_id>", api.taskset, name="api-taskset"),
 ]

@@ -17,10 +17,13 @@ class Fenced(Exception):
 class Orders(NamedTuple):
     """What the operator asks of a running machine (``Machine.stop_mode`` and
     ``reboot_requested``), read back by the statements that claim and finish
-    its task-sets, and by its lifeline between them."""
+    its task-sets, and by its lifeline between them. The lifeline's read
+    also brings ``cancel``: the id of the task-set the machine runs if its
+    job was cancelled now (``Job.cancel``), which it stops and ends cancelled."""
 
     stop_mode: str
     reboot: bool
+    cancel: int | None = None
 
 
 class Machine(models.Model):
@@ -149,8 +152,18 @@ class Machine(models.Model):
         ))
 
     def orders(self) -> Orders | None:
-        """The operator's orders as they stand (a plain statement, like ``beat``)."""
-        rows = fetch(f"SELECT stop_mode, reboot_requested FROM {table(Machine)} WHERE id = %s", [self.pk])
+        """The operator's orders as they stand, with the task-set it runs if
+        that one's job was cancelled now. A plain statement, like ``beat``:
+        idle and long-running machines send it five times a second; the
+        join follows primary keys only."""
+        from distributor.models import Job, TaskSet
+
+        rows = fetch(
+            f"SELECT m.stop_mode, m.reboot_requested, t.id FROM {table(Machine)} m"
+            f" LEFT JOIN {table(TaskSet)} t ON t.id = m.current_id AND t.machine_id = m.id AND t.state = %s"
+            f" AND EXISTS (SELECT 1 FROM {table(Job)} j WHERE j.id = t.job_id AND j.state = %s AND j.cancel_now)"
+            " WHERE m.id = %s",
+            [TaskSet.State.RUNNING, Job.State.CANCELLED, self.pk])
         return Orders(*rows[0]) if rows else None
 
     @classmethod

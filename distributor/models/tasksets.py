@@ -178,6 +178,19 @@ class TaskSet(models.Model):
         self.state = self.State.QUEUED
         return True
 
+    def end_cancelled(self, machine, reason: str = "its job was cancelled") -> bool:
+        """Its job was cancelled now and its machine stopped it: it ends
+        cancelled, not bad, and is counted nowhere (a cancelled job counts its
+        cancelled task-sets); the attempt's events stay with the attempt,
+        marked cancelled. False if it was taken away."""
+        now = timezone.now()
+        with transaction.atomic():
+            if not self._running_on(machine).update(state=self.State.CANCELLED, ended_at=now, last_error=reason[:4000]):
+                return False
+            self._open_attempt().update(ended_at=now, result=Attempt.Result.CANCELLED, error=reason[:4000])
+        self.state, self.ended_at, self.last_error = self.State.CANCELLED, now, reason
+        return True
+
     def requeue_bad(self) -> bool:
         """The operator gives a bad task-set one more try (its attempts and
         events stay as evidence); the job's counters step back and a finished
@@ -502,6 +515,7 @@ class Attempt(models.Model):
         FINISHED = "finished"
         FAILED = "failed"  # target failure: counted against tries
         LOST = "lost"  # its machine died
+        CANCELLED = "cancelled"  # its job was cancelled now: stopped unfinished
 
     taskset = models.ForeignKey(TaskSet, on_delete=models.CASCADE, db_index=False)  # see Meta
     number = models.PositiveSmallIntegerField()

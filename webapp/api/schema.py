@@ -15,6 +15,7 @@ def _json(schema: dict) -> dict:
 def _errors(*codes: int) -> dict:
     words = {400: "Invalid input: each field at fault names its problem", 401: "Not authenticated",
              403: "Not allowed (staff only, or not the owner)", 404: "No such object", 405: "Method not allowed",
+             409: "Not in a state that allows it (the job has ended)",
              413: "The request is larger than a task-set file may be", 415: "Unsupported content type"}
     return {str(code): {"description": words[code], **_json(ERROR)} for code in (401, *codes)}
 
@@ -142,7 +143,9 @@ def schema(base_url: str) -> dict:
                     **_errors(400, 413, 415)}}},
             "/jobs": {
                 "get": {"operationId": "listJobs", "summary": "Jobs, newest first",
-                        "parameters": [_query("state", {"type": "string", "enum": Job.State.values}, "only jobs in this state"), *PAGING],
+                        "parameters": [_query("state", {"type": "string", "enum": Job.State.values}, "only jobs in this state"),
+                                       _query("owner", {"type": "string"}, "only jobs this user submitted (user name)"),
+                                       *PAGING],
                         "responses": {"200": {"description": "a page of jobs", **_json(_listing({"$ref": "#/components/schemas/Job"}))},
                                       **_errors(400, 404)}},
                 "post": {"operationId": "submitJob", "summary": "Submit a task-set file as a job",
@@ -155,10 +158,22 @@ def schema(base_url: str) -> dict:
                 "parameters": [_id("job_id")],
                 "responses": {"200": {"description": "the job", **_json({"$ref": "#/components/schemas/Job"})}, **_errors(404)}}},
             "/jobs/{job_id}/cancel": {"post": {
-                "operationId": "cancelJob", "summary": "Stop handing out the job's task-sets (owner or staff)",
+                "operationId": "cancelJob", "summary": "Stop handing out the job's task-sets (owner or staff); with "
+                                                       "now, also stop its running ones, which end cancelled",
                 "parameters": [_id("job_id")],
-                "responses": {"200": {"description": "cancelled (or already ended)", **_json({"type": "object", "properties": {
-                    "cancelled": {"type": "boolean"}, "job": {"$ref": "#/components/schemas/Job"}}})}, **_errors(403, 404)}}},
+                "requestBody": {"required": False, **_json({"type": "object", "additionalProperties": False, "properties": {
+                    "now": {"type": "boolean", "description": "also stop the running task-sets (default false: they finish)"}}})},
+                "responses": {"200": {"description": "cancelled (false: nothing left to change)", **_json({"type": "object", "properties": {
+                    "cancelled": {"type": "boolean"}, "job": {"$ref": "#/components/schemas/Job"}}})},
+                    **_errors(400, 403, 404, 415)}}},
+            "/jobs/{job_id}/priority": {"post": {
+                "operationId": "setJobPriority", "summary": "Move a job that has not ended in the queue (owner or staff)",
+                "parameters": [_id("job_id")],
+                "requestBody": {"required": True, **_json({"type": "object", "required": ["priority"],
+                                                           "additionalProperties": False,
+                                                           "properties": {"priority": OPTIONS["priority"]}})},
+                "responses": {"200": {"description": "the job", **_json({"$ref": "#/components/schemas/Job"})},
+                              **_errors(400, 403, 404, 409, 415)}}},
             "/jobs/{job_id}/resubmit": {"post": {
                 "operationId": "resubmitJob", "summary": "Queue a copy of the job",
                 "parameters": [_id("job_id")],

@@ -62,6 +62,9 @@ def jobs(request: HttpRequest) -> JsonResponse:
         if state not in Job.State.values:
             raise ApiError(400, {"state": f"must be one of {', '.join(Job.State.values)}"})
         rows = rows.filter(state=state)
+    owner = request.GET.get("owner")
+    if owner is not None:
+        rows = rows.filter(owner__username=owner)
     page = _page(request, rows)
     progress = progress_of(list(page.object_list))
     return JsonResponse(_listing(page, [_job(request, job, progress[job.pk]) for job in page.object_list]))
@@ -208,13 +211,49 @@ def job(request: HttpRequest, job_id: int) -> JsonResponse:
     return JsonResponse(_job(request, _get(Job.objects.select_related("target", "owner"), job_id)))
 
 
-@api("POST")
-def job_cancel(request: HttpRequest, job_id: int) -> JsonResponse:
+def _changeable(request: HttpRequest, job_id: int, what: str) -> Job:
     job = _get(Job.objects.select_related("target", "owner"), job_id)
     if not (request.user.is_staff or job.owner_id == request.user.pk):
-        raise ApiError(403, {"authorization": "only its owner or staff may cancel a job"})
-    cancelled = job.cancel()
+        raise ApiError(403, {"authorization": f"only its owner or staff may {what} a job"})
+    return job
+
+
+def _fields(request: HttpRequest, allowed: set[str]) -> dict:
+    """A small JSON body of known fields; no body (or an empty form) is an empty object."""
+    if request.content_type != "application/json":
+        if request.POST or request.FILES:
+            raise ApiError(415, {"content_type": "send application/json"})
+        return {}
+    body = json_body(request)
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ApiError(400, {key: "unknown field" for key in unknown})
+    return body
+
+
+@api("POST")
+def job_cancel(request: HttpRequest, job_id: int) -> JsonResponse:
+    job = _changeable(request, job_id, "cancel")
+    now = _fields(request, {"now"}).get("now", False)
+    if not isinstance(now, bool):
+        raise ApiError(400, {"now": "must be true or false"})
+    cancelled = job.cancel(now=now)
     return JsonResponse({"cancelled": cancelled, "job": _job(request, job)})
+
+
+@api("POST")
+def job_priority(request: HttpRequest, job_id: int) -> JsonResponse:
+    job = _changeable(request, job_id, "change the priority of")
+    body = _fields(request, {"priority"})
+    if "priority" not in body:
+        raise ApiError(400, {"priority": "required"})
+    try:
+        changed = job.set_priority(body["priority"])
+    except ValidationError as error:
+        raise ApiError(400, {key: " ".join(messages) for key, messages in error.message_dict.items()}) from None
+    if not changed:
+        raise ApiError(409, {"state": f"job {job.pk} has ended ({job.state}): its priority no longer matters"})
+    return JsonResponse(_job(request, job))
 
 
 @api("POST")
