@@ -16,7 +16,7 @@ EVERYONE = {"logout", "profile", "token-create", "token-revoke", "dashboard", "d
             "job", "job-fragment", "job-cancel", "job-resubmit", "job-export", "taskset", "taskset-gantt", "machines",
             "machine", "machine-console", "machine-download", "targets", "binaries", "api-schema", "api-status",
             "api-check", "api-jobs", "api-job", "api-job-cancel", "api-job-resubmit", "api-job-priority",
-            "api-job-tasksets", "api-taskset"}
+            "api-job-tasksets", "api-job-export", "api-taskset"}
 
 
 def _walk(patterns, prefix: str = "", namespace: str = ""):

@@ -19,6 +19,7 @@ api_urls = [
     path("jobs/<int:job_id>/resubmit", api.job_resubmit, name="api-job-resubmit"),
     path("jobs/<int:job_id>/priority", api.job_priority, name="api-job-priority"),
     path("jobs/<int:job_id>/tasksets", api.job_tasksets, name="api-job-tasksets"),
+    path("jobs/<int:job_id>/export/<str:format>", api.job_export, name="api-job-export"),
     path("tasksets/<int:taskset_id>", api.taskset, name="api-taskset"),
 ]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from distributor.exports import FORMATS
 from distributor.models import Job, TaskSet
+from webapp.downloads import CONTENT_TYPES
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -186,6 +187,16 @@ def schema(base_url: str) -> dict:
                                *PAGING],
                 "responses": {"200": {"description": "a page of task-sets", **_json(_listing({"$ref": "#/components/schemas/TaskSet"}))},
                               **_errors(400, 404)}}},
+            "/jobs/{job_id}/export/{format}": {"get": {
+                "operationId": "exportJob",
+                "summary": "A job's export, the same bytes as its page's link: taskjobs-csv and tasksets-csv "
+                           "(docs/exports.md lists the columns) stream as they are read; sqlite is one file",
+                "parameters": [_id("job_id"), {"name": "format", "in": "path", "required": True,
+                                               "schema": {"type": "string", "enum": list(FORMATS)}}],
+                "responses": {"200": {"description": "the export, as an attachment", "content": {
+                    media: {"schema": {"type": "string", "format": "binary"}}
+                    for media in dict.fromkeys(kind.split(";")[0] for kind in CONTENT_TYPES.values())}},
+                    **_errors(404)}}},
             "/tasksets/{taskset_id}": {"get": {
                 "operationId": "getTaskSet", "summary": "A task-set's result: tasks, task-jobs, attempts",
                 "parameters": [_id("taskset_id")],

@@ -17,6 +17,7 @@ from distributor.queue import resubmit_job
 from distributor.models import Job, TaskJob, TaskSet
 from webapp.api.auth import ApiError, api, json_body
 from webapp.api.schema import schema
+from webapp.downloads import export_response
 from webapp.progress import add_rate, progress_of
 from webapp.submission import Submission, SubmissionError, check, submit
 
@@ -197,7 +198,8 @@ def _job(request: HttpRequest, job: Job, progress=None) -> dict:
             "self": request.build_absolute_uri(reverse("api-job", args=[job.pk])),
             "page": request.build_absolute_uri(reverse("job", args=[job.pk])),
             "tasksets": request.build_absolute_uri(reverse("api-job-tasksets", args=[job.pk])),
-            "exports": {fmt: request.build_absolute_uri(reverse("job-export", args=[job.pk, fmt])) for fmt in exports.FORMATS},
+            "exports": {fmt: request.build_absolute_uri(reverse("api-job-export", args=[job.pk, fmt]))
+                        for fmt in exports.FORMATS},
         },
     }
 
@@ -263,6 +265,16 @@ def job_resubmit(request: HttpRequest, job_id: int) -> JsonResponse:
     except ValidationError as error:
         raise ApiError(400, {key: " ".join(messages) for key, messages in error.message_dict.items()}) from None
     return JsonResponse(_job(request, Job.objects.select_related("target", "owner").get(pk=new.pk)), status=201)
+
+
+@api("GET")
+def job_export(request: HttpRequest, job_id: int, format: str):
+    """The same bytes as the job page's export link, to a token alone: streamed
+    CSV (or Parquet), or an SQLite file."""
+    job = _get(Job.objects.all(), job_id)
+    if format not in exports.FORMATS:
+        raise ApiError(404, {"format": f"unknown export format; use {', '.join(exports.FORMATS)}"})
+    return export_response(job, format)
 
 
 @api("GET")

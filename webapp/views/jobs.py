@@ -1,15 +1,12 @@
 """Submitting jobs, the jobs list, a job's page and its exports."""
 from __future__ import annotations
 
-import os
-import tempfile
-
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Q
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -17,6 +14,7 @@ from distributor import exports
 from distributor.queue import resubmit_job
 from distributor.models import Job, Target, TaskSet
 from webapp.access import login_required
+from webapp.downloads import export_response
 from webapp.forms import SubmitForm
 from webapp.params import whole_number
 from webapp.progress import add_rate, progress_of
@@ -31,7 +29,6 @@ JOB_FILTERS = {
     "finished": Q(state=Job.State.FINISHED),
     "cancelled": Q(state=Job.State.CANCELLED),
 }
-EXPORT_TYPES = {"taskjobs-csv": "text/csv", "tasksets-csv": "text/csv", "sqlite": "application/vnd.sqlite3"}
 
 
 # -- submission -----------------------------------------------------------------
@@ -220,23 +217,8 @@ def resubmit(request: HttpRequest, job_id: int) -> HttpResponse:
 
 @login_required
 def export(request: HttpRequest, job_id: int, format: str) -> HttpResponse:
-    """Streams CSV as it is read; SQLite is built in a file that is gone once sent."""
+    """The same bytes as the API's export (webapp/downloads.py)."""
     job = _job_or_404(job_id)
-    if format not in EXPORT_TYPES:
+    if format not in exports.FORMATS:
         raise Http404(f"unknown export format {format!r}")
-    selection = exports.Selection(jobs=(job.pk,))
-    name = f"job-{job.pk}-{format}".replace("-csv", ".csv") if format.endswith("csv") else f"job-{job.pk}.sqlite3"
-    if format != "sqlite":
-        response = StreamingHttpResponse(exports.csv_chunks(format, selection), content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="{name}"'
-        return response
-    folder = settings.DATA_DIR / "exports"
-    folder.mkdir(exist_ok=True)
-    handle, path = tempfile.mkstemp(prefix=f"job-{job.pk}-", suffix=".sqlite3", dir=folder)
-    os.close(handle)
-    try:
-        exports.write_sqlite(path, selection)
-        stream = open(path, "rb")  # noqa: SIM115 - FileResponse closes it
-    finally:
-        os.unlink(path)  # the open handle keeps the data until the response is sent
-    return FileResponse(stream, as_attachment=True, filename=name, content_type=EXPORT_TYPES[format])
+    return export_response(job, format)
