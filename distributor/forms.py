@@ -2,18 +2,44 @@
 both, so that the admin (part of distributor) never imports webapp."""
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
 from distributor.models import Target
+from distributor.taskfile import DepthError, json_depth, MAX_DEPTH
 from sessions import SESSION_KINDS
+
+
+class _DepthCheckingDecoder(json.JSONDecoder):
+    """Django's JSONField parses with this: a document nested deeper than
+    MAX_DEPTH is refused before it is parsed (the parser would recurse, and
+    a RecursionError while re-rendering the form would be a 500)."""
+
+    def decode(self, text, *args, **kwargs):
+        if json_depth(text) > MAX_DEPTH:
+            raise json.JSONDecodeError(str(DepthError()), text, 0)
+        return super().decode(text, *args, **kwargs)
+
+
+class SettingsField(forms.JSONField):
+    """A JSON object typed into a form, refused with the cause when too deep."""
+
+    def __init__(self, **kwargs):
+        super().__init__(decoder=_DepthCheckingDecoder, **kwargs)
+
+    def to_python(self, value):
+        if isinstance(value, str) and json_depth(value) > MAX_DEPTH:
+            raise ValidationError(str(DepthError(json_depth(value))), code="invalid")
+        return super().to_python(value)
 
 
 class TargetForm(forms.ModelForm):
     kind = forms.ChoiceField()
-    settings = forms.JSONField(required=False, initial=dict,
-                               widget=forms.Textarea(attrs={"rows": 6, "class": "code"}),
-                               help_text="a JSON object; unknown keys are refused")
+    settings = SettingsField(required=False, initial=dict,
+                             widget=forms.Textarea(attrs={"rows": 6, "class": "code"}),
+                             help_text="a JSON object; unknown keys are refused")
     addresses = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4, "class": "code"}),
                                 help_text="one host:port per machine slot, one a line (empty for local kinds)")
 

@@ -25,6 +25,7 @@ from distributor import taskfile
 from distributor.models import DistributorConfig, Job, Machine, Orders, Target, TaskSet
 
 MAX_TRIES = 100
+FILENAME_MAX = 255  # Job.source_name
 ADMISSION_INT_MAX = 2**63 - 1
 # Called once a submission is stored: the reconciler registers ``wake`` here
 # when the app is ready (it sits above the queue, which never imports it), so
@@ -69,15 +70,16 @@ def _queue(parsed: taskfile.ParsedFile, *, filename, target, name, offset, tries
            owner) -> Job:
     options = check_options(parsed, target=target, offset=offset, tries=tries, priority=priority,
                             admission=admission, monitors=monitors)
-    unstorable = {key: "must be text without control characters or unpaired surrogates"
-                  for key, value in (("name", name), ("filename", filename)) if not _storable(value)}
+    unstorable = {"name": "must be text without control characters or unpaired surrogates"} if not _storable(name) else {}
+    if filename_error(filename):
+        unstorable["filename"] = filename_error(filename)
     if unstorable:
         raise ValidationError(unstorable)
     job = Job.objects.create(
         name=(name or parsed.spec.get("name") or filename or "job")[:200],
         owner=owner,
         spec=parsed.spec,
-        source_name=filename[:255],
+        source_name=filename,
         variant_count=parsed.variant_count,
         cursor=options["offset"],
         **options,
@@ -138,6 +140,16 @@ def _valid_admission(admission) -> bool:
              or isinstance(value, str) and len(value) <= 256 and _storable(value))
         for key, value in admission.items()
     )
+
+
+def filename_error(filename) -> str | None:
+    """What is wrong with a submission's file name (kept as the job's
+    ``source_name``), or None: the same rule for the API, the form and the CLI."""
+    if not isinstance(filename, str) or len(filename) > FILENAME_MAX:
+        return f"must be a string of at most {FILENAME_MAX} characters"
+    if not _storable(filename):
+        return "must be text without control characters or unpaired surrogates"
+    return None
 
 
 def _storable(text) -> bool:

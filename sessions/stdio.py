@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from sessions import register
-from sessions.base import Session
+from sessions.base import Session, boolean_setting
 from sessions.events import RawEvent
 from sessions.genode_protocol import taskset_xml
 
@@ -19,6 +19,7 @@ from sessions.genode_protocol import taskset_xml
 class StdioSession(Session):
     kind = "stdio"
     default_settings = {"print": True}
+    setting_rules = {"print": boolean_setting}
 
     def start(self, tasks: list[dict], admission: dict | None = None) -> None:
         if self.settings["print"]:

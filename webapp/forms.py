@@ -11,7 +11,9 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 
 from distributor.models import Target
+from distributor.taskfile import load_json
 from distributor.models.targets import Upload
+from distributor.queue import filename_error
 from distributor.monitors import MONITORS
 
 # A file that failed is put back into the text box so it can be fixed in
@@ -23,7 +25,8 @@ class SubmitForm(forms.Form):
     file = forms.FileField(required=False, help_text="JSON, YAML or Genode XML")
     text = forms.CharField(required=False, widget=forms.Textarea(attrs={"class": "code", "spellcheck": "false"}),
                            label="…or paste the file", strip=False)
-    filename = forms.CharField(required=False, widget=forms.HiddenInput)
+    # The name of a file uploaded earlier, kept while its text is fixed in the box.
+    filename = forms.CharField(required=False, widget=forms.HiddenInput, strip=False, validators=[])
     target = forms.ChoiceField(help_text="the pool of machines that runs it")
     name = forms.CharField(required=False, max_length=200, help_text="default: the file's name field")
     offset = forms.IntegerField(initial=0, help_text="skip this many variants")
@@ -41,14 +44,31 @@ class SubmitForm(forms.Form):
         self.fields["target"].choices = [(name, name) for name in names] or [("", "the default (SimSo)")]
         self.fields["target"].required = bool(names)
 
+    def clean_text(self) -> str:
+        text = self.cleaned_data["text"]
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > settings.TASKSET_FILE_MAX_BYTES:
+            raise ValidationError(f"is {size:,} bytes; the limit is {settings.TASKSET_FILE_MAX_BYTES:,} bytes")
+        return text
+
+    def clean_filename(self) -> str:
+        """The API's rule: at most 255 characters, no control characters (a NUL
+        was refused deep in the queue, with nothing marked on the page)."""
+        value = self.cleaned_data["filename"]
+        if filename_error(value):
+            raise ValidationError(filename_error(value))
+        return value
+
     def clean_admission(self) -> dict | None:
         raw = self.cleaned_data["admission"].strip()
         if not raw:
             return None
         try:
-            value = json.loads(raw)
+            value = load_json(raw)
         except json.JSONDecodeError as error:
             raise ValidationError(f"not JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+        except ValueError as error:  # nested too deeply, or an integer of more than 4300 digits
+            raise ValidationError(str(error)) from None
         if not isinstance(value, dict):
             raise ValidationError("must be a JSON object")
         return value

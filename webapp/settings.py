@@ -72,6 +72,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Before anything reads a body (CsrfViewMiddleware does, in its view phase).
+    "webapp.limits.BodyLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -119,7 +121,11 @@ MEDIA_ROOT = DATA_DIR / "uploads"
 TASKSET_FILE_MAX_BYTES = env_int("TASKSET_FILE_MAX_BYTES", 5 * 1024 * 1024, minimum=1024)
 BINARY_MAX_BYTES = env_int("BINARY_MAX_BYTES", 64 * 1024 * 1024, minimum=1024)
 IMAGE_MAX_BYTES = env_int("IMAGE_MAX_BYTES", 512 * 1024 * 1024, minimum=1024)
-DATA_UPLOAD_MAX_MEMORY_SIZE = TASKSET_FILE_MAX_BYTES + 1024 * 1024
+# A submission's body (webapp/limits.py refuses a longer one unread): room for
+# a file or a pasted text of twice the file's limit and the options, so that
+# a text somewhat over the limit is still refused at its field.
+SUBMISSION_MAX_BYTES = 2 * TASKSET_FILE_MAX_BYTES + 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = SUBMISSION_MAX_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # Large uploads (boot images) spool under DATA_DIR, not in a small /tmp.
 FILE_UPLOAD_TEMP_DIR = DATA_DIR / "tmp"

@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 
 from distributor import taskfile
 from distributor.models import Job
-from distributor.queue import check_options, submit_job
+from distributor.queue import check_options, filename_error, submit_job
 
 
 @dataclass
@@ -71,12 +71,13 @@ def submit(sub: Submission, owner) -> Job:
 
 def _option_errors(parsed: taskfile.ParsedFile | None, sub: Submission) -> dict[str, str]:
     stand_in = parsed or taskfile.ParsedFile(spec={}, variant_count=2**63, format="")
+    errors = {"filename": filename_error(sub.filename)} if filename_error(sub.filename) else {}
     try:
         check_options(stand_in, target=sub.target, offset=sub.offset, tries=sub.tries, priority=sub.priority,
                       admission=sub.admission, monitors=sub.monitors)
     except ValidationError as error:
-        return _messages(error)
-    return {}
+        return {**errors, **_messages(error)}
+    return errors
 
 
 def _messages(error: ValidationError) -> dict[str, str]:

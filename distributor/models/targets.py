@@ -14,7 +14,7 @@ from django.db.models import Q
 
 from distributor.environment import host_environment
 from distributor.models.rows import fetch, placeholders, table
-from distributor.taskfile import PKG_NAME
+from distributor.taskfile import PKG_NAME, DepthError, check_depth
 from sessions import SESSION_KINDS, get_session_class
 
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -55,6 +55,10 @@ class Target(models.Model):
     def clean(self) -> None:
         if not TARGET_NAME.fullmatch(self.name or ""):
             raise ValidationError({"name": "1-63 letters, digits, '.', '_' or '-'"})
+        try:
+            check_depth(self.settings)
+        except DepthError as error:
+            raise ValidationError({"settings": str(error)}) from None
         if self.kind not in SESSION_KINDS:
             raise ValidationError({"kind": f"unknown kind {self.kind!r}; known: {', '.join(sorted(SESSION_KINDS))}"})
         errors = SESSION_KINDS[self.kind].check_settings(self.settings or {}, self.addresses or [])

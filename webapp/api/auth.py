@@ -7,7 +7,6 @@ browser never adds the header on its own).
 """
 from __future__ import annotations
 
-import json
 from functools import wraps
 from typing import Callable
 
@@ -17,6 +16,7 @@ from django.http import HttpRequest, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
+from distributor.taskfile import DepthError, load_json
 from webapp.models import ApiToken
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -81,14 +81,14 @@ def _authenticate(request: HttpRequest):
 
 def json_body(request: HttpRequest) -> dict:
     try:
-        body = json.loads(request.body or b"{}")
+        body = load_json(request.body or b"{}")
+    except DepthError as error:
+        raise ApiError(400, {"body": str(error)}) from None
     except RequestDataTooBig:
         raise ApiError(413, {"body": f"the request is {request.META.get('CONTENT_LENGTH')} bytes; "
                                      f"a JSON body may be at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes"}) from None
     except (ValueError, UnicodeDecodeError) as error:
         raise ApiError(400, {"body": f"invalid JSON: {error}"}) from None
-    except RecursionError:
-        raise ApiError(400, {"body": "invalid JSON: nested too deeply"}) from None
     if not isinstance(body, dict):
         raise ApiError(400, {"body": "must be a JSON object"})
     return body

@@ -13,11 +13,13 @@ from django.urls import reverse
 
 from distributor import exports, reconciler
 from distributor.status import overview
-from distributor.queue import resubmit_job
+from distributor.queue import filename_error, resubmit_job
 from distributor.models import Job, TaskJob, TaskSet
+from distributor.taskfile import DepthError, load_json
 from webapp.api.auth import ApiError, api, json_body
 from webapp.api.schema import schema
 from webapp.downloads import export_response
+from webapp.limits import size_message
 from webapp.progress import add_rate, progress_of
 from webapp.submission import Submission, SubmissionError, check, submit
 
@@ -102,14 +104,13 @@ def _refuse_oversized(request: HttpRequest) -> None:
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE  # the file's limit plus room for the options
     if length > limit:
         key = "file" if request.content_type == "multipart/form-data" else "body"
-        raise ApiError(413, {key: f"the request is {length} bytes; a submission may be at most {limit} bytes "
-                                  f"(a task-set file at most {settings.TASKSET_FILE_MAX_BYTES})"})
+        raise ApiError(413, {key: size_message(length, limit)})
 
 
 def _file_of(body: dict) -> tuple[bytes, str]:
     filename = body.get("filename", "")
-    if not isinstance(filename, str) or len(filename) > 255:
-        raise ApiError(400, {"filename": "must be a string of at most 255 characters"})
+    if filename_error(filename):
+        raise ApiError(400, {"filename": filename_error(filename)})
     if ("spec" in body) == ("file" in body):
         raise ApiError(400, {"spec": "send either 'spec' (the task-set file as a JSON object) or 'file' (its text)"})
     if "spec" in body:
@@ -152,7 +153,9 @@ def _options(data: bytes, filename: str, raw: dict, *, from_form: bool) -> Submi
     admission = raw.get("admission")
     if from_form and isinstance(admission, str):
         try:
-            admission = json.loads(admission)
+            admission = load_json(admission)
+        except DepthError as error:
+            errors["admission"], admission = str(error), None
         except ValueError:
             errors["admission"] = "must be a JSON object"
     if admission is not None and not isinstance(admission, dict):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Q
@@ -16,6 +17,7 @@ from distributor.models import Job, Target, TaskSet
 from webapp.access import login_required
 from webapp.downloads import export_response
 from webapp.forms import SubmitForm
+from webapp.limits import body_limit
 from webapp.params import whole_number
 from webapp.progress import add_rate, progress_of
 from webapp.submission import Submission, SubmissionError, check, submit as submit_submission
@@ -34,6 +36,18 @@ JOB_FILTERS = {
 # -- submission -----------------------------------------------------------------
 
 
+def _too_large(request: HttpRequest, length: int, limit: int) -> HttpResponse:
+    """A body over the limit, refused unread (webapp/limits.py): the empty form,
+    the cause at the file's row. Only a logged-in user sees the form."""
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    form = SubmitForm(initial={"target": _default_target_name()})
+    message = (f"the request is {length:,} bytes; a task-set file or a pasted text may be at most "
+               f"{settings.TASKSET_FILE_MAX_BYTES:,} bytes. Nothing was read.")
+    return render(request, "web/submit.html", {"form": form, "limits": _limits(), "too_large": message}, status=413)
+
+
+@body_limit(too_large=_too_large)
 @login_required
 def submit(request: HttpRequest) -> HttpResponse:
     """GET: the form. POST "check": validate, store nothing. POST "submit": queue it."""

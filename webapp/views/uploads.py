@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST
 from distributor.models import Binary, BootImage
 from webapp.access import login_required, staff_required
 from webapp.forms import UploadForm
+from webapp.limits import UPLOADS, body_limit
 
 KINDS = {"binary": Binary, "image": BootImage}
 
@@ -32,6 +33,7 @@ def files(request: HttpRequest) -> HttpResponse:
     return _page(request)
 
 
+@body_limit(*UPLOADS)
 @staff_required
 @require_POST
 def upload(request: HttpRequest, kind: str) -> HttpResponse:

@@ -14,7 +14,7 @@ from django.db import connection
 from distributor.models import Job, Machine
 from distributor.queue import submit_job
 from distributor.reconciler import tick
-from distributor.taskfile import TaskFileError
+from distributor.taskfile import TaskFileError, load_json
 
 
 class Command(BaseCommand):
@@ -69,9 +69,11 @@ class Command(BaseCommand):
         if raw is None:
             return None
         try:
-            return json.loads(raw)
+            return load_json(raw)
         except json.JSONDecodeError as error:
             raise CommandError(f"--admission: not JSON ({error.msg})") from None
+        except ValueError as error:  # nested too deeply, or an integer of more than 4300 digits
+            raise CommandError(f"--admission: {error}") from None
 
 
 def wait_for(job: Job, timeout: float | None = None) -> dict:

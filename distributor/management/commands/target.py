@@ -18,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from distributor.models import Machine, Target
+from distributor.taskfile import DepthError, load_json
 from sessions.addresses import expand_hosts
 
 SHOWN_ADDRESSES = 4
@@ -108,7 +109,9 @@ def parse_settings(pairs: list[str]) -> dict:
         if key in settings:
             raise CommandError(f"settings.{key}: given twice")
         try:
-            settings[key] = json.loads(value)
+            settings[key] = load_json(value)
+        except DepthError as error:
+            raise CommandError(f"settings.{key}: {error}") from None
         except ValueError:
             settings[key] = value
     return settings
