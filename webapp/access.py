@@ -19,6 +19,16 @@ from django.shortcuts import resolve_url
 View = Callable[..., HttpResponse]
 
 
+def client_address(request: HttpRequest) -> str:
+    """The client's address for login throttling: behind the TLS proxy of a
+    deployment (DISTRIBUTOR_HTTPS) the last X-Forwarded-For entry, which the
+    proxy itself appended (earlier ones come from the client and prove
+    nothing); REMOTE_ADDR otherwise."""
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "") if settings.HTTPS else ""
+    last = forwarded.rsplit(",", 1)[-1].strip()
+    return last[:64] or request.META.get("REMOTE_ADDR", "")
+
+
 def login_required(view: View) -> View:
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
