@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
 
 from csp.constants import NONE, SELF, UNSAFE_INLINE
@@ -244,5 +245,20 @@ LOGGING = {
         "distributor": {"handlers": ["distributor_file", "console"], "level": env_str("LOG_LEVEL", "INFO")},
         "sessions": {"handlers": ["distributor_file"], "level": env_str("LOG_LEVEL", "INFO")},
         "django-q": {"handlers": ["console"], "level": env_str("Q_LOG_LEVEL", "WARNING"), "propagate": False},
+        # Server errors (500) with their traceback: with DEBUG off they left no
+        # trace anywhere. They also reach Django's own "django" logger, which
+        # mails them to ADMINS when that is set (below).
+        "django.request": {"handlers": ["distributor_file"], "level": "ERROR"},
     },
 }
+
+# Optional mail of every server error: ADMINS="Ana <ana@example.org>,ops@example.org"
+# and an SMTP server (EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD,
+# EMAIL_USE_TLS, SERVER_EMAIL); nothing is mailed while ADMINS is empty.
+ADMINS = [parseaddr(entry.strip()) for entry in env_str("ADMINS", "").split(",") if entry.strip()]
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+SERVER_EMAIL = env_str("SERVER_EMAIL", "distributor@localhost")
