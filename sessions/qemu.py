@@ -91,7 +91,7 @@ class QemuSession(GenodeSession):
         "cpu": "",  # "" = the machine's default CPU
         "cpus": 1,
         "memory": "256M",
-        "kernel": "",  # a path, or the name of an uploaded boot image (the seeds' image.elf)
+        "kernel": "",  # the name of an uploaded boot image (the seeds' image.elf); a path where the site allows
         "initrd": "",
         "append": "console=ttyAMA0 quiet",
         "nic": "virtio-net-device",
@@ -140,7 +140,7 @@ class QemuSession(GenodeSession):
     def check_settings(cls, settings: dict, addresses: list[str]) -> dict[str, str]:
         errors = super().check_settings(settings, addresses)
         if not settings.get("kernel"):
-            errors["settings.kernel"] = "a qemu pool needs a kernel image (a path or an uploaded boot image's name)"
+            errors["settings.kernel"] = "a qemu pool needs a kernel image (an uploaded boot image's name)"
         return errors
 
     @classmethod
@@ -246,13 +246,18 @@ class QemuSession(GenodeSession):
         return argv + list(s["extra_args"])
 
     def _image(self, value: str, setting: str) -> str:
-        """A path as given, or the file of the uploaded boot image of that name."""
-        if os.path.isabs(value) and os.path.exists(value):
-            return value
+        """The stored file of the uploaded boot image of that name (from the
+        uploads folder, by its stored id); a host path only where the site
+        allows them (DISTRIBUTOR_QEMU_HOST_IMAGES): whoever may edit a pool
+        must not make QEMU read any file of the host."""
         image = self.info.files.boot_image(value)
         if image is not None:
             return str(image)
-        raise TargetFailure(f"settings.{setting}: {value!r} is neither an existing absolute path nor an uploaded boot image")
+        host_paths = self.info.host.settings.get("DISTRIBUTOR_QEMU_HOST_IMAGES", False)
+        if host_paths and os.path.isabs(value) and os.path.isfile(value):
+            return value
+        raise TargetFailure(f"settings.{setting}: {value!r} is neither an uploaded boot image nor a host path this "
+                            f"site allows (DISTRIBUTOR_QEMU_HOST_IMAGES is {'on' if host_paths else 'off'})")
 
     def _spawn(self) -> None:
         tap = qemu_network.create_tap(self.net_slot, self.net) if self.settings["tap"] else None

@@ -67,7 +67,9 @@ def pool_network(tmp_path_factory):
         netns.remove(name)
     netns.create(name)
     data_dir = tmp_path_factory.mktemp("qemu-data")
-    override = override_settings(DISTRIBUTOR_NETNS=name, DISTRIBUTOR_CAP=8, DATA_DIR=data_dir)
+    # The guest is booted from its build folder: host paths allowed, as a site may.
+    override = override_settings(DISTRIBUTOR_NETNS=name, DISTRIBUTOR_CAP=8, DATA_DIR=data_dir,
+                                 DISTRIBUTOR_QEMU_HOST_IMAGES=True)
     override.enable()
     cfg = network.up(network_config())
     try:
@@ -139,6 +141,7 @@ def unit_session(tmp_path: Path, slot: int = 0, **settings):
 
 def test_its_qemu_command_puts_the_slot_on_its_tap_with_its_mac(tmp_path, settings):
     settings.DISTRIBUTOR_NETNS = ""
+    settings.DISTRIBUTOR_QEMU_HOST_IMAGES = True
     settings.DISTRIBUTOR_CAP = 42
     kernel = tmp_path / "image.elf"
     kernel.write_bytes(b"")
@@ -154,6 +157,7 @@ def test_its_qemu_command_puts_the_slot_on_its_tap_with_its_mac(tmp_path, settin
 
 def test_a_board_nic_is_configured_with_nic_and_a_second_pool_starts_later(tmp_path, settings):
     settings.DISTRIBUTOR_NETNS = ""
+    settings.DISTRIBUTOR_QEMU_HOST_IMAGES = True
     settings.DISTRIBUTOR_CAP = 42
     kernel = tmp_path / "image.elf"
     kernel.write_bytes(b"")
@@ -298,6 +302,7 @@ def test_qemu_dies_with_its_machine_worker_even_on_sigkill(guest, pool_network, 
         django.setup()
         from django.conf import settings
         settings.DISTRIBUTOR_NETNS = {pool_network.netns!r}
+        settings.DISTRIBUTOR_QEMU_HOST_IMAGES = True
         settings.DATA_DIR = {str(tmp_path)!r}
         from distributor.environment import host_environment
         from sessions import SessionInfo

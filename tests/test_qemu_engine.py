@@ -88,6 +88,7 @@ def pool_netns(settings):
         netns.remove(name)
     netns.create(name)
     settings.DISTRIBUTOR_NETNS = name
+    settings.DISTRIBUTOR_QEMU_HOST_IMAGES = True  # the guest boots from its build folder
     try:
         out = StringIO()
         call_command("network", "up", stdout=out)
@@ -119,7 +120,7 @@ def configured(db):
 
 @pytest.fixture
 def qemu_cluster(pool_netns, configured):
-    cluster = Cluster.machines(workers=3, extra_env={"DISTRIBUTOR_NETNS": pool_netns})
+    cluster = Cluster.machines(workers=3, extra_env={"DISTRIBUTOR_NETNS": pool_netns, "DISTRIBUTOR_QEMU_HOST_IMAGES": "1"})
     cluster.log_start = cluster.log_path.stat().st_size if cluster.log_path.exists() else 0  # it is appended to
     cluster.start()
     try:

@@ -193,6 +193,9 @@ DISTRIBUTOR_BRIDGE_CIDR = env_str("DISTRIBUTOR_BRIDGE_CIDR", "10.200.45.254/24")
 DISTRIBUTOR_FIRST_ADDRESS = env_str("DISTRIBUTOR_FIRST_ADDRESS", "10.200.45.1")
 DISTRIBUTOR_TAP_PREFIX = env_str("DISTRIBUTOR_TAP_PREFIX", "tap")
 DISTRIBUTOR_NETNS = env_str("DISTRIBUTOR_NETNS", "")
+# A QEMU pool boots uploaded images only; 1 also lets kernel and initrd name an
+# absolute path on the host (the test guest; a site whose operators want it).
+DISTRIBUTOR_QEMU_HOST_IMAGES = env_bool("DISTRIBUTOR_QEMU_HOST_IMAGES", False)
 
 REDIS_URL = redis_from_env("REDIS_URL")
 _broker = {"redis": REDIS_URL} if REDIS_URL else {"orm": "default"}

@@ -4,6 +4,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar, Self
 
 from django.conf import settings
@@ -18,6 +19,11 @@ from distributor.taskfile import PKG_NAME, DepthError, check_depth
 from sessions import SESSION_KINDS, get_session_class
 
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# A boot image's name: a binary's rule, longer (no "/", no leading dot, no "..").
+IMAGE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}$")
+# The file an upload is stored in: its kind's folder and a generated id (never a
+# name a user gave); sessions open nothing else (distributor/files.py).
+STORED_FILE = re.compile(r"^(?P<folder>[a-z]+)/(?P<id>[A-Za-z0-9_][A-Za-z0-9_.-]{0,99})$")
 
 
 class Target(models.Model):
@@ -125,6 +131,20 @@ class Upload(models.Model):
         if not name or len(name) > cls._meta.get_field("name").max_length:
             raise ValidationError({"name": f"{name!r} must be 1-{cls._meta.get_field('name').max_length} characters"})
 
+    def stored_path(self) -> Path:
+        """The stored file, which must be its kind's folder and a generated id
+        inside the uploads folder: a row naming anything else (a path, "..")
+        opens nothing. ValueError says why."""
+        folder = type(self)._meta.get_field("file").upload_to.strip("/")
+        match = STORED_FILE.fullmatch(self.file.name or "")
+        if not match or match["folder"] != folder or ".." in match["id"]:
+            raise ValueError(f"the stored file {self.file.name!r} is not an upload of its own folder")
+        root = (Path(settings.MEDIA_ROOT) / folder).resolve()
+        path = (root / match["id"]).resolve()
+        if path.parent != root:
+            raise ValueError(f"the stored file {self.file.name!r} leaves the uploads folder")
+        return path
+
     @classmethod
     def store(cls, name: str, content: File, user=None) -> tuple[Self, bool]:
         """Save the bytes under a fresh name, then point the row of ``name``
@@ -170,9 +190,10 @@ class Binary(Upload):
         # Genode's loader keeps 15 bytes + NUL per binary name, and a task's
         # pkg names its binary: the task-set files' rule. A name that would be
         # cut (the seed code cut silently) or that could name a path is refused.
-        if not PKG_NAME.fullmatch(name) or len(name.encode()) > 15:
-            raise ValidationError({"name": f"{name!r} must be 1-15 bytes of ASCII letters, digits, '_', '.' or '-' "
-                                           "(Genode keeps 15 bytes of a binary's name)"})
+        if not PKG_NAME.fullmatch(name) or len(name.encode()) > 15 or ".." in name:
+            raise ValidationError({"name": f"{name!r} must be 1-15 bytes of ASCII letters, digits, '_', '.' or '-', "
+                                           "not starting with '.' nor holding '..' (Genode keeps 15 bytes of a "
+                                           "binary's name)"})
 
     @classmethod
     def checksums(cls, names: Sequence[str]) -> dict[str, str]:
@@ -188,8 +209,17 @@ class BootImage(Upload):
     file = models.FileField(upload_to="images/")
 
     max_bytes_setting = "IMAGE_MAX_BYTES"
+    name_help = "default: the file's name; 1-100 ASCII letters, digits, '_', '.', '+' or '-'"
 
     @classmethod
     def name_for(cls, name: str, filename: str) -> str:
         # A long file name is cut to the column rather than refused; a typed one is not.
         return name or filename[:100]
+
+    @classmethod
+    def check_name(cls, name: str) -> None:
+        # A QEMU pool's kernel and initrd settings name an image: a name that
+        # could be a path ("/etc/passwd", "../x") or a hidden file is refused.
+        if not IMAGE_NAME.fullmatch(name or "") or ".." in name:
+            raise ValidationError({"name": f"{name!r} must be 1-100 ASCII letters, digits, '_', '.', '+' or '-', "
+                                           "not starting with '.' nor holding '..' (no path)"})
