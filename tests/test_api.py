@@ -221,7 +221,7 @@ def test_a_bad_machine_count_gets_400(client, staff_token, body, field):
 
 def test_a_wrong_method_gets_405(client, token):
     response = _call(client, "delete", "/api/jobs", token)
-    assert response.status_code == 405 and response["Allow"] == "GET, POST"
+    assert response.status_code == 405 and response["Allow"] == "GET, POST, HEAD"
 
 
 def _api_routes() -> set[tuple[str, str]]:

@@ -11,8 +11,9 @@ from functools import wraps
 from typing import Callable
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, JsonResponse
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, UnreadablePostError
+from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
@@ -42,22 +43,50 @@ def api(*methods: str, staff: bool = False) -> Callable:
                 request.user = _authenticate(request)
                 if staff and not request.user.is_staff:
                     raise ApiError(403, {"authorization": "only staff may do this"})
-                if request.method not in methods:
-                    raise ApiError(405, {"method": f"{request.method} is not allowed here; use {', '.join(methods)}"})
+                if request.method not in allowed:
+                    raise ApiError(405, {"method": f"{request.method} is not allowed here; use {', '.join(allowed)}"})
+                if request.method == "HEAD":  # a GET without its body (HTTP: every GET route answers HEAD)
+                    request.method = "GET"
+                    return _without_body(view(request, *args, **kwargs))
                 return view(request, *args, **kwargs)
             except ApiError as error:
-                response = error.response()
-                if error.status == 401:
-                    response["WWW-Authenticate"] = 'Bearer realm="distributor"'
-                if error.status == 405:
-                    response["Allow"] = ", ".join(methods)
-                return response
+                return _answer(error, allowed)
+            except RequestDataTooBig:
+                return _answer(ApiError(413, {"body": f"the request is {request.META.get('CONTENT_LENGTH')} bytes; "
+                                                      f"at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} are read"}), allowed)
+            except (MultiPartParserError, TooManyFieldsSent, TooManyFilesSent, UnreadablePostError) as error:
+                # Django would answer these with its HTML "Bad Request (400)".
+                return _answer(ApiError(400, {"body": f"malformed multipart/form-data: {error or type(error).__name__}"}),
+                               allowed)
 
+        allowed = (*methods, "HEAD") if "GET" in methods else methods
         wrapper.api_methods = methods
         wrapper.staff_only = staff
         return wrapper
 
     return decorate
+
+
+def _answer(error: ApiError, allowed: tuple[str, ...]) -> JsonResponse:
+    response = error.response()
+    if error.status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="distributor"'
+    if error.status == 405:
+        response["Allow"] = ", ".join(allowed)
+    return response
+
+
+def _without_body(response: HttpResponseBase) -> HttpResponseBase:
+    """The answer to HEAD: the GET's status and headers, no body."""
+    if response.streaming:
+        head = HttpResponse(status=response.status_code)
+        for header, value in response.items():
+            head[header] = value
+        response.close()
+        return head
+    response["Content-Length"] = str(len(response.content))
+    response.content = b""
+    return response
 
 
 def _authenticate(request: HttpRequest):

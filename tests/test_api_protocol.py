@@ -1,0 +1,75 @@
+"""The API as HTTP (issue 16, point 8): every GET route answers HEAD with the
+GET's status and headers and no body; a malformed multipart body is a JSON
+error naming the cause, never Django's HTML page."""
+from __future__ import annotations
+
+import pytest
+
+from bench.web_pages import build
+from webapp.models import ApiToken
+
+
+@pytest.fixture
+def auth(alice):
+    return {"HTTP_AUTHORIZATION": f"Bearer {ApiToken.issue(alice, 'protocol')[1]}"}
+
+
+@pytest.fixture
+def job(alice):
+    return build(5, 1, owner=alice)["job"]
+
+
+def get_routes(job) -> list[str]:
+    taskset = job.tasksets.order_by("pk").first()
+    return ["/api/openapi.json", "/api/status", "/api/jobs", f"/api/jobs/{job.pk}", f"/api/jobs/{job.pk}/tasksets",
+            f"/api/tasksets/{taskset.pk}", f"/api/jobs/{job.pk}/export/tasksets-csv"]
+
+
+def test_every_get_route_answers_head_like_get_without_a_body(client, auth, job):
+    for url in get_routes(job):
+        got = client.get(url, **auth)
+        head = client.head(url, **auth)
+        assert head.status_code == got.status_code == 200, url
+        assert head["Content-Type"] == got["Content-Type"], url
+        assert b"".join(head) == b"" if head.streaming else head.content == b"", url
+
+
+def test_head_on_a_missing_row_is_its_404(client, auth, db):
+    assert client.head("/api/jobs/999999", **auth).status_code == 404
+
+
+def test_head_on_a_post_only_route_is_405_and_allow_names_the_methods(client, auth, db):
+    response = client.head("/api/check", **auth)
+    assert response.status_code == 405 and response["Allow"] == "POST"
+    put = client.put("/api/jobs", **auth)
+    assert put.status_code == 405 and put["Allow"] == "GET, POST, HEAD"
+
+
+@pytest.mark.parametrize("content_type, body", [
+    ("multipart/form-data", b"no boundary"),
+    ("multipart/form-data; boundary=", b"--\r\n"),
+    ("multipart/form-data; boundary=" + "b" * 300, b"x"),
+    ("multipart/form-data; boundary=\x00", b"x"),
+])
+def test_a_malformed_multipart_body_is_a_json_400(client, auth, db, content_type, body):
+    for url in ("/api/check", "/api/jobs"):
+        response = client.generic("POST", url, body, content_type=content_type, **auth)
+        assert response.status_code == 400, (url, response.content[:200])
+        assert response["Content-Type"] == "application/json"
+        assert "multipart" in response.json()["errors"]["body"]
+
+
+def test_too_many_multipart_fields_is_a_json_400(client, auth, db, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 10
+    fields = {f"f{i}": "x" for i in range(20)}
+    response = client.post("/api/check", fields, **auth)
+    assert response.status_code == 400 and "multipart" in response.json()["errors"]["body"]
+
+
+def test_too_many_multipart_files_is_a_json_400(client, auth, db, settings):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 2
+    files = {f"file{i}": SimpleUploadedFile(f"{i}.json", b"{}") for i in range(4)}
+    response = client.post("/api/check", files, **auth)
+    assert response.status_code == 400 and "multipart" in response.json()["errors"]["body"]
