@@ -1,6 +1,6 @@
-"""Data-mining exports: task-jobs and task-sets as CSV, everything as SQLite.
+"""Data-mining exports: task-jobs and task-sets as CSV or Parquet, everything as SQLite.
 
-Three formats (``FORMATS``):
+Five formats (``FORMATS``):
 
 * ``taskjobs-csv`` — one row per task-job: its job, task-set, variant, task id,
   every task attribute, job number, release, start, end, response time, exit
@@ -8,6 +8,9 @@ Three formats (``FORMATS``):
 * ``tasksets-csv`` — one row per task-set: outcome, attempts, the analytic
   labels and each task's attributes in fixed-width column groups
   ``task<k>_<attribute>``, padded to the largest set of the selection;
+* ``taskjobs-parquet``, ``tasksets-parquet`` — the same columns and rows as
+  the two CSVs, typed (integers, floats, text, UTC timestamps; 1/0 flags as
+  int8), written a row group at a time (``distributor.parquet``);
 * ``sqlite`` — an SQLite file with the seeds' three tables (``TaskSet``,
   ``Task``, ``Job``: their queries still work) plus full tables (``jobs``,
   ``tasksets``, ``tasks``, ``taskjobs``, ``targets``, ``machines``, ``meta``)
@@ -22,8 +25,9 @@ ever selected: no user, owner, token, session, target setting, address,
 machine lease or error text (errors may quote a target's configuration).
 
 Entry points: ``csv_chunks(format, selection)`` for a ``StreamingHttpResponse``
-(each item is one or more whole CSV lines), ``write_sqlite(path, selection)``
-and ``export(format, path, selection)`` for the ``export`` command.
+(each item is one or more whole CSV lines), ``parquet_chunks(format,
+selection)`` likewise (each item a row group's bytes), ``write_sqlite(path,
+selection)`` and ``export(format, path, selection)`` for the ``export`` command.
 """
 from __future__ import annotations
 
@@ -48,7 +52,8 @@ from distributor.analysis import LABEL_COLUMNS, TASK_LABEL_COLUMNS, flat_labels,
 from distributor.models import Machine, Target, Task, TaskJob, TaskSet
 from distributor.taskfile import QUOTA_UNITS, quota_bytes
 
-FORMATS = ("taskjobs-csv", "tasksets-csv", "sqlite")
+FORMATS = ("taskjobs-csv", "tasksets-csv", "sqlite", "taskjobs-parquet", "tasksets-parquet")
+PARQUET_FORMATS = ("taskjobs-parquet", "tasksets-parquet")
 CHUNK_ROWS = 5000
 CHUNK_BYTES = 256 * 1024
 # The task model's fields (Task.FIELDS), with quota in bytes beside quota.
@@ -296,6 +301,12 @@ def _task_values(task: dict, per_task: dict) -> list:
 
 def tasksets_csv(selection: Selection) -> Iterator[str]:
     """tasksets-csv in chunks of whole lines."""
+    header, rows = _taskset_table(selection)
+    return _chunked_lines(header, rows)
+
+
+def _taskset_table(selection: Selection) -> tuple[list[str], Iterator[list]]:
+    """The tasksets-csv header and its rows (as lists), read as they are used."""
     width = task_width(selection)
     empty_group = [None] * len(TASK_GROUP)
 
@@ -305,7 +316,7 @@ def tasksets_csv(selection: Selection) -> Iterator[str]:
             groups = {task["task_id"]: _task_values(task, per_task) for task in row.tasks}
             yield [*_taskset_values(row), *(cell for k in range(width) for cell in groups.get(k, empty_group))]
 
-    return _chunked_lines(taskset_header(width), rows())
+    return taskset_header(width), rows()
 
 
 def csv_chunks(format: str, selection: Selection) -> Iterator[str]:
@@ -315,6 +326,60 @@ def csv_chunks(format: str, selection: Selection) -> Iterator[str]:
     if format == "tasksets-csv":
         return tasksets_csv(selection)
     raise ExportError("--format", f"{format!r} is not a CSV format; choose taskjobs-csv or tasksets-csv")
+
+
+# -- parquet ----------------------------------------------------------------------
+# The CSVs' columns, each with its type (distributor.parquet.TYPES).
+
+TEXT_COLUMNS = {"pkg", "quota", "exit_type", "target", "state", "outcome", "first_miss_kind", "etm_name", "policy"}
+FLAG_COLUMNS = {"deadline_met", "successful", *(name for name in LABEL_COLUMNS if name.endswith(
+    ("_applies", "_pass", "_schedulable", "_exact"))), "rta_exact"}
+FLOAT_COLUMNS = {"duration_s", "utilisation", "utilisation_max_core", "ll_bound", "hyperbolic_product"}
+TIME_COLUMNS = {"started_at", "ended_at"}
+
+
+def column_type(name: str) -> str:
+    """A column's type; a task group's ``task<k>_<attribute>`` has its attribute's."""
+    if name.startswith("task") and "_" in name and name[4:name.index("_")].isdigit():
+        name = name[name.index("_") + 1:]
+    for names, kind in ((TEXT_COLUMNS, "string"), (FLAG_COLUMNS, "int8"), (FLOAT_COLUMNS, "float64"),
+                        (TIME_COLUMNS, "timestamp")):
+        if name in names:
+            return kind
+    return "int64"
+
+
+# distributor.parquet is imported where it is used: Arrow adds some 80 MB to a
+# process, which the web server and the machines should not carry for nothing.
+
+
+def parquet_chunks(format: str, selection: Selection, method: str = "auto") -> Iterator[bytes]:
+    """The Parquet export ``format`` a row group at a time, for a StreamingHttpResponse."""
+    from distributor import parquet
+
+    schema, batches = _parquet_batches(format, selection, method)
+    return parquet.parquet_chunks(schema, batches)
+
+
+def _parquet_batches(format: str, selection: Selection, method: str = "auto"):
+    """(schema, record batches) of a Parquet export. taskjobs on PostgreSQL
+    come through the CSV export's COPY, parsed by Arrow (the server formats,
+    C++ parses: no Python object per cell); elsewhere, or with
+    ``method="python"``, from the same rows the CSVs write."""
+    from distributor import parquet
+
+    if format == "taskjobs-parquet":
+        schema = parquet.schema([(name, column_type(name)) for name in TASKJOB_COLUMNS])
+        sql, params = taskjob_rows(selection).query.sql_with_params()
+        if method == "copy" or (method == "auto" and connection.vendor == "postgresql"):
+            text = _copy_csv(list(TASKJOB_COLUMNS), sql, params)
+            return schema, parquet.batches_from_csv(schema, (chunk.encode() for chunk in text))
+        return schema, parquet.batches_from_rows(schema, _cursor_rows(sql, params))
+    if format == "tasksets-parquet":
+        header, rows = _taskset_table(selection)
+        schema = parquet.schema([(name, column_type(name)) for name in header])
+        return schema, parquet.batches_from_rows(schema, rows)
+    raise ExportError("--format", f"{format!r} is not a Parquet format; choose {' or '.join(PARQUET_FORMATS)}")
 
 
 # -- sqlite -----------------------------------------------------------------------
@@ -509,12 +574,30 @@ def export(format: str, output: str | os.PathLike, selection: Selection) -> Path
         raise ExportError("--format", f"unknown format {format!r}; choose {', '.join(FORMATS)}")
     if format == "sqlite":
         return write_sqlite(output, selection)
+    if format in PARQUET_FORMATS:
+        return _write_parquet(format, output, selection)
     target = Path(output)
     handle, temporary = tempfile.mkstemp(prefix=".export-", suffix=".csv", dir=target.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
             for chunk in csv_chunks(format, selection):
                 out.write(chunk)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _write_parquet(format: str, output: str | os.PathLike, selection: Selection) -> Path:
+    """A Parquet export in a file, renamed into place when complete."""
+    from distributor import parquet
+
+    target = Path(output)
+    handle, temporary = tempfile.mkstemp(prefix=".export-", suffix=".parquet", dir=target.parent)
+    os.close(handle)
+    try:
+        parquet.write_parquet(temporary, *_parquet_batches(format, selection))
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -1,7 +1,8 @@
 """A job's exports as HTTP responses: the job page's links and the API's
 (``GET /api/jobs/N/export/FORMAT``, which a token alone reaches) send the same
 bytes, built here. CSV streams as it is read; SQLite is built in a file that
-is gone once sent (SQLite cannot write to a stream)."""
+is gone once sent (SQLite cannot write to a stream); Parquet streams a row
+group at a time."""
 from __future__ import annotations
 
 import os
@@ -14,7 +15,8 @@ from distributor import exports
 from distributor.models import Job
 
 CONTENT_TYPES = {"taskjobs-csv": "text/csv; charset=utf-8", "tasksets-csv": "text/csv; charset=utf-8",
-                 "sqlite": "application/vnd.sqlite3"}
+                 "sqlite": "application/vnd.sqlite3", "taskjobs-parquet": "application/vnd.apache.parquet",
+                 "tasksets-parquet": "application/vnd.apache.parquet"}
 
 
 def filename(job: Job, format: str) -> str:
@@ -29,7 +31,8 @@ def export_response(job: Job, format: str) -> HttpResponse:
     selection = exports.Selection(jobs=(job.pk,))
     name = filename(job, format)
     if format != "sqlite":
-        response = StreamingHttpResponse(exports.csv_chunks(format, selection), content_type=CONTENT_TYPES[format])
+        chunks = exports.parquet_chunks if format in exports.PARQUET_FORMATS else exports.csv_chunks
+        response = StreamingHttpResponse(chunks(format, selection), content_type=CONTENT_TYPES[format])
         response["Content-Disposition"] = f'attachment; filename="{name}"'
         return response
     folder = settings.DATA_DIR / "exports"

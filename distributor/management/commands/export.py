@@ -12,7 +12,8 @@ from distributor.models import Job
 
 
 class Command(BaseCommand):
-    help = "Export results for data mining: task-jobs or task-sets as CSV, or everything as an SQLite file."
+    help = ("Export results for data mining: task-jobs or task-sets as CSV or Parquet, or everything as an "
+            "SQLite file.")
 
     def add_arguments(self, parser):
         parser.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}")
