@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from django.db import connection
-from django.db.models import (BigIntegerField, Case, Exists, ExpressionWrapper, F, IntegerField, Max, OuterRef, Q,
-                              QuerySet, Value, When)
-from django.db.models.functions import Cast, Length, Substr
+from django.db.models import (BigIntegerField, Case, CharField, Exists, ExpressionWrapper, F, IntegerField, Max,
+                              OuterRef, Q, QuerySet, Value, When)
+from django.db.models.functions import Cast, Concat, Length, Substr
 from django.utils import timezone
 
 from distributor.analysis import LABEL_COLUMNS, TASK_LABEL_COLUMNS, flat_labels, task_labels
@@ -124,13 +124,37 @@ def _csv_writer(buffer: io.StringIO):
     return csv.writer(buffer, lineterminator="\n")
 
 
+# A spreadsheet takes a cell that starts with one of these for a formula.
+FORMULA_STARTS = ("=", "+", "-", "@")
+
+
+def csv_text(value):
+    """A CSV cell that a spreadsheet would read as a formula, quoted with a
+    leading apostrophe (defence in depth: no name allows these today). Only
+    text: a number such as -5 is written as the number it is."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def _csv_text_sql(path: str):
+    """``csv_text`` in SQL, for the text columns of taskjobs-csv: the COPY
+    path and the Python path format the same SELECT, so both escape alike."""
+    starts = Q()
+    for start in FORMULA_STARTS:
+        starts |= Q(**{f"{path}__startswith": start})
+    return Case(When(starts, then=Concat(Value("'"), F(path), output_field=CharField())), default=F(path),
+                output_field=CharField())
+
+
 def _chunked_lines(header: list[str], rows: Iterable[Iterable]) -> Iterator[str]:
-    """CSV text in chunks of whole lines: few, large writes for HTTP and files."""
+    """CSV text in chunks of whole lines: few, large writes for HTTP and files.
+    Text cells that would be formulas are escaped (``csv_text``)."""
     buffer = io.StringIO()
     writer = _csv_writer(buffer)
     writer.writerow(header)
     for row in rows:
-        writer.writerow(row)
+        writer.writerow([csv_text(cell) for cell in row])
         if buffer.tell() >= CHUNK_BYTES:
             yield buffer.getvalue()
             buffer.seek(0)
@@ -152,7 +176,7 @@ TASKJOB_COLUMNS = (
 )
 
 
-def _taskjob_expressions() -> dict:
+def _taskjob_expressions(escape: bool = False) -> dict:
     """Column name → expression, in column order. Every column is an
     annotation (with an ``x_`` prefix, since names like ``taskset_id`` are taken
     by model fields), so the SELECT lists them exactly in this order."""
@@ -170,12 +194,16 @@ def _taskjob_expressions() -> dict:
         "machine_id": F("taskset__machine_id"),
     }
     columns["quota_bytes"] = _quota_bytes("task__quota")
+    if escape:  # the CSV's text cells (csv_text)
+        columns.update({"pkg": _csv_text_sql("task__pkg"), "quota": _csv_text_sql("task__quota"),
+                        "exit_type": _csv_text_sql("exit_type"), "target": _csv_text_sql("taskset__job__target__name")})
     return {f"x_{name}": columns[name] for name in TASKJOB_COLUMNS}
 
 
-def taskjob_rows(selection: Selection) -> QuerySet:
-    """The taskjobs-csv rows as a values_list query, in export order."""
-    expressions = _taskjob_expressions()
+def taskjob_rows(selection: Selection, escape: bool = False) -> QuerySet:
+    """The taskjobs-csv rows as a values_list query, in export order (with
+    ``escape``, text cells as the CSV writes them)."""
+    expressions = _taskjob_expressions(escape)
     # Ordered, so that two exports of the same data are the same file. On ten
     # million rows the sort cost no measurable time next to the join and the
     # formatting of 26 columns (bench/export_rate.py).
@@ -190,7 +218,7 @@ def taskjobs_csv(selection: Selection, method: str = "auto") -> Iterator[str]:
     """taskjobs-csv in chunks of whole lines. On PostgreSQL the server formats
     the rows (COPY … TO STDOUT, same SELECT); elsewhere, or with
     ``method="python"``, rows come through a server-side cursor and csv."""
-    sql, params = taskjob_rows(selection).query.sql_with_params()
+    sql, params = taskjob_rows(selection, escape=True).query.sql_with_params()
     if method == "copy" or (method == "auto" and connection.vendor == "postgresql"):
         return _copy_csv(list(TASKJOB_COLUMNS), sql, params)
     return _chunked_lines(list(TASKJOB_COLUMNS), _cursor_rows(sql, params))
