@@ -7,13 +7,21 @@ task-set turns bad. Storing into the database is not a monitor's job here —
 the machine does that itself, exactly once, under a compare-and-set — so a
 monitor is for observing: logging, notifying, feeding another system. A
 monitor that raises is logged and ignored; it never stops a machine.
+
+Monitors are found by name in ``settings.DISTRIBUTOR_MONITORS`` (name →
+dotted path of a ``Monitor`` subclass), so a site adds its own without
+touching this file; a job names the ones it wants (``submit --monitor NAME``).
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
+from functools import lru_cache
 from logging.handlers import RotatingFileHandler
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 
 class Monitor:
@@ -66,7 +74,43 @@ class LoggingMonitor(Monitor):
         self.log.info("bad %s: %s", taskset, taskset.last_error)
 
 
-MONITORS: dict[str, type[Monitor]] = {LoggingMonitor.name: LoggingMonitor}
+DEFAULT_MONITORS = {"logging": "distributor.monitors.LoggingMonitor"}
+
+
+class _Registry(Mapping):
+    """Monitor classes by name, from ``settings.DISTRIBUTOR_MONITORS`` as it
+    stands when asked (so an override in a test applies); each dotted path
+    is imported once."""
+
+    def _classes(self) -> dict[str, type[Monitor]]:
+        paths = getattr(settings, "DISTRIBUTOR_MONITORS", DEFAULT_MONITORS)
+        return _load(tuple(sorted(paths.items())))
+
+    def __getitem__(self, name: str) -> type[Monitor]:
+        return self._classes()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._classes())
+
+    def __len__(self) -> int:
+        return len(self._classes())
+
+
+@lru_cache(maxsize=8)
+def _load(paths: tuple[tuple[str, str], ...]) -> dict[str, type[Monitor]]:
+    classes = {}
+    for name, path in paths:
+        try:
+            found = import_string(path)
+        except ImportError as error:
+            raise ImproperlyConfigured(f"DISTRIBUTOR_MONITORS[{name!r}]: cannot import {path!r}: {error}") from None
+        if not (isinstance(found, type) and issubclass(found, Monitor)):
+            raise ImproperlyConfigured(f"DISTRIBUTOR_MONITORS[{name!r}]: {path!r} is not a Monitor subclass")
+        classes[name] = found
+    return classes
+
+
+MONITORS: Mapping[str, type[Monitor]] = _Registry()
 
 
 class MonitorGroup:

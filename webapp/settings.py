@@ -184,6 +184,9 @@ DISTRIBUTOR_MACHINE_WORKERS = env_int("DISTRIBUTOR_MACHINE_WORKERS", 16, minimum
 MACHINES_CLUSTER = f"machines-{DISTRIBUTOR_HOST}"
 # Extra modules that register session kinds of a site's own (comma-separated).
 DISTRIBUTOR_SESSION_MODULES = [m.strip() for m in env_str("DISTRIBUTOR_SESSION_MODULES", "").split(",") if m.strip()]
+# Monitors a job may name (submit --monitor NAME): name -> dotted path of a
+# distributor.monitors.Monitor subclass. A site adds its own here.
+DISTRIBUTOR_MONITORS = {"logging": "distributor.monitors.LoggingMonitor"}
 
 # QEMU pools' network (distributor/network.py): a bridge with its address,
 # one tap and one DHCP-assigned address per machine slot, optionally inside a
