@@ -26,6 +26,7 @@ from distributor.models import DistributorConfig, Job, Machine, Orders, Target, 
 
 MAX_TRIES = 100
 FILENAME_MAX = 255  # Job.source_name
+NAME_MAX = 200  # Job.name
 ADMISSION_INT_MAX = 2**63 - 1
 # Called once a submission is stored: the reconciler registers ``wake`` here
 # when the app is ready (it sits above the queue, which never imports it), so
@@ -71,6 +72,8 @@ def _queue(parsed: taskfile.ParsedFile, *, filename, target, name, offset, tries
     options = check_options(parsed, target=target, offset=offset, tries=tries, priority=priority,
                             admission=admission, monitors=monitors)
     unstorable = {"name": "must be text without control characters or unpaired surrogates"} if not _storable(name) else {}
+    if isinstance(name, str) and len(name) > NAME_MAX:  # it was cut silently
+        unstorable["name"] = f"must be at most {NAME_MAX} characters"
     if filename_error(filename):
         unstorable["filename"] = filename_error(filename)
     if unstorable:

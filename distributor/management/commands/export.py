@@ -41,7 +41,8 @@ class Command(BaseCommand):
     def _jobs(self, values: list[str]) -> tuple[int, ...]:
         ids = []
         for value in values:
-            if not value.isdigit():
+            # ASCII digits that fit a 64-bit id ("²" is a digit to isdigit, and 10^30 overflows the column)
+            if not (value.isascii() and value.isdigit() and len(value) <= 18):
                 raise CommandError(f"--job: {value!r} is not a job id")
             ids.append(int(value))
         missing = sorted(set(ids) - set(Job.objects.filter(pk__in=ids).values_list("pk", flat=True)))

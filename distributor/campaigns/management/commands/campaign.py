@@ -57,6 +57,8 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, required=True)
 
     def handle(self, *args, **opts):
+        if opts.get("seed") is not None and not 0 <= opts["seed"] <= 2**63 - 1:  # Campaign.seed is a bigint
+            raise CommandError("--seed: must be from 0 to 9223372036854775807")
         try:
             getattr(self, f"_{opts['action']}")(opts)
         except generate.ParameterError as error:
