@@ -27,7 +27,7 @@ def test_a_server_error_goes_to_the_log_with_its_traceback(client, failing_page,
     response = client.get("/")
     assert response.status_code == 500
     log = (settings.LOG_DIR / "distributor.log").read_text()
-    entry = log[log.rindex("\n", 0, log.rindex("Internal Server Error: /")) + 1:]
+    entry = log[log.rfind("\n", 0, log.rindex("Internal Server Error: /")) + 1:]
     assert " ERROR " in entry.splitlines()[0] and "django.request" in entry.splitlines()[0]
     assert "Traceback (most recent call last)" in entry
     assert f"RuntimeError: {failing_page}" in entry
