@@ -20,11 +20,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
+from django.db import transaction
 
 from distributor import taskfile
-from distributor.models import DistributorConfig, Job, Machine, Orders, Target, TaskSet
+from distributor.models import DistributorConfig, Job, Machine, Notification, Orders, Target, TaskSet
 
 MAX_TRIES = 100
+MAX_NOTIFY = 5
+URL_LENGTH = Notification._meta.get_field("url").max_length
+_URL = URLValidator(schemes=["http", "https"])
 FILENAME_MAX = 255  # Job.source_name
 NAME_MAX = 200  # Job.name
 ADMISSION_INT_MAX = 2**63 - 1
@@ -45,6 +50,7 @@ def submit_job(
     priority: int = 0,
     admission: dict | None = None,
     monitors: list[str] | tuple = (),
+    notify: list[str] | tuple = (),
     owner=None,
 ) -> Job:
     """Validate a task-set file and its options and queue it as one job.
@@ -55,7 +61,7 @@ def submit_job(
     """
     parsed = taskfile.parse(data, filename)
     return _queue(parsed, filename=filename, target=target, name=name, offset=offset, tries=tries,
-                  priority=priority, admission=admission, monitors=monitors, owner=owner)
+                  priority=priority, admission=admission, monitors=monitors, notify=notify, owner=owner)
 
 
 def resubmit_job(job: Job, owner=None) -> Job:
@@ -64,13 +70,14 @@ def resubmit_job(job: Job, owner=None) -> Job:
     parsed = taskfile.ParsedFile(spec=job.spec, variant_count=taskfile.variant_count(job.spec), format="json")
     return _queue(parsed, filename=job.source_name, target=job.target, name=job.name, offset=job.offset,
                   tries=job.tries, priority=job.priority, admission=job.admission, monitors=job.monitors,
-                  owner=owner or job.owner)
+                  notify=[n.url for n in job.notifications.all()], owner=owner or job.owner)
 
 
 def _queue(parsed: taskfile.ParsedFile, *, filename, target, name, offset, tries, priority, admission, monitors,
-           owner) -> Job:
+           notify, owner) -> Job:
     options = check_options(parsed, target=target, offset=offset, tries=tries, priority=priority,
-                            admission=admission, monitors=monitors)
+                            admission=admission, monitors=monitors, notify=notify)
+    notify = options.pop("notify")
     unstorable = {"name": "must be text without control characters or unpaired surrogates"} if not _storable(name) else {}
     if isinstance(name, str) and len(name) > NAME_MAX:  # it was cut silently
         unstorable["name"] = f"must be at most {NAME_MAX} characters"
@@ -78,21 +85,24 @@ def _queue(parsed: taskfile.ParsedFile, *, filename, target, name, offset, tries
         unstorable["filename"] = filename_error(filename)
     if unstorable:
         raise ValidationError(unstorable)
-    job = Job.objects.create(
-        name=(name or parsed.spec.get("name") or filename or "job")[:200],
-        owner=owner,
-        spec=parsed.spec,
-        source_name=filename,
-        variant_count=parsed.variant_count,
-        cursor=options["offset"],
-        **options,
-    )
+    with transaction.atomic():
+        job = Job.objects.create(
+            name=(name or parsed.spec.get("name") or filename or "job")[:200],
+            owner=owner,
+            spec=parsed.spec,
+            source_name=filename,
+            variant_count=parsed.variant_count,
+            cursor=options["offset"],
+            **options,
+        )
+        Notification.objects.bulk_create([Notification(job=job, url=url) for url in notify])
     for hook in SUBMITTED_HOOKS:
         hook()
     return job
 
 
-def check_options(parsed: taskfile.ParsedFile, *, target, offset, tries, priority, admission, monitors) -> dict:
+def check_options(parsed: taskfile.ParsedFile, *, target, offset, tries, priority, admission, monitors,
+                  notify=()) -> dict:
     """The job options of a submission, validated; errors keyed by option."""
     from distributor.monitors import MONITORS
 
@@ -112,10 +122,28 @@ def check_options(parsed: taskfile.ParsedFile, *, target, offset, tries, priorit
     unknown = [m for m in monitors if m not in MONITORS]
     if unknown:
         errors["monitors"] = f"unknown monitor(s) {', '.join(map(str, unknown))}; known: {', '.join(sorted(MONITORS))}"
+    if notify_error(notify):
+        errors["notify"] = notify_error(notify)
     if errors:
         raise ValidationError(errors)
     return {"target": resolved, "offset": offset, "tries": tries, "priority": priority,
-            "admission": admission or None, "monitors": list(monitors)}
+            "admission": admission or None, "monitors": list(monitors), "notify": list(notify)}
+
+
+def notify_error(notify) -> str | None:
+    """What is wrong with a job's ``notify``: at most MAX_NOTIFY http(s) URLs."""
+    if not isinstance(notify, (list, tuple)) or not all(isinstance(url, str) for url in notify):
+        return "must be a list of URLs"
+    if len(notify) > MAX_NOTIFY:
+        return f"at most {MAX_NOTIFY} URLs"
+    for url in notify:
+        try:
+            if len(url) > URL_LENGTH or not _storable(url):
+                raise ValidationError("too long")
+            _URL(url)
+        except ValidationError:
+            return f"{url[:100]!r} is not an http:// or https:// URL of at most {URL_LENGTH} characters"
+    return None
 
 
 def _resolve_target(target, errors: dict) -> Target | None:

@@ -1,5 +1,6 @@
 """A script's whole life against `manage.py serve` (issue 17, acceptance): a
-token from the command line, a job submitted and waited for, listed as JSON,
+token from the command line, a job submitted with a notify URL and waited for
+(a local server receives one POST naming it finished), listed as JSON,
 every export link of the API downloaded over HTTP with the token alone, and
 the Parquet export loaded in pandas with numbers as numbers. Every step is a
 separate process, as a script on another machine would run it."""
@@ -22,6 +23,7 @@ import pytest
 from distributor import exports
 from distributor.models import Host, Target
 from tests.cluster import ROOT, test_database_url, wait_until
+from tests.test_notifications import Hook
 from tests.test_serve import all_descendants, descendants_alive, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -53,16 +55,20 @@ def test_a_scripts_whole_life_against_serve(settings, alice, tmp_path):
     serve = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
+    hook = Hook()
     try:
         wait_until(lambda: Host.objects.filter(heartbeat_at__isnull=False).exists(), 60, every=0.2,
                    message="the machines cluster beats")
         token = manage(env, "token", "create", "alice", "--name", "campaign script", "--expires", "1").strip()
         assert token.startswith("dst_")
 
-        done = json.loads(manage(env, "submit", "fixtures/example5.json", "--target", "scripted", "--wait",
-                                 "--timeout", "90").strip().splitlines()[-1])
+        done = json.loads(manage(env, "submit", "fixtures/example5.json", "--target", "scripted", "--notify", hook.url,
+                                 "--wait", "--timeout", "90").strip().splitlines()[-1])
         job_id = done["job"]
         assert (done["state"], done["finished"], done["bad"]) == ("finished", done["total"], 0)
+        wait_until(lambda: hook.posts, 30, every=0.2, message="the job's notification arrives")
+        assert [(post["job"], post["state"], post["counts"]["finished"]) for _, post in hook.posts] == [
+            (job_id, "finished", done["total"])]
 
         listed = json.loads(manage(env, "jobs", "list", "--json"))
         assert [(job["id"], job["state"]) for job in listed] == [(job_id, "finished")]
@@ -92,7 +98,9 @@ def test_a_scripts_whole_life_against_serve(settings, alice, tmp_path):
         numeric = [name for name in exports.TASKJOB_COLUMNS if exports.column_type(name) != "string"]
         assert [name for name in numeric if not pd.api.types.is_numeric_dtype(frame[name])] == []
         assert len(frame) > 0 and frame["response_ms"].notna().any()
+        assert len(hook.posts) == 1  # once
     finally:
+        hook.close()
         if serve.poll() is None:
             os.killpg(serve.pid, signal.SIGINT)
             try:

@@ -13,7 +13,7 @@ from django.core.files.uploadedfile import UploadedFile
 from distributor.models import Target
 from distributor.taskfile import load_json
 from distributor.models.targets import Upload
-from distributor.queue import filename_error
+from distributor.queue import filename_error, notify_error
 from distributor.monitors import MONITORS
 
 # A file that failed is put back into the text box so it can be fixed in
@@ -37,6 +37,10 @@ class SubmitForm(forms.Form):
                                 help_text="a JSON object sent to the target with OPTIMIZE")
     monitors = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple,
                                          choices=[(name, name) for name in sorted(MONITORS)])
+    notify = forms.CharField(required=False, label="Notify when it ends",
+                             widget=forms.Textarea(attrs={"rows": 2, "class": "code",
+                                                          "placeholder": "https://hooks.example/distributor"}),
+                             help_text="http(s) URLs, one a line: each is POSTed a JSON document when the job ends")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -58,6 +62,12 @@ class SubmitForm(forms.Form):
         if filename_error(value):
             raise ValidationError(filename_error(value))
         return value
+
+    def clean_notify(self) -> list[str]:
+        urls = self.cleaned_data["notify"].split()
+        if notify_error(urls):
+            raise ValidationError(notify_error(urls))
+        return urls
 
     def clean_admission(self) -> dict | None:
         raw = self.cleaned_data["admission"].strip()

@@ -187,6 +187,9 @@ DISTRIBUTOR_SESSION_MODULES = [m.strip() for m in env_str("DISTRIBUTOR_SESSION_M
 # Monitors a job may name (submit --monitor NAME): name -> dotted path of a
 # distributor.monitors.Monitor subclass. A site adds its own here.
 DISTRIBUTOR_MONITORS = {"logging": "distributor.monitors.LoggingMonitor"}
+# The site's address as users reach it, e.g. https://distributor.example: the
+# links in a job's notification (distributor/notifications.py) start with it.
+DISTRIBUTOR_URL = env_str("DISTRIBUTOR_URL", "")
 
 # QEMU pools' network (distributor/network.py): a bridge with its address,
 # one tap and one DHCP-assigned address per machine slot, optionally inside a

@@ -28,6 +28,7 @@ class Submission:
     priority: int = 0
     admission: dict | None = None
     monitors: list[str] = field(default_factory=list)
+    notify: list[str] = field(default_factory=list)
 
 
 class SubmissionError(Exception):
@@ -61,7 +62,7 @@ def submit(sub: Submission, owner) -> Job:
     try:
         job = submit_job(sub.data, filename=sub.filename, target=sub.target, name=sub.name, offset=sub.offset,
                          tries=sub.tries, priority=sub.priority, admission=sub.admission, monitors=sub.monitors,
-                         owner=owner)
+                         notify=sub.notify, owner=owner)
     except taskfile.TaskFileError as error:  # checked above; kept for a file that changed meaning
         raise SubmissionError(error.errors, {}) from None
     except ValidationError as error:
@@ -74,7 +75,7 @@ def _option_errors(parsed: taskfile.ParsedFile | None, sub: Submission) -> dict[
     errors = {"filename": filename_error(sub.filename)} if filename_error(sub.filename) else {}
     try:
         check_options(stand_in, target=sub.target, offset=sub.offset, tries=sub.tries, priority=sub.priority,
-                      admission=sub.admission, monitors=sub.monitors)
+                      admission=sub.admission, monitors=sub.monitors, notify=sub.notify)
     except ValidationError as error:
         return {**errors, **_messages(error)}
     return errors

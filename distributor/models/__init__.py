@@ -9,6 +9,7 @@ from distributor.models.tasksets import Attempt, Task, TaskSet
 from distributor.models.results import Event, ExitType, TaskJob
 from distributor.models.hosts import Host
 from distributor.models.machines import Fenced, Machine, Orders
+from distributor.models.notifications import Notification
 
 __all__ = [
     "Attempt",
@@ -21,6 +22,7 @@ __all__ = [
     "Host",
     "Job",
     "Machine",
+    "Notification",
     "Orders",
     "Target",
     "Task",

@@ -203,6 +203,7 @@ class Job(models.Model):
             "variant_count": self.variant_count, "offset": self.offset, "tries": self.tries,
             "priority": self.priority, "admission": self.admission, "monitors": self.monitors,
             "cancel_now": self.cancel_now,
+            "notify": [{"url": n.url, "state": n.state, "attempts": n.attempts} for n in self.notifications.all()],
             **{key: moment.isoformat() if moment else None for key, moment in (
                 ("created_at", self.created_at), ("started_at", self.started_at), ("ended_at", self.ended_at))},
             "progress": self.progress(),

@@ -44,6 +44,8 @@ OPTIONS = {
     "admission": {"type": "object", "nullable": True, "additionalProperties": {"oneOf": [{"type": "number"}, {"type": "string"}]},
                   "description": "admission-control goal sent with OPTIMIZE"},
     "monitors": {"type": "array", "items": {"type": "string"}},
+    "notify": {"type": "array", "maxItems": 5, "items": {"type": "string", "format": "uri", "maxLength": 2000},
+               "description": "http(s) URLs POSTed a JSON document when the job ends (README: Notifications)"},
 }
 
 def _submission_body(file_field: str, file_schema: dict) -> dict:
@@ -82,6 +84,10 @@ JOB = {"type": "object", "required": ["id", "name", "state", "target", "progress
     "variant_count": {"type": "integer"}, "offset": {"type": "integer"}, "tries": {"type": "integer"},
     "priority": {"type": "integer"}, "admission": {"type": "object", "nullable": True},
     "monitors": {"type": "array", "items": {"type": "string"}},
+    "notify": {"type": "array", "items": {"type": "object", "properties": {
+        "url": {"type": "string"}, "state": {"type": "string", "enum": ["waiting", "pending", "sent", "failed"]},
+        "attempts": {"type": "integer"}, "sent_at": {"type": "string", "nullable": True},
+        "last_error": {"type": "string"}}}},
     "created_at": {"type": "string", "format": "date-time"},
     "started_at": {"type": "string", "format": "date-time", "nullable": True},
     "ended_at": {"type": "string", "format": "date-time", "nullable": True},

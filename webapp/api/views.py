@@ -27,7 +27,7 @@ PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 MAX_TASKJOBS = 10_000
 MAX_ID = 2**63 - 1
-OPTION_FIELDS = {"target", "name", "offset", "tries", "priority", "admission", "monitors"}
+OPTION_FIELDS = {"target", "name", "offset", "tries", "priority", "admission", "monitors", "notify"}
 CONTROLS = {"kill": reconciler.kill_all, "shutdown": reconciler.shut_down_all, "resume": reconciler.resume,
             "reboot": reconciler.reboot_all}
 
@@ -59,7 +59,7 @@ def jobs(request: HttpRequest) -> JsonResponse:
         except SubmissionError as error:
             raise _submission_error(error) from None
         return JsonResponse(_job(request, job), status=201)
-    rows = Job.objects.select_related("target", "owner").order_by("-pk")
+    rows = Job.objects.select_related("target", "owner").prefetch_related("notifications").order_by("-pk")
     state = request.GET.get("state")
     if state is not None:
         if state not in Job.State.values:
@@ -83,6 +83,8 @@ def _submission(request: HttpRequest) -> Submission:
         options = {key: request.POST.get(key) for key in OPTION_FIELDS if request.POST.get(key) not in (None, "")}
         if "monitors" in options:
             options["monitors"] = [name for value in request.POST.getlist("monitors") for name in value.split(",") if name]
+        if "notify" in options:
+            options["notify"] = [url for value in request.POST.getlist("notify") for url in value.split() if url]
         return _options(upload.read(), upload.name, options, from_form=True)
     if request.content_type != "application/json":
         raise ApiError(415, {"content_type": "send application/json or multipart/form-data"})
@@ -164,10 +166,15 @@ def _options(data: bytes, filename: str, raw: dict, *, from_form: bool) -> Submi
     if not isinstance(monitors, list) or not all(isinstance(m, str) for m in monitors):
         errors["monitors"] = "must be a list of monitor names"
         monitors = []
+    notify = raw.get("notify", [])
+    if not isinstance(notify, list) or not all(isinstance(url, str) for url in notify):
+        errors["notify"] = "must be a list of URLs"
+        notify = []
     if errors:
         raise ApiError(400, errors)
     return Submission(data=data, filename=filename, target=target, name=name, offset=offset, tries=tries,
-                      priority=priority, admission=admission if isinstance(admission, dict) else None, monitors=monitors)
+                      priority=priority, admission=admission if isinstance(admission, dict) else None, monitors=monitors,
+                      notify=notify)
 
 
 def _submission_error(error: SubmissionError) -> ApiError:
@@ -195,6 +202,8 @@ def _job(request: HttpRequest, job: Job, progress=None) -> dict:
         "owner": job.owner.username if job.owner else None, "source_name": job.source_name,
         "variant_count": job.variant_count, "offset": job.offset, "tries": job.tries, "priority": job.priority,
         "admission": job.admission, "monitors": job.monitors,
+        "notify": [{"url": n.url, "state": n.state, "attempts": n.attempts, "sent_at": _iso(n.sent_at),
+                    "last_error": n.last_error} for n in job.notifications.all()],
         "created_at": _iso(job.created_at), "started_at": _iso(job.started_at), "ended_at": _iso(job.ended_at),
         "progress": progress.as_dict(),
         "links": {

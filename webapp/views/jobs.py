@@ -100,7 +100,7 @@ def _submission(data: dict) -> Submission:
     return Submission(data=data["content"], filename=data.get("filename") or "", target=data.get("target") or None,
                       name=data.get("name", ""), offset=data.get("offset", 0), tries=data.get("tries"),
                       priority=data.get("priority", 0), admission=data.get("admission"),
-                      monitors=data.get("monitors", []))
+                      monitors=data.get("monitors", []), notify=data.get("notify", []))
 
 
 def _default_target_name() -> str:
@@ -166,6 +166,7 @@ def job(request: HttpRequest, job_id: int) -> HttpResponse:
         "job": job, "page": page, "filters": filters["values"], "query": filters["query"],
         "states": TaskSet.State.choices, "outcomes": TaskSet.Outcome.choices,
         "exports": exports.FORMATS, "can_cancel": _may_change(request, job) and job.is_active,
+        "notifications": list(job.notifications.all()),
     })
 
 

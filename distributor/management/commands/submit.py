@@ -29,6 +29,8 @@ class Command(BaseCommand):
         parser.add_argument("--priority", type=int, default=0, help="higher runs first")
         parser.add_argument("--admission", default=None, help="admission-control goal as a JSON object")
         parser.add_argument("--monitor", action="append", default=[], help="extra monitor, e.g. logging")
+        parser.add_argument("--notify", action="append", default=[], metavar="URL",
+                            help="POST a JSON document to this http(s) URL when the job ends (repeatable)")
         parser.add_argument("--wait", action="store_true", help="block until the job ends; print one JSON line")
         parser.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
         parser.add_argument("--inline", action="store_true",
@@ -40,7 +42,7 @@ class Command(BaseCommand):
         try:
             job = submit_job(data, filename=filename, target=opts["target"] or None, name=opts["name"],
                              offset=opts["offset"], tries=opts["tries"], priority=opts["priority"],
-                             admission=admission, monitors=opts["monitor"])
+                             admission=admission, monitors=opts["monitor"], notify=opts["notify"])
         except TaskFileError as error:
             raise CommandError(f"{filename}: invalid task-set file:\n{error}") from None
         except ValidationError as error:

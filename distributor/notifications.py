@@ -1,0 +1,77 @@
+"""Telling people a job has ended: a POST of a JSON document to each URL the
+job was given (``notify``), from a background task of the default django-q2
+cluster, never from a machine's loop.
+
+The reconciler calls ``step`` on every tick (registered in apps.py): the
+notifications of jobs that have ended become due, and each due one is taken
+for one try (``Notification.claim_due``) and handed to ``deliver`` in the
+background. A try that fails is made again after a pause that doubles, for an
+hour; what happened is kept on the row and shown on the job page.
+
+The document (``document``): ``event`` ("job.ended"), ``job``, ``name``,
+``state``, ``counts`` (total, finished, bad, cancelled, …), ``links`` (the
+API's job, the job page, its exports; absolute when ``DISTRIBUTOR_URL`` is
+set), ``ended_at`` and ``sent_at``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+
+from django.conf import settings
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from distributor.exports import FORMATS
+from distributor.models import Job, Notification
+
+log = logging.getLogger("distributor")
+TIMEOUT_SECONDS = 10
+
+
+def step() -> list[int]:
+    """Due notifications handed to the background; returns their ids."""
+    Notification.make_due()
+    claimed = Notification.claim_due()
+    for pk in claimed:
+        async_task("distributor.notifications.deliver", pk, group="notifications")
+    return claimed
+
+
+def deliver(notification_id: int) -> str:
+    """One try of one notification (a django-q2 task): POST the document,
+    record the answer. Returns the notification's new state."""
+    notification = Notification.objects.select_related("job__target").filter(pk=notification_id).first()
+    if notification is None or notification.state != Notification.State.PENDING:
+        return "nothing to send"
+    body = json.dumps(document(notification.job)).encode()
+    request = urllib.request.Request(notification.url, data=body, method="POST", headers={
+        "Content-Type": "application/json", "User-Agent": "distributor-notify/1"})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+            status = response.status
+    except urllib.error.HTTPError as error:
+        return notification.refused(f"HTTP {error.code} {error.reason}", error.code)
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        return notification.refused(f"{type(error).__name__}: {reason}")
+    if not 200 <= status < 300:
+        return notification.refused(f"HTTP {status}", status)
+    notification.delivered(status)
+    log.info("notified %s that job %s ended (HTTP %s)", notification.url, notification.job_id, status)
+    return Notification.State.SENT
+
+
+def document(job: Job) -> dict:
+    job.refresh_from_db()  # its counts as they stand
+    base = getattr(settings, "DISTRIBUTOR_URL", "").rstrip("/")
+    return {
+        "event": "job.ended", "job": job.pk, "name": job.name, "state": job.state, "target": job.target.name,
+        "counts": job.progress(),
+        "links": {"job": f"{base}/api/jobs/{job.pk}", "page": f"{base}/jobs/{job.pk}/",
+                  "exports": {fmt: f"{base}/api/jobs/{job.pk}/export/{fmt}" for fmt in FORMATS}},
+        "ended_at": job.ended_at.isoformat() if job.ended_at else None,
+        "sent_at": timezone.now().isoformat(),
+    }

@@ -1,0 +1,201 @@
+"""A job's notify URLs are POSTed a JSON document when it ends, from a
+background task (never a machine), tried again with a growing pause for an
+hour; the delivery shows on the job page (issue 17, point 4)."""
+from __future__ import annotations
+
+import io
+import json
+import threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from unittest import mock
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from distributor import notifications
+from distributor.models import Job, Notification
+from distributor.queue import resubmit_job, submit_job
+from tests.inprocess import run_launched, variants_file
+from webapp.models import ApiToken
+
+
+class Hook:
+    """A local HTTP server that records every POST and answers ``status``."""
+
+    def __init__(self):
+        self.posts: list[tuple[str, dict]] = []
+        self.status = 204
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                hook.posts.append((self.path, json.loads(self.rfile.read(length))))
+                self.send_response(hook.status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hook():
+    server = Hook()
+    yield server
+    server.close()
+
+
+@pytest.fixture(autouse=True)
+def background():
+    """Tasks handed to the default cluster are kept here; ``send_due`` runs them
+    as its worker would (every reconciler tick, the machines' too, runs the step)."""
+    with mock.patch.object(notifications, "async_task") as queued:
+        yield queued
+
+
+def send_due() -> list[str]:
+    """The reconciler's step, then the background worker's tries of what it queued."""
+    queued = notifications.async_task
+    notifications.step()
+    calls, queued.call_args_list[:] = list(queued.call_args_list), []
+    return [notifications.deliver(*call.args[1:]) for call in calls]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("no_broker")
+def test_a_job_that_ends_is_posted_once_by_the_background_not_by_its_machines(scripted, hook, settings):
+    settings.DISTRIBUTOR_URL = "https://distributor.example"
+    job = submit_job(variants_file(3), target=scripted, name="nightly", notify=[hook.url])
+    assert list(job.notifications.values_list("url", "state")) == [(hook.url, "waiting")]
+    run_launched()
+    job.refresh_from_db()
+    assert job.state == Job.State.FINISHED
+    assert hook.posts == [], "machines never send"
+    assert send_due() == ["sent"]
+    assert send_due() == []  # once
+    path, document = hook.posts[0]
+    assert path == "/hook" and len(hook.posts) == 1
+    assert (document["event"], document["job"], document["name"], document["state"]) == (
+        "job.ended", job.pk, "nightly", "finished")
+    assert document["counts"]["finished"] == 3 and document["counts"]["total"] == 3
+    assert document["links"]["job"] == f"https://distributor.example/api/jobs/{job.pk}"
+    assert document["links"]["exports"]["taskjobs-parquet"].endswith(f"/api/jobs/{job.pk}/export/taskjobs-parquet")
+    assert document["ended_at"] and document["sent_at"]
+    sent = job.notifications.get()
+    assert (sent.state, sent.attempts, sent.last_status, sent.sent_at is not None) == ("sent", 1, 204, True)
+
+
+def test_a_cancelled_job_notifies_too(scripted, hook):
+    job = submit_job(variants_file(2), target=scripted, notify=[hook.url])
+    assert send_due() == []  # not ended yet
+    job.cancel()
+    assert send_due() == ["sent"] and hook.posts[0][1]["state"] == "cancelled"
+
+
+def test_a_refused_post_is_tried_again_with_a_growing_pause_then_given_up_after_an_hour(scripted, hook):
+    hook.status = 500
+    job = submit_job(variants_file(1), target=scripted, notify=[hook.url])
+    job.cancel()
+    assert send_due() == ["pending"]
+    first = Notification.objects.get()
+    assert (first.attempts, first.last_status, first.last_error) == (1, 500, "HTTP 500 Internal Server Error")
+    assert timedelta(seconds=14) < first.next_try_at - timezone.now() <= timedelta(seconds=15)
+    assert send_due() == []  # not before its time
+    Notification.objects.update(next_try_at=timezone.now())
+    assert send_due() == ["pending"]
+    second = Notification.objects.get()
+    assert timedelta(seconds=29) < second.next_try_at - timezone.now() <= timedelta(seconds=30)
+    Notification.objects.update(next_try_at=timezone.now(), due_at=timezone.now() - timedelta(minutes=59, seconds=50))
+    assert send_due() == ["failed"]
+    gone = Notification.objects.get()
+    assert (gone.state, gone.attempts, gone.next_try_at) == ("failed", 3, None)
+    assert len(hook.posts) == 3
+
+
+def test_an_unreachable_address_is_recorded(scripted):
+    job = submit_job(variants_file(1), target=scripted, notify=["http://127.0.0.1:9/nobody"])
+    job.cancel()
+    assert send_due() == ["pending"]
+    assert "URLError" in Notification.objects.get().last_error
+
+
+def test_a_try_that_never_reported_back_is_made_again_after_its_lease(scripted, hook):
+    job = submit_job(variants_file(1), target=scripted, notify=[hook.url])
+    job.cancel()
+    notifications.step()  # the worker that got it died
+    notifications.step()
+    assert notifications.async_task.call_count == 1  # taken once
+    notifications.async_task.call_args_list[:] = []
+    Notification.objects.update(next_try_at=timezone.now())  # its lease ran out
+    assert send_due() == ["sent"]
+
+
+@pytest.mark.parametrize("notify, message", [
+    (["ftp://example.org/x"], "is not an http"), (["not a url"], "is not an http"),
+    (["http://example.org/" + "x" * 2000], "at most 2000"), ([f"http://h{n}.example" for n in range(6)], "at most 5"),
+    ("http://example.org", "must be a list"),
+])
+def test_bad_addresses_are_refused_naming_notify(scripted, notify, message):
+    with pytest.raises(ValidationError) as refused:
+        submit_job(variants_file(1), target=scripted, notify=notify)
+    assert message in " ".join(refused.value.message_dict["notify"])
+    assert not Job.objects.exists()
+
+
+def test_submit_notify_from_the_command_line_and_a_resubmission_keeps_it(scripted, tmp_path):
+    path = tmp_path / "job.json"
+    path.write_bytes(variants_file(1))
+    out = io.StringIO()
+    call_command("submit", str(path), "--target", "scripted", "--notify", "https://a.example/x", "--notify",
+                 "https://b.example/y", stdout=out)
+    job = Job.objects.get(pk=int(out.getvalue()))
+    assert list(job.notifications.values_list("url", flat=True)) == ["https://a.example/x", "https://b.example/y"]
+    copy = resubmit_job(job)
+    assert list(copy.notifications.values_list("url", "state")) == [("https://a.example/x", "waiting"),
+                                                                    ("https://b.example/y", "waiting")]
+    with pytest.raises(CommandError, match="--notify"):
+        call_command("submit", str(path), "--target", "scripted", "--notify", "gopher://x", stdout=io.StringIO())
+
+
+def test_the_api_takes_notify_and_shows_its_delivery(client, scripted, alice):
+    token = ApiToken.issue(alice, "script")[1]
+    spec = json.loads(variants_file(1))
+    headers = {"Authorization": f"Bearer {token}"}
+    response = client.post("/api/jobs", data=json.dumps({"spec": spec, "target": "scripted",
+                                                         "notify": ["https://hooks.example/a"]}),
+                           content_type="application/json", headers=headers)
+    assert response.status_code == 201, response.content
+    assert response.json()["notify"] == [{"url": "https://hooks.example/a", "state": "waiting", "attempts": 0,
+                                          "sent_at": None, "last_error": ""}]
+    refused = client.post("/api/jobs", data=json.dumps({"spec": spec, "notify": ["javascript:alert(1)"]}),
+                          content_type="application/json", headers=headers)
+    assert refused.status_code == 400 and "notify" in refused.json()["errors"]
+
+
+def test_the_form_takes_notify_and_the_job_page_shows_the_delivery(client, scripted, alice, hook):
+    client.force_login(alice)
+    response = client.post("/submit/", {"text": variants_file(1).decode(), "target": "scripted", "offset": "0",
+                                        "priority": "0", "notify": f"{hook.url}\nhttps://b.example/y",
+                                        "action": "submit"})
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    job = Job.objects.get()
+    assert job.notifications.count() == 2
+    job.cancel()
+    hook.status = 200
+    send_due()
+    page = client.get(f"/jobs/{job.pk}/").content.decode()
+    assert 'id="notifications"' in page and hook.url in page and ">sent<" in page and ">pending<" in page
+    bad = client.post("/submit/", {"text": variants_file(1).decode(), "target": "scripted", "offset": "0",
+                                   "priority": "0", "notify": "mailto:x@example.org", "action": "submit"})
+    assert bad.status_code == 400 and "is not an http" in bad.content.decode()
