@@ -50,6 +50,8 @@ GUEST_CACHE = os.environ.get("GUEST_CACHE") or str(
 BENCH_DIR = Path(tempfile.mkdtemp(prefix="dist-qemu-bench-"))
 os.environ["DATA_DIR"] = str(BENCH_DIR)
 os.environ["DATABASE_URL"] = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{BENCH_DIR / 'bench.sqlite3'}"
+# The guest boots from its build cache, a host path (its clusters inherit this too).
+os.environ["DISTRIBUTOR_QEMU_HOST_IMAGES"] = "1"
 
 import django  # noqa: E402
 
