@@ -30,7 +30,8 @@ from django.conf import settings as django_settings
 from django.core.management import call_command
 from pyroute2 import IPRoute, netns
 
-from distributor import reconciler, status
+from distributor import reconciler
+from distributor.status import overview
 from distributor.environment import network_config
 from distributor.models import Attempt, DistributorConfig, Event, Job, Machine, TaskJob, TaskSet
 from distributor.queue import submit_job
@@ -163,7 +164,7 @@ def wait_for(condition, timeout: float, message: str, cluster: Cluster | None = 
 
 
 def diagnosis(cluster: Cluster | None) -> str:
-    lines = [f"status: {json.dumps(status.status(), default=str)}"]
+    lines = [f"status: {json.dumps(overview(), default=str)}"]
     for machine in Machine.objects.select_related("target").order_by("pk"):
         lines.append(f"machine {machine.pk} slot {machine.slot} {machine.state} boots {machine.target_boots} "
                      f"done {machine.tasksets_done} activity {machine.activity!r} error {machine.last_error[-500:]!r}")
