@@ -6,16 +6,7 @@ import json
 import pytest
 
 from distributor.analysis import LABEL_COLUMNS, agreement, agreement_table, analyse, flat_labels
-
-
-class ArgIsTime:
-    """An execution-time model where a job of any package runs arg1 ms."""
-
-    name = "arg-is-time"
-    version = 3
-
-    def execution_time_ms(self, pkg: str, arg1: int) -> int:
-        return arg1
+from tests.arg_is_time import ArgIsTime
 
 
 def task(task_id: int, c: int, period: int, priority: int, **fields) -> dict:

@@ -17,18 +17,9 @@ from distributor.analysis import analyse, simulate_jobs
 from sessions.events import EventTracker
 from sessions.outcomes import JobResult, Miss, Outcome, SetResult
 from sessions.simso import simulate
+from tests.arg_is_time import ArgIsTime
 
 EDF = 128
-
-
-class ArgIsTime:
-    """An execution-time model where a job of any package runs arg1 ms."""
-
-    name = "arg-is-time"
-    version = 1
-
-    def execution_time_ms(self, pkg: str, arg1: int) -> int:
-        return arg1
 
 
 ETM = ArgIsTime()

@@ -36,22 +36,13 @@ from distributor.analysis import analyse, simulate_jobs
 from sessions.events import EventTracker
 from sessions.outcomes import JobResult, Outcome
 from sessions.simso import simulate
+from tests.arg_is_time import ArgIsTime
 
 DEADLINE_BAND = 128
 FAST = settings(max_examples=300, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=5000, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
-
-
-class ArgIsTime:
-    """An execution-time model where a job of any package runs arg1 ms."""
-
-    name = "arg-is-time"
-    version = 1
-
-    def execution_time_ms(self, pkg: str, arg1: int) -> int:
-        return arg1
 
 
 ETM = ArgIsTime()

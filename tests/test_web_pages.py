@@ -15,6 +15,7 @@ from bench.web_pages import build
 from distributor.analysis import analyse, empty_result
 from distributor.models import Attempt, Binary, BootImage, Event, Job, Target, TaskJob, TaskSet
 from webapp.models import ApiToken, hash_token
+from tests.arg_is_time import ArgIsTime
 
 
 @pytest.fixture
@@ -71,16 +72,6 @@ def test_the_task_set_page_shows_tasks_attempts_and_raw_events(client, alice, ca
     assert ">77<" in events  # the latest attempt is shown first
     older = client.get(f"/tasksets/{taskset.pk}/?attempt=1").content.decode()
     assert ">77<" not in re.search(r'<table id="events-table">(.*?)</table>', older, re.S).group(1)
-
-
-class ArgIsTime:
-    """An execution-time model where a job runs arg1 ms."""
-
-    name = "arg-is-time"
-    version = 3
-
-    def execution_time_ms(self, pkg: str, arg1: int) -> int:
-        return arg1
 
 
 def _task(task_id: int, c: int, period: int, priority: int) -> dict:
