@@ -76,11 +76,14 @@ def test_numeric_columns_load_as_numbers_in_pandas(results, tmp_path):  # noqa: 
 
 def test_row_groups_stream_one_at_a_time(results, monkeypatch):  # noqa: F811
     monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 5)
+    monkeypatch.setattr(parquet, "BATCH_ROWS", 2)
     chunks = exports.parquet_chunks("taskjobs-parquet", Selection(), method="python")
     assert iter(chunks) is chunks  # a generator, not a built file
     collected = list(chunks)
     file = pq.ParquetFile(io.BytesIO(b"".join(collected)))
-    assert file.metadata.num_row_groups == -(-TaskJob.objects.count() // 5)
+    sizes = [file.metadata.row_group(k).num_rows for k in range(file.metadata.num_row_groups)]
+    assert sum(sizes) == TaskJob.objects.count() and len(sizes) > 3
+    assert all(5 <= size < 5 + 2 for size in sizes[:-1])  # a row group: ROW_GROUP_ROWS, less than a batch more
     assert len(collected) >= file.metadata.num_row_groups  # each group handed on as it was written
 
 
