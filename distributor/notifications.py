@@ -1,6 +1,7 @@
 """Telling people a job has ended: a POST of a JSON document to each URL the
-job was given (``notify``), from a background task of the default django-q2
-cluster, never from a machine's loop.
+job was given (``notify``), or an e-mail carrying it to each ``mailto:``
+address where the site's mail is set up, from a background task of the
+default django-q2 cluster, never from a machine's loop.
 
 The reconciler calls ``step`` on every tick (registered in apps.py): the
 notifications of jobs that have ended become due, and each due one is taken
@@ -17,10 +18,12 @@ from __future__ import annotations
 
 import json
 import logging
+import smtplib
 import urllib.error
 import urllib.request
 
 from django.conf import settings
+from django.core.mail import send_mail
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -46,6 +49,8 @@ def deliver(notification_id: int) -> str:
     notification = Notification.objects.select_related("job__target").filter(pk=notification_id).first()
     if notification is None or notification.state != Notification.State.PENDING:
         return "nothing to send"
+    if notification.url.startswith("mailto:"):
+        return _mail(notification)
     body = json.dumps(document(notification.job)).encode()
     request = urllib.request.Request(notification.url, data=body, method="POST", headers={
         "Content-Type": "application/json", "User-Agent": "distributor-notify/1"})
@@ -61,6 +66,18 @@ def deliver(notification_id: int) -> str:
         return notification.refused(f"HTTP {status}", status)
     notification.delivered(status)
     log.info("notified %s that job %s ended (HTTP %s)", notification.url, notification.job_id, status)
+    return Notification.State.SENT
+
+
+def _mail(notification: Notification) -> str:
+    job = notification.job
+    text = json.dumps(document(job), indent=2)
+    try:
+        send_mail(f"Job #{job.pk} {job.name}: {job.state}", text, settings.SERVER_EMAIL,
+                  [notification.url.removeprefix("mailto:")])
+    except (OSError, smtplib.SMTPException) as error:
+        return notification.refused(f"{type(error).__name__}: {error}")
+    notification.delivered(None)
     return Notification.State.SENT
 
 

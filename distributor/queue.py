@@ -19,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import URLValidator
+from django.core.validators import URLValidator, validate_email
 from django.db import transaction
 
 from distributor import taskfile
@@ -95,7 +96,7 @@ def _queue(parsed: taskfile.ParsedFile, *, filename, target, name, offset, tries
             cursor=options["offset"],
             **options,
         )
-        Notification.objects.bulk_create([Notification(job=job, url=url) for url in notify])
+        Notification.objects.bulk_create([Notification(job=job, url=mail_address(url)) for url in notify])
     for hook in SUBMITTED_HOOKS:
         hook()
     return job
@@ -131,12 +132,21 @@ def check_options(parsed: taskfile.ParsedFile, *, target, offset, tries, priorit
 
 
 def notify_error(notify) -> str | None:
-    """What is wrong with a job's ``notify``: at most MAX_NOTIFY http(s) URLs."""
+    """What is wrong with a job's ``notify``: at most MAX_NOTIFY http(s) URLs,
+    or e-mail addresses where Django's mail is configured."""
     if not isinstance(notify, (list, tuple)) or not all(isinstance(url, str) for url in notify):
         return "must be a list of URLs"
     if len(notify) > MAX_NOTIFY:
         return f"at most {MAX_NOTIFY} URLs"
     for url in notify:
+        if is_mail(url):
+            if not mail_configured():
+                return f"{url[:100]!r}: e-mail needs the site's mail settings (EMAIL_HOST …); give an http(s) URL"
+            try:
+                validate_email(url.removeprefix("mailto:"))
+            except ValidationError:
+                return f"{url[:100]!r} is not an e-mail address"
+            continue
         try:
             if len(url) > URL_LENGTH or not _storable(url):
                 raise ValidationError("too long")
@@ -144,6 +154,22 @@ def notify_error(notify) -> str | None:
         except ValidationError:
             return f"{url[:100]!r} is not an http:// or https:// URL of at most {URL_LENGTH} characters"
     return None
+
+
+def is_mail(address: str) -> bool:
+    """An e-mail address, given as ``mailto:ana@example.org`` or plainly."""
+    return address.startswith("mailto:") or ("@" in address and "://" not in address)
+
+
+def mail_address(address: str) -> str:
+    """How a notification stores an address: URLs as given, e-mail as mailto:."""
+    return f"mailto:{address.removeprefix('mailto:')}" if is_mail(address) else address
+
+
+def mail_configured() -> bool:
+    """Django's mail is set up: another backend than SMTP, or an SMTP host named."""
+    return (settings.EMAIL_BACKEND != "django.core.mail.backends.smtp.EmailBackend"
+            or settings.EMAIL_HOST not in ("", "localhost"))
 
 
 def _resolve_target(target, errors: dict) -> Target | None:

@@ -197,5 +197,27 @@ def test_the_form_takes_notify_and_the_job_page_shows_the_delivery(client, scrip
     page = client.get(f"/jobs/{job.pk}/").content.decode()
     assert 'id="notifications"' in page and hook.url in page and ">sent<" in page and ">pending<" in page
     bad = client.post("/submit/", {"text": variants_file(1).decode(), "target": "scripted", "offset": "0",
-                                   "priority": "0", "notify": "mailto:x@example.org", "action": "submit"})
+                                   "priority": "0", "notify": "ftp://example.org/x", "action": "submit"})
     assert bad.status_code == 400 and "is not an http" in bad.content.decode()
+
+
+def test_an_email_address_gets_the_document_where_mail_is_configured(scripted, settings, mailoutbox):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    job = submit_job(variants_file(1), target=scripted, name="nightly", notify=["ana@example.org"])
+    assert list(job.notifications.values_list("url", flat=True)) == ["mailto:ana@example.org"]
+    job.cancel()
+    assert send_due() == ["sent"]
+    (mail,) = mailoutbox
+    assert mail.to == ["ana@example.org"] and mail.subject == f"Job #{job.pk} nightly: cancelled"
+    assert json.loads(mail.body)["job"] == job.pk
+    assert Notification.objects.get().last_status is None
+
+
+def test_an_email_address_is_refused_where_mail_is_not_configured(scripted, settings):
+    settings.EMAIL_BACKEND, settings.EMAIL_HOST = "django.core.mail.backends.smtp.EmailBackend", "localhost"
+    with pytest.raises(ValidationError) as refused:
+        submit_job(variants_file(1), target=scripted, notify=["mailto:ana@example.org"])
+    assert "mail settings" in " ".join(refused.value.message_dict["notify"])
+    settings.EMAIL_HOST = "smtp.example.org"
+    with pytest.raises(ValidationError, match="not an e-mail address"):
+        submit_job(variants_file(1), target=scripted, notify=["ana@"])

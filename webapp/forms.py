@@ -40,7 +40,7 @@ class SubmitForm(forms.Form):
     notify = forms.CharField(required=False, label="Notify when it ends",
                              widget=forms.Textarea(attrs={"rows": 2, "class": "code",
                                                           "placeholder": "https://hooks.example/distributor"}),
-                             help_text="http(s) URLs, one a line: each is POSTed a JSON document when the job ends")
+                             help_text="http(s) URLs (or e-mail addresses), one a line: each gets a JSON document when the job ends")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -70,7 +70,8 @@ class Notification(models.Model):
                 claimed.append(pk)
         return claimed
 
-    def delivered(self, status: int) -> None:
+    def delivered(self, status: int | None) -> None:
+        """Sent: the HTTP status, or None for an e-mail handed to the mail server."""
         now = timezone.now()
         Notification.objects.filter(pk=self.pk, state=self.State.PENDING).update(
             state=self.State.SENT, sent_at=now, attempts=models.F("attempts") + 1, last_status=status, last_error="")

@@ -44,8 +44,9 @@ OPTIONS = {
     "admission": {"type": "object", "nullable": True, "additionalProperties": {"oneOf": [{"type": "number"}, {"type": "string"}]},
                   "description": "admission-control goal sent with OPTIMIZE"},
     "monitors": {"type": "array", "items": {"type": "string"}},
-    "notify": {"type": "array", "maxItems": 5, "items": {"type": "string", "format": "uri", "maxLength": 2000},
-               "description": "http(s) URLs POSTed a JSON document when the job ends (README: Notifications)"},
+    "notify": {"type": "array", "maxItems": 5, "items": {"type": "string", "maxLength": 2000},
+               "description": "http(s) URLs POSTed a JSON document when the job ends, or e-mail addresses "
+                              "(where the site's mail is set up) sent it"},
 }
 
 def _submission_body(file_field: str, file_schema: dict) -> dict:
