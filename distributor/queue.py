@@ -74,6 +74,16 @@ def resubmit_job(job: Job, owner=None) -> Job:
                   notify=[n.url for n in job.notifications.all()], owner=owner or job.owner)
 
 
+def reopen_job(job: Job) -> bool:
+    """A cancelled job runs again (``Job.reopen_cancelled``), and machines are
+    found for it as for a submission (SUBMITTED_HOOKS)."""
+    if not job.reopen_cancelled():
+        return False
+    for hook in SUBMITTED_HOOKS:
+        hook()
+    return True
+
+
 def _queue(parsed: taskfile.ParsedFile, *, filename, target, name, offset, tries, priority, admission, monitors,
            notify, owner) -> Job:
     options = check_options(parsed, target=target, offset=offset, tries=tries, priority=priority,

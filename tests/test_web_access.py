@@ -8,7 +8,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
 # Sample values for URL parameters: enough to reach the view's access check.
-SAMPLES = {"action": "kill", "format": "tasksets-csv", "kind": "log"}
+SAMPLES = {"action": "kill", "format": "tasksets-csv", "kind": "log", "name": "schedulability"}
 PUBLIC = {"login"}
 STAFF_ONLY = {"set-max-machines", "control", "target-new", "target-edit", "binary-upload", "image-upload",
               "api-distributor", "api-control"}
@@ -16,7 +16,9 @@ EVERYONE = {"logout", "profile", "token-create", "token-revoke", "dashboard", "d
             "job", "job-fragment", "job-cancel", "job-resubmit", "job-export", "taskset", "taskset-gantt", "machines",
             "machine", "machine-console", "machine-download", "targets", "binaries", "api-schema", "api-status",
             "api-check", "api-jobs", "api-job", "api-job-cancel", "api-job-resubmit", "api-job-priority",
-            "api-job-tasksets", "api-job-export", "api-taskset"}
+            "api-job-tasksets", "api-job-export", "api-taskset", "campaigns", "campaign-new", "campaign",
+            "campaign-stop", "campaign-continue", "campaign-plot", "api-campaigns", "api-campaign",
+            "api-campaign-stop", "api-campaign-continue"}
 
 
 def _walk(patterns, prefix: str = "", namespace: str = ""):

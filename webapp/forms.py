@@ -151,3 +151,44 @@ class UploadForm(forms.Form):
 
 class TokenForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="what the token is for, e.g. 'campaign script'")
+
+
+class _CampaignForm(forms.Form):
+    """The campaign command's options as text (distributor.campaigns.options
+    checks them and names the field at fault)."""
+
+    name = forms.CharField(required=False, max_length=200)
+    target = forms.ChoiceField(required=False, help_text="the pool that runs it")
+    seed = forms.IntegerField(min_value=0, max_value=2**63 - 1, help_text="the same seed gives the same task-sets")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        names = list(Target.objects.order_by("-is_default", "name").values_list("name", flat=True))
+        self.fields["target"].choices = [(name, name) for name in names] or [("", "the default (SimSo)")]
+
+    def options(self) -> dict:
+        return {key: value for key, value in self.cleaned_data.items() if value not in (None, "")}
+
+
+class RandomCampaignForm(_CampaignForm):
+    tasks = forms.IntegerField(min_value=1, max_value=64, help_text="tasks per set")
+    utilisation = forms.CharField(help_text="total U of a set, or lo:hi drawn per set, e.g. 0.6:0.95")
+    periods = forms.CharField(help_text="lo:hi[:step] in ms, or a list a,b,c")
+    distribution = forms.ChoiceField(choices=[("loguniform", "loguniform"), ("uniform", "uniform")])
+    pkg = forms.CharField(label="Packages", help_text="with weights, e.g. pi:3,tumatmul:1")
+    count = forms.IntegerField(min_value=1, help_text="task-sets")
+    jobs = forms.IntegerField(min_value=1, initial=5, help_text="numberofjobs of every task")
+    priorities = forms.ChoiceField(choices=[("rm", "rate-monotonic"), ("edf", "EDF (all 128)"), ("random", "random")])
+
+
+class GrowCampaignForm(_CampaignForm):
+    singles = forms.IntegerField(min_value=1, help_text="distinct single tasks of level 1")
+    max_size = forms.IntegerField(min_value=1, max_value=64, initial=4, help_text="largest set size")
+    max_per_level = forms.IntegerField(min_value=1, initial=1000, help_text="a seeded sample above this")
+    pkg = forms.CharField(label="Packages", help_text="e.g. pi,hey,tumatmul")
+    quota = forms.CharField(required=False, help_text="e.g. 5M,10M")
+    arg1 = forms.CharField(required=False, help_text="a value, a list a,b,c or a range lo:hi[:step]")
+    priority = forms.CharField(required=False, help_text="e.g. 1:127")
+    period = forms.CharField(required=False, help_text="ms, e.g. 100:1000:50")
+    deadline = forms.CharField(required=False)
+    numberofjobs = forms.CharField(required=False, help_text="e.g. 1:5")

@@ -5,7 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from webapp.api import views as api
-from webapp.views import accounts, dashboard, jobs, machines, targets, tasksets, uploads
+from webapp.views import accounts, campaigns, dashboard, jobs, machines, targets, tasksets, uploads
 
 api_urls = [
     path("openapi.json", api.openapi, name="api-schema"),
@@ -21,6 +21,10 @@ api_urls = [
     path("jobs/<int:job_id>/tasksets", api.job_tasksets, name="api-job-tasksets"),
     path("jobs/<int:job_id>/export/<str:format>", api.job_export, name="api-job-export"),
     path("tasksets/<int:taskset_id>", api.taskset, name="api-taskset"),
+    path("campaigns", api.campaigns, name="api-campaigns"),
+    path("campaigns/<int:campaign_id>", api.campaign, name="api-campaign"),
+    path("campaigns/<int:campaign_id>/stop", api.campaign_stop, name="api-campaign-stop"),
+    path("campaigns/<int:campaign_id>/continue", api.campaign_continue, name="api-campaign-continue"),
 ]
 
 urlpatterns = [
@@ -42,6 +46,13 @@ urlpatterns = [
     path("jobs/<int:job_id>/cancel", jobs.cancel, name="job-cancel"),
     path("jobs/<int:job_id>/resubmit", jobs.resubmit, name="job-resubmit"),
     path("jobs/<int:job_id>/export/<str:format>", jobs.export, name="job-export"),
+
+    path("campaigns/", campaigns.campaigns, name="campaigns"),
+    path("campaigns/new", campaigns.campaign_new, name="campaign-new"),
+    path("campaigns/<int:campaign_id>/", campaigns.campaign, name="campaign"),
+    path("campaigns/<int:campaign_id>/stop", campaigns.campaign_stop, name="campaign-stop"),
+    path("campaigns/<int:campaign_id>/continue", campaigns.campaign_continue, name="campaign-continue"),
+    path("campaigns/<int:campaign_id>/<str:name>.svg", campaigns.campaign_plot, name="campaign-plot"),
 
     path("tasksets/<int:taskset_id>/", tasksets.taskset, name="taskset"),
     path("tasksets/<int:taskset_id>/gantt.svg", tasksets.taskset_gantt, name="taskset-gantt"),

@@ -48,6 +48,11 @@ class Campaign(models.Model):
         return bool(Campaign.objects.filter(pk=self.pk, state=self.State.RUNNING).update(
             state=state, ended_at=timezone.now(), last_error=note))
 
+    def resume(self) -> bool:
+        """A stopped campaign runs again from where it stood."""
+        return bool(Campaign.objects.filter(pk=self.pk, state=self.State.STOPPED).update(
+            state=self.State.RUNNING, ended_at=None, last_error=""))
+
     def enter_level(self, number: int) -> bool:
         """Level ``number`` is being submitted; False if another caller did it first."""
         return bool(Campaign.objects.filter(pk=self.pk, state=self.State.RUNNING, level=number - 1).update(

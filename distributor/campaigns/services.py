@@ -19,7 +19,7 @@ from django.db.models import Count, Q
 from distributor.campaigns import generate
 from distributor.campaigns.models import Campaign, CampaignLevel, CampaignSet
 from distributor.models import Job, Target, TaskSet
-from distributor.queue import submit_job
+from distributor.queue import reopen_job, submit_job
 
 DEFAULT_MAX_PER_LEVEL = 1000
 MAX_PER_LEVEL = 10_000  # distributor.taskfile.MAX_TASKSETS: one job per level
@@ -116,9 +116,32 @@ def advance_all() -> int:
     return moved
 
 
-def stop(campaign: Campaign) -> bool:
-    """Stop growing; the running level's job is left to finish or be cancelled."""
-    return _end(campaign, Campaign.State.STOPPED, "stopped by the operator")
+def stop(campaign: Campaign, cancel_level: bool = False) -> bool:
+    """Stop growing; the running level's job is left to finish, or with
+    ``cancel_level`` cancelled too (its running task-sets finish): the
+    campaign stops mid-level, and ``resume`` runs the rest of that level."""
+    with transaction.atomic():
+        if not _end(campaign, Campaign.State.STOPPED, "stopped by the operator"):
+            return False
+        if cancel_level:
+            level = CampaignLevel.objects.select_related("job").filter(campaign=campaign, number=campaign.level).first()
+            if level is not None and level.job is not None:
+                level.job.cancel()
+    return True
+
+
+def resume(campaign: Campaign) -> bool:
+    """A stopped campaign continues where it stopped: the task-sets its level's
+    job did not run (cancelled with it) are queued again, in the same job, so
+    the level ends with the very sets it would have had, and the campaign
+    moves on as if never stopped. False if it was not stopped."""
+    with transaction.atomic():
+        if not campaign.resume():
+            return False
+        level = CampaignLevel.objects.select_related("job").filter(campaign=campaign, number=campaign.level).first()
+        if level is not None and level.job is not None and level.job.state == Job.State.CANCELLED:
+            reopen_job(level.job)
+    return True
 
 
 def _end(campaign: Campaign, state: str, note: str = "") -> bool:

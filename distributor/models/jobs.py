@@ -184,6 +184,25 @@ class Job(models.Model):
         self.refresh_from_db()
         return True
 
+    def reopen_cancelled(self) -> bool:
+        """A cancelled job runs again (a campaign continued where it stopped):
+        the task-sets its cancel ended unrun are queued again, the variants
+        it never reached are still to come, and what ended stays ended. Its
+        notifications wait for its new end. False if it was not cancelled."""
+        from distributor.models import Notification, TaskSet
+
+        with transaction.atomic():
+            started = Job.objects.filter(pk=self.pk).values_list("started_at", flat=True).first()
+            if not Job.objects.filter(pk=self.pk, state=self.State.CANCELLED).update(
+                    state=self.State.RUNNING if started else self.State.QUEUED, ended_at=None, cancel_now=False):
+                return False
+            TaskSet.objects.filter(job=self, state=TaskSet.State.CANCELLED).update(
+                state=TaskSet.State.QUEUED, ended_at=None, last_error="")
+            Notification.objects.filter(job=self).update(state=Notification.State.WAITING, attempts=0, due_at=None,
+                                                          next_try_at=None, sent_at=None, last_error="")
+        self.refresh_from_db()
+        return True
+
     def set_priority(self, priority: int) -> bool:
         """Move a job that has not ended in the queue (claims read the priority
         on every look, so machines follow at once); False once it has ended.

@@ -112,6 +112,30 @@ TASKSET = {"type": "object", "required": ["id", "job", "variant", "state"], "pro
 }}
 
 
+CAMPAIGN_OPTION = {"oneOf": [{"type": "string"}, {"type": "integer"}, {"type": "number"}]}
+CAMPAIGN = {"type": "object", "required": ["id", "name", "kind", "state", "level"], "properties": {
+    "id": {"type": "integer"}, "name": {"type": "string"}, "kind": {"type": "string", "enum": ["random", "grow"]},
+    "state": {"type": "string", "enum": ["running", "finished", "stopped"]}, "level": {"type": "integer"},
+    "target": {"type": "string"}, "owner": {"type": "string", "nullable": True}, "seed": {"type": "integer"},
+    "last_error": {"type": "string"}, "created_at": {"type": "string"}, "ended_at": {"type": "string", "nullable": True},
+    "url": {"type": "string"}, "page": {"type": "string"}, "params": {"type": "object"},
+    "levels": {"type": "array", "items": {"type": "object", "properties": {
+        "level": {"type": "integer"}, "job": {"type": "integer", "nullable": True},
+        "job_state": {"type": "string", "nullable": True}, "sets": {"type": "integer"},
+        "candidates": {"type": "integer"}, "finished": {"type": "integer"}, "successful": {"type": "integer"},
+        "progress": {"type": "object", "nullable": True}, "job_url": {"type": "string", "nullable": True}}}},
+}}
+CAMPAIGN_BODY = {"type": "object", "required": ["kind", "seed"], "properties": {
+    "kind": {"type": "string", "enum": ["random", "grow"]},
+    "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}, "name": {"type": "string", "maxLength": 200},
+    "target": {"type": "string"},
+    **{key: CAMPAIGN_OPTION for key in ("tasks", "utilisation", "periods", "distribution", "pkg", "count", "jobs",
+                                        "priorities", "singles", "max_size", "max_per_level", "quota", "arg1",
+                                        "priority", "deadline", "period", "offset", "numberofjobs", "criticaltime",
+                                        "caps", "cores", "coreoffset")}},
+    "description": "the options of `manage.py campaign random|grow` by name (docs/campaigns.md), as text or numbers"}
+
+
 def _listing(item: dict) -> dict:
     return {"type": "object", "required": ["count", "page", "pages", "results"], "properties": {
         "count": {"type": "integer"}, "page": {"type": "integer"}, "pages": {"type": "integer"},
@@ -135,7 +159,7 @@ def schema(base_url: str) -> dict:
                     "errors": {"type": "object", "additionalProperties": {"type": "string"}},
                     "file_errors": {"type": "array", "items": {"type": "object", "properties": {
                         "path": {"type": "string"}, "message": {"type": "string"}}}}}},
-                "Job": JOB, "TaskSet": TASKSET,
+                "Job": JOB, "TaskSet": TASKSET, "Campaign": CAMPAIGN,
             },
         },
         "paths": {
@@ -213,6 +237,36 @@ def schema(base_url: str) -> dict:
                                                      "taskjobs_truncated": {"type": "boolean"},
                                                      "attempts": {"type": "array", "items": {"type": "object"}}}}]})},
                               **_errors(404)}}},
+            "/campaigns": {
+                "get": {"operationId": "listCampaigns", "summary": "Campaigns, newest first", "parameters": PAGING,
+                        "responses": {"200": {"description": "a page of campaigns",
+                                              **_json(_listing({"$ref": "#/components/schemas/Campaign"}))},
+                                      **_errors(400, 404)}},
+                "post": {"operationId": "startCampaign", "summary": "Start a random or growing campaign",
+                         "requestBody": {"required": True, **_json(CAMPAIGN_BODY)},
+                         "responses": {"201": {"description": "started, its first level submitted",
+                                               **_json({"$ref": "#/components/schemas/Campaign"})},
+                                       **_errors(400, 415)}},
+            },
+            "/campaigns/{campaign_id}": {"get": {
+                "operationId": "getCampaign", "summary": "A campaign's options, levels, their jobs and progress",
+                "parameters": [_id("campaign_id")],
+                "responses": {"200": {"description": "the campaign", **_json({"$ref": "#/components/schemas/Campaign"})},
+                              **_errors(404)}}},
+            "/campaigns/{campaign_id}/stop": {"post": {
+                "operationId": "stopCampaign", "summary": "Stop a campaign (owner or staff); with cancel_level (the "
+                                                          "default) its level's job is cancelled too",
+                "parameters": [_id("campaign_id")],
+                "requestBody": {"required": False, **_json({"type": "object", "additionalProperties": False,
+                                                            "properties": {"cancel_level": {"type": "boolean"}}})},
+                "responses": {"200": {"description": "stopped (false: it was not running)", **_json({"type": "object"})},
+                              **_errors(400, 403, 404, 415)}}},
+            "/campaigns/{campaign_id}/continue": {"post": {
+                "operationId": "continueCampaign", "summary": "A stopped campaign continues where it stopped "
+                                                              "(owner or staff)",
+                "parameters": [_id("campaign_id")],
+                "responses": {"200": {"description": "continued (false: it was not stopped)", **_json({"type": "object"})},
+                              **_errors(400, 403, 404, 415)}}},
             "/status": {"get": {
                 "operationId": "status", "summary": "busy/idle/halted, machines and the queue",
                 "responses": {"200": {"description": "status", **_json({"type": "object", "properties": {

@@ -12,10 +12,12 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 
 from distributor import exports, reconciler
+from distributor.campaigns import generate, options as campaign_options, services as campaign_services
+from distributor.campaigns.models import Campaign
 from distributor.status import overview
 from distributor.queue import filename_error, resubmit_job
 from distributor.models import Job, TaskJob, TaskSet
-from distributor.taskfile import DepthError, load_json
+from distributor.taskfile import DepthError, TaskFileError, load_json
 from webapp.api.auth import ApiError, api, json_body
 from webapp.api.schema import schema
 from webapp.downloads import export_response
@@ -361,6 +363,73 @@ def taskset(request: HttpRequest, taskset_id: int) -> JsonResponse:
         "attempts": [{"number": a.number, "machine": a.machine_id, "started_at": _iso(a.started_at),
                       "ended_at": _iso(a.ended_at), "result": a.result or None, "error": a.error} for a in attempts],
     })
+
+
+# -- campaigns -----------------------------------------------------------------------
+
+
+def _campaign(request: HttpRequest, row: Campaign, report: dict | None = None) -> dict:
+    data = {"id": row.pk, "name": row.name, "kind": row.kind, "state": row.state, "level": row.level,
+            "target": row.target.name, "owner": row.owner.username if row.owner else None, "seed": row.seed,
+            "last_error": row.last_error, "created_at": _iso(row.created_at), "ended_at": _iso(row.ended_at),
+            "url": request.build_absolute_uri(reverse("api-campaign", args=[row.pk])),
+            "page": request.build_absolute_uri(reverse("campaign", args=[row.pk]))}
+    if report is not None:
+        data["params"] = report["params"]
+        data["levels"] = [{**{key: level[key] for key in ("level", "job", "job_state", "sets", "candidates",
+                                                             "finished", "successful", "progress")},
+                           "job_url": request.build_absolute_uri(reverse("api-job", args=[level["job"]]))
+                           if level["job"] else None} for level in report["levels"]]
+    return data
+
+
+@api("GET", "POST")
+def campaigns(request: HttpRequest) -> JsonResponse:
+    if request.method == "POST":
+        body = _fields(request, {"kind", *campaign_options.RANDOM_OPTIONS, *campaign_options.GROW_OPTIONS,
+                                 *campaign_options.COMMON_OPTIONS})
+        options = {key: value for key, value in body.items() if key != "kind"}
+        try:
+            row = campaign_options.start(body.get("kind"), options, owner=request.user)
+        except generate.ParameterError as error:
+            raise ApiError(400, {error.option.lstrip("-").replace("-", "_"): str(error).split(": ", 1)[1]}) from None
+        except (TaskFileError, ValidationError) as error:
+            raise ApiError(400, {"options": f"the generated task-sets were refused: {error}"}) from None
+        return JsonResponse(_campaign(request, row, campaign_services.status(row)), status=201)
+    rows = Campaign.objects.select_related("target", "owner").order_by("-pk")
+    page = _page(request, rows)
+    return JsonResponse(_listing(page, [_campaign(request, row) for row in page.object_list]))
+
+
+@api("GET")
+def campaign(request: HttpRequest, campaign_id: int) -> JsonResponse:
+    row = _get(Campaign.objects.select_related("target", "owner"), campaign_id)
+    return JsonResponse(_campaign(request, row, campaign_services.status(row)))
+
+
+def _changeable_campaign(request: HttpRequest, campaign_id: int) -> Campaign:
+    row = _get(Campaign.objects.select_related("target", "owner"), campaign_id)
+    if not (request.user.is_staff or row.owner_id == request.user.pk):
+        raise ApiError(403, {"authorization": "only its owner or staff may stop or continue a campaign"})
+    return row
+
+
+@api("POST")
+def campaign_stop(request: HttpRequest, campaign_id: int) -> JsonResponse:
+    row = _changeable_campaign(request, campaign_id)
+    cancel_level = _fields(request, {"cancel_level"}).get("cancel_level", True)
+    if not isinstance(cancel_level, bool):
+        raise ApiError(400, {"cancel_level": "must be true or false"})
+    stopped = campaign_services.stop(row, cancel_level=cancel_level)
+    return JsonResponse({"stopped": stopped, "campaign": _campaign(request, row, campaign_services.status(row))})
+
+
+@api("POST")
+def campaign_continue(request: HttpRequest, campaign_id: int) -> JsonResponse:
+    row = _changeable_campaign(request, campaign_id)
+    _fields(request, set())
+    continued = campaign_services.resume(row)
+    return JsonResponse({"continued": continued, "campaign": _campaign(request, row, campaign_services.status(row))})
 
 
 # -- the distributor ---------------------------------------------------------------

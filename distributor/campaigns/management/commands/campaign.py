@@ -50,6 +50,10 @@ class Command(BaseCommand):
         advance.add_argument("campaign", type=int, nargs="?")
         stop = sub.add_parser("stop", help="stop growing a campaign")
         stop.add_argument("campaign", type=int)
+        stop.add_argument("--cancel-level", action="store_true",
+                          help="also cancel its level's job (continue runs the rest of that level)")
+        cont = sub.add_parser("continue", help="a stopped campaign continues where it stopped")
+        cont.add_argument("campaign", type=int)
 
     def _common(self, parser):
         parser.add_argument("--name", default="")
@@ -128,8 +132,12 @@ class Command(BaseCommand):
             self.stdout.write("moved on" if moved else "nothing to do yet")
 
     def _stop(self, opts):
-        stopped = services.stop(self._campaign(opts["campaign"]))
+        stopped = services.stop(self._campaign(opts["campaign"]), cancel_level=opts["cancel_level"])
         self.stdout.write("stopped" if stopped else "it was not running")
+
+    def _continue(self, opts):
+        continued = services.resume(self._campaign(opts["campaign"]))
+        self.stdout.write("continues where it stopped" if continued else "it was not stopped")
 
     # -- lookups ---------------------------------------------------------------
 

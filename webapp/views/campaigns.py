@@ -1,0 +1,111 @@
+"""Campaigns on the web: the list, a page per campaign (levels, progress, the
+results' plots, its jobs), a form that starts a random or a growing one, and
+stop / continue (a stopped campaign continues where it stopped)."""
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from distributor import plots
+from distributor.campaigns import generate, options, services
+from distributor.campaigns.models import Campaign
+from distributor.models import Job
+from distributor.taskfile import TaskFileError
+from webapp.access import login_required
+from webapp.forms import GrowCampaignForm, RandomCampaignForm
+from webapp.progress import progress_of
+
+FORMS = {Campaign.Kind.RANDOM: RandomCampaignForm, Campaign.Kind.GROW: GrowCampaignForm}
+
+
+@login_required
+def campaigns(request: HttpRequest) -> HttpResponse:
+    rows = Campaign.objects.select_related("target", "owner").order_by("-pk")[:200]
+    return render(request, "web/campaigns.html", {"campaigns": rows})
+
+
+@login_required
+def campaign(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    row = get_object_or_404(Campaign.objects.select_related("target", "owner"), pk=campaign_id)
+    report = services.status(row)
+    jobs = list(Job.objects.filter(pk__in=[level["job"] for level in report["levels"] if level["job"]]))
+    bars = progress_of(jobs)
+    for level in report["levels"]:
+        level["bar"] = bars.get(level["job"])
+    return render(request, "web/campaign.html", {
+        "campaign": row, "report": report, "plots": list(plots.PLOTS), "may_change": _may_change(request, row),
+    })
+
+
+@login_required
+def campaign_plot(request: HttpRequest, campaign_id: int, name: str) -> HttpResponse:
+    row = get_object_or_404(Campaign, pk=campaign_id)
+    if name not in plots.PLOTS:
+        raise Http404(f"unknown plot {name!r}")
+    return HttpResponse(plots.plot_svg(name, campaign=row), content_type="image/svg+xml")
+
+
+@login_required
+def campaign_new(request: HttpRequest) -> HttpResponse:
+    """GET: both forms. POST (kind=random|grow): start the campaign, or show
+    the form again with each error at its field."""
+    kind = request.POST.get("kind") if request.method == "POST" else None
+    forms = {name: form_class(prefix=name) for name, form_class in FORMS.items()}
+    if kind is not None:
+        if kind not in FORMS:
+            raise Http404("unknown kind of campaign")
+        form = forms[kind] = FORMS[kind](request.POST, prefix=kind)
+        if form.is_valid():
+            try:
+                started = options.start(kind, form.options(), owner=request.user)
+            except generate.ParameterError as error:
+                form.add_error(_field(form, error.option), str(error).split(": ", 1)[1])
+            except (TaskFileError, ValidationError) as error:
+                form.add_error(None, f"the generated task-sets were refused: {error}")
+            else:
+                messages.success(request, f"Started campaign #{started.pk} '{started.name}'.")
+                return redirect("campaign", started.pk)
+    return render(request, "web/campaign_new.html", {"forms": forms, "kind": kind or Campaign.Kind.RANDOM},
+                  status=400 if kind else 200)
+
+
+def _field(form, option: str) -> str | None:
+    name = option.lstrip("-").replace("-", "_")
+    return name if name in form.fields else None
+
+
+def _may_change(request: HttpRequest, row: Campaign) -> bool:
+    return request.user.is_staff or row.owner_id == request.user.pk
+
+
+def _changeable(request: HttpRequest, campaign_id: int) -> Campaign:
+    row = get_object_or_404(Campaign, pk=campaign_id)
+    if not _may_change(request, row):
+        raise PermissionDenied("only its owner or staff may stop or continue a campaign")
+    return row
+
+
+@login_required
+@require_POST
+def campaign_stop(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    row = _changeable(request, campaign_id)
+    if services.stop(row, cancel_level=True):
+        messages.success(request, f"Stopped campaign #{row.pk}: its level's queued task-sets are cancelled; "
+                                  "Continue runs them.")
+    else:
+        messages.info(request, f"Campaign #{row.pk} was not running.")
+    return redirect("campaign", row.pk)
+
+
+@login_required
+@require_POST
+def campaign_continue(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    row = _changeable(request, campaign_id)
+    if services.resume(row):
+        messages.success(request, f"Campaign #{row.pk} continues where it stopped.")
+    else:
+        messages.info(request, f"Campaign #{row.pk} was not stopped.")
+    return redirect("campaign", row.pk)
