@@ -50,4 +50,4 @@ test: dev-deps system-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: dev-deps
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not corpus" $(PYTEST_ARGS)

@@ -12,7 +12,7 @@ from distributor.models import Attempt, Job, Machine, Target, TaskSet
 from distributor.queue import claim_next, submit_job
 from tests.inprocess import finish_now, live_machine, run_launched, variants_file
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_broker")]
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_broker")]
 
 
 def wait_for(condition, seconds: float = 10) -> None:

@@ -44,6 +44,8 @@ from tests.cluster import join_machine_threads
 from tests.peer import events_xml, frame
 from webapp.models import ApiToken
 
+pytestmark = pytest.mark.corpus  # hundreds of cases: make test runs them, make test-fast does not
+
 CORPUS = Path(__file__).parent / "corpus"
 MB = 2**20
 PKG = "must be 1-15 ASCII letters, digits"
@@ -709,6 +711,7 @@ def _session(address: str):
     return get_session_class("genode")(info)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", PROTOCOL_CASES, ids=lambda case: case.id)
 def test_a_bad_target_message_is_a_target_failure_naming_the_cause(hey_binary, case):
     with FakeTarget((case.reply, case.then), **case.target) as target, deadline(10):
@@ -766,6 +769,7 @@ def _engine_run(replies: list[tuple[bytes, str]], tries: int) -> tuple[TaskSet, 
     return TaskSet.objects.get(job=job), Machine.objects.get(target=target)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ENGINE_CASES)
 def test_a_bad_target_message_makes_the_machine_retry_not_crash(engine_world, name):
     case = next(case for case in PROTOCOL_CASES if case.id == name)
@@ -780,6 +784,7 @@ def test_a_bad_target_message_makes_the_machine_retry_not_crash(engine_world, na
     assert TaskJob.objects.filter(taskset=taskset).count() == 2  # the good attempt's, nothing of the bad one
 
 
+@pytest.mark.slow
 def test_a_bad_target_message_on_the_last_try_makes_the_taskset_bad_with_its_cause(engine_world):
     case = next(case for case in PROTOCOL_CASES if case.id == "unknown-event-type")
     taskset, machine = _engine_run([(case.reply, case.then)], tries=1)

@@ -23,6 +23,8 @@ from django.db import close_old_connections
 from distributor.models import Binary, BootImage, Job, Target, Task, TaskSet
 from webapp.models import ApiToken
 
+pytestmark = pytest.mark.corpus  # hundreds of cases: make test runs them, make test-fast does not
+
 MB = 2**20
 T = "tasksets[0].tasks[0]"
 DEEP_JSON = "[" * 100_000 + "]" * 100_000

@@ -16,7 +16,7 @@ from sessions.events import RawEvent
 from tests.conftest import taskset_file
 from tests.inprocess import live_machine, run_launched, variants_file
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_broker")]
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_broker")]
 
 
 def test_a_job_runs_to_the_end_with_one_result_per_variant(scripted):

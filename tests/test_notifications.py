@@ -72,6 +72,7 @@ def send_due() -> list[str]:
     return [notifications.deliver(*call.args[1:]) for call in calls]
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("no_broker")
 def test_a_job_that_ends_is_posted_once_by_the_background_not_by_its_machines(scripted, hook, settings):

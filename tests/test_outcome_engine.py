@@ -20,7 +20,7 @@ from distributor.models import Target, TaskSet
 from tests.cluster import short_timeouts, store_binaries
 from tests.peer import PeerFarm
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]  # whole jobs through machines
 
 
 def submit_and_wait(path, target: str) -> dict:
