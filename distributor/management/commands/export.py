@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_date, parse_datetime
 
 from distributor.exports import FORMATS, ExportError, Selection, export
-from distributor.models import Job
+from distributor.management.options import job_ids
 
 
 class Command(BaseCommand):
@@ -39,16 +39,7 @@ class Command(BaseCommand):
         self.stdout.write(str(path))
 
     def _jobs(self, values: list[str]) -> tuple[int, ...]:
-        ids = []
-        for value in values:
-            # ASCII digits that fit a 64-bit id ("²" is a digit to isdigit, and 10^30 overflows the column)
-            if not (value.isascii() and value.isdigit() and len(value) <= 18):
-                raise CommandError(f"--job: {value!r} is not a job id")
-            ids.append(int(value))
-        missing = sorted(set(ids) - set(Job.objects.filter(pk__in=ids).values_list("pk", flat=True)))
-        if missing:
-            raise CommandError(f"--job: no job {missing[0]}")
-        return tuple(ids)
+        return tuple(job_ids(values))
 
     def _since(self, value: str | None) -> datetime | None:
         if value is None:

@@ -9,7 +9,7 @@ from typing import TextIO
 from django.core.management.base import BaseCommand, CommandError
 
 from distributor.labels import DEFAULT_WORKERS, ENDED_STATES, Relabelled, relabel, selection
-from distributor.models import Job
+from distributor.management.options import job_ids
 from sessions.etm import EtmError
 
 
@@ -48,16 +48,7 @@ class Command(BaseCommand):
     def _jobs(self, values: list[str]) -> list[int]:
         if not values:
             raise CommandError("--job: give at least one job id")
-        ids = []
-        for value in values:
-            # ASCII digits that fit a 64-bit id ("²" is a digit to isdigit, and 10^30 overflows the column)
-            if not (value.isascii() and value.isdigit() and len(value) <= 18):
-                raise CommandError(f"--job: {value!r} is not a job id")
-            ids.append(int(value))
-        missing = sorted(set(ids) - set(Job.objects.filter(pk__in=ids).values_list("pk", flat=True)))
-        if missing:
-            raise CommandError(f"--job: no job {missing[0]}")
-        return ids
+        return job_ids(values)
 
     def _states(self, values: list[str]) -> tuple[str, ...]:
         for value in values:
