@@ -22,9 +22,9 @@ import pytest
 
 from distributor import exports
 from distributor.models import Host, Target
-from tests.cluster import ROOT, test_database_url, wait_until
+from tests.cluster import ROOT, wait_until
 from tests.test_notifications import Hook
-from tests.test_serve import all_descendants, descendants_alive, free_port
+from tests.test_serve import all_descendants, descendants_alive, start_serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -47,13 +47,7 @@ def fetch(url: str, token: str | None = None) -> tuple[int, dict, bytes]:
 
 def test_a_scripts_whole_life_against_serve(settings, alice, tmp_path):
     Target.objects.create(name="scripted", kind="scripted", settings={"duration_ms": 0})
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": test_database_url(), "DATA_DIR": str(settings.DATA_DIR),
-           "DISTRIBUTOR_MACHINE_WORKERS": "2", "DISTRIBUTOR_SESSION_MODULES": "tests.fake_sessions",
-           "PYTHONPATH": str(ROOT)}
-    env.pop("Q_CLUSTER_NAME", None)
-    serve = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    serve, env, port = start_serve(settings.DATA_DIR)
     base = f"http://127.0.0.1:{port}"
     hook = Hook()
     try:

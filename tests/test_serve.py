@@ -24,6 +24,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_serve(data_dir) -> tuple[subprocess.Popen, dict, int]:
+    """``manage.py serve`` on a free port, in a session of its own, on the test
+    database with the scripted kind loaded: (process, its environment, port)."""
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": test_database_url(), "DATA_DIR": str(data_dir),
+           "DISTRIBUTOR_MACHINE_WORKERS": "2", "DISTRIBUTOR_SESSION_MODULES": "tests.fake_sessions",
+           "PYTHONPATH": str(ROOT)}
+    env.pop("Q_CLUSTER_NAME", None)
+    serve = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return serve, env, port
+
+
 def session_processes(sid: int) -> list[str]:
     out = subprocess.run(["ps", "-e", "-o", "sid=,pid=,args="], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if line.split()[0] == str(sid)]
@@ -50,13 +63,7 @@ def all_descendants(root: int) -> list[int]:
 def test_serve_runs_a_job_and_ctrl_c_stops_every_process(settings):
     from distributor.queue import submit_job
 
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": test_database_url(), "DATA_DIR": str(settings.DATA_DIR),
-           "DISTRIBUTOR_MACHINE_WORKERS": "2", "DISTRIBUTOR_SESSION_MODULES": "tests.fake_sessions",
-           "PYTHONPATH": str(ROOT)}
-    env.pop("Q_CLUSTER_NAME", None)
-    serve = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    serve, env, port = start_serve(settings.DATA_DIR)
     try:
         wait_until(lambda: Host.objects.filter(heartbeat_at__isnull=False).exists(), 60, every=0.2,
                    message="the machines cluster beats")
