@@ -34,6 +34,7 @@ from distributor.queue import Claim, claim_next
 from distributor.reconciler import tick
 from sessions import EventTracker, SessionInfo, Stopped, TargetFailure, TaskSetError, get_session_class
 from sessions.etm import EtmError
+from sessions.outcomes import judge_set
 
 POLL_SECONDS = 0.2  # stop checks and idle claims: the hot path never sleeps longer
 RUN_WAIT_SECONDS = 0.25  # one wait on the target
@@ -302,7 +303,7 @@ class MachineWorker:
              job.deadline_abs_ms, job.deadline_met)
             for job in jobs
         ]
-        result = tracker.result()
+        result = judge_set(jobs)  # the jobs just listed, not a second walk of the tracker
         orders = taskset.finish(self.machine, result.outcome.value, rows, events.take(),
                                 analysis=self._analyse(claim.tasks), first_miss=result.first_miss)
         if orders is None:
