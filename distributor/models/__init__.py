@@ -10,9 +10,11 @@ from distributor.models.results import Event, ExitType, TaskJob
 from distributor.models.hosts import Host
 from distributor.models.machines import Fenced, Machine, Orders
 from distributor.models.notifications import Notification
+from distributor.models.audit import AuditEntry
 
 __all__ = [
     "Attempt",
+    "AuditEntry",
     "Binary",
     "BootImage",
     "DistributorConfig",
