@@ -11,14 +11,15 @@ from django.urls import URLPattern, URLResolver, get_resolver
 SAMPLES = {"action": "kill", "format": "tasksets-csv", "kind": "log", "name": "schedulability"}
 PUBLIC = {"login"}
 STAFF_ONLY = {"set-max-machines", "control", "target-new", "target-edit", "binary-upload", "image-upload",
-              "api-distributor", "api-control"}
+              "api-distributor", "api-control", "api-machine-order"}
 EVERYONE = {"logout", "profile", "token-create", "token-revoke", "dashboard", "dashboard-fragment", "submit", "jobs",
             "job", "job-fragment", "job-cancel", "job-resubmit", "job-export", "taskset", "taskset-gantt", "machines",
             "machine", "machine-console", "machine-download", "targets", "binaries", "api-schema", "api-status",
             "api-check", "api-jobs", "api-job", "api-job-cancel", "api-job-resubmit", "api-job-priority",
             "api-job-tasksets", "api-job-export", "api-taskset", "campaigns", "campaign-new", "campaign",
             "campaign-stop", "campaign-continue", "campaign-plot", "api-campaigns", "api-campaign",
-            "api-campaign-stop", "api-campaign-continue"}
+            "api-campaign-stop", "api-campaign-continue", "api-targets", "api-target", "api-binaries", "api-images",
+            "api-machines", "api-machine"}
 
 
 def _walk(patterns, prefix: str = "", namespace: str = ""):
@@ -86,7 +87,7 @@ def test_api_tokens_of_users_who_are_not_staff_get_403_on_staff_endpoints(client
 
     _, token = ApiToken.issue(alice, "script")
     endpoints = [item for item in SITE if item[0] in STAFF_ONLY and item[0].startswith("api-")]
-    assert len(endpoints) == 2
+    assert len(endpoints) == 3
     for name, url in endpoints:
         response = client.post(url, data={}, content_type="application/json", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 403, f"{url} ({name}) gave {response.status_code}"

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from webapp.api import views as api
+from webapp.api import machines as api_machines, targets as api_targets, uploads as api_uploads, views as api
 from webapp.views import accounts, campaigns, dashboard, jobs, machines, targets, tasksets, uploads
 
 api_urls = [
@@ -25,6 +25,13 @@ api_urls = [
     path("campaigns/<int:campaign_id>", api.campaign, name="api-campaign"),
     path("campaigns/<int:campaign_id>/stop", api.campaign_stop, name="api-campaign-stop"),
     path("campaigns/<int:campaign_id>/continue", api.campaign_continue, name="api-campaign-continue"),
+    path("targets", api_targets.targets, name="api-targets"),
+    path("targets/<int:target_id>", api_targets.target, name="api-target"),
+    path("binaries", api_uploads.binaries, name="api-binaries"),
+    path("images", api_uploads.images, name="api-images"),
+    path("machines", api_machines.machines, name="api-machines"),
+    path("machines/<int:machine_id>", api_machines.machine, name="api-machine"),
+    path("machines/<int:machine_id>/<str:action>", api_machines.machine_order, name="api-machine-order"),
 ]
 
 urlpatterns = [

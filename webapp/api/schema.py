@@ -3,7 +3,7 @@ describes (tests/test_api_fuzz.py fuzzes every operation against it)."""
 from __future__ import annotations
 
 from distributor.exports import FORMATS
-from distributor.models import Job, TaskSet
+from distributor.models import Job, Machine, TaskSet
 from webapp.downloads import CONTENT_TYPES
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -136,6 +136,56 @@ CAMPAIGN_BODY = {"type": "object", "required": ["kind", "seed"], "properties": {
     "description": "the options of `manage.py campaign random|grow` by name (docs/campaigns.md), as text or numbers"}
 
 
+TARGET_FIELDS = {
+    "name": {"type": "string", "maxLength": 63, "description": "1-63 letters, digits, '.', '_' or '-'"},
+    "kind": {"type": "string", "description": "a session kind: simso, stdio, genode, board, qemu, or a site's own"},
+    "settings": {"type": "object", "description": "the kind's settings (README: Targets); unknown keys are refused"},
+    "addresses": {"type": "array", "items": {"type": "string"}, "description": "host:port per machine slot"},
+    "host": {"type": "string", "maxLength": 63, "description": "the distributor host whose cluster runs the pool"},
+    "is_default": {"type": "boolean", "description": "the pool of submissions that name none (one pool is)"},
+}
+TARGET = {"type": "object", "required": ["id", "name", "kind"], "properties": {
+    "id": {"type": "integer"}, **TARGET_FIELDS, "capacity": {"type": "integer", "nullable": True},
+    "created_at": {"type": "string"}, "url": {"type": "string"}}}
+TARGET_BODY = {"type": "object", "additionalProperties": False, "properties": TARGET_FIELDS}
+UPLOAD = {"type": "object", "required": ["name", "sha256", "size"], "properties": {
+    "name": {"type": "string"}, "sha256": {"type": "string"}, "size": {"type": "integer"},
+    "uploaded_at": {"type": "string"}, "uploaded_by": {"type": "string", "nullable": True},
+    "replaced": {"type": "boolean", "description": "after an upload: an upload of that name was replaced"}}}
+UPLOAD_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file", "sha256"], "properties": {
+        "file": {"type": "string", "format": "binary"},
+        "sha256": {"type": "string", "description": "the file's SHA-256 (64 hex digits): a mismatch stores nothing"},
+        "name": {"type": "string", "description": "default: the file's name"}}}}}}
+MACHINE = {"type": "object", "required": ["id", "target", "slot", "state"], "properties": {
+    "id": {"type": "integer"}, "target": {"type": "string"}, "slot": {"type": "integer"}, "host": {"type": "string"},
+    "address": {"type": "string"}, "state": {"type": "string", "enum": Machine.State.values},
+    "live": {"type": "boolean"}, "stop_mode": {"type": "string", "enum": Machine.StopMode.values},
+    "reboot_requested": {"type": "boolean"}, "activity": {"type": "string"},
+    "current": {"type": "object", "nullable": True, "properties": {
+        "taskset": {"type": "integer"}, "job": {"type": "integer"}, "variant": {"type": "integer"},
+        "since": {"type": "string", "nullable": True}}},
+    "tasksets_done": {"type": "integer"}, "target_boots": {"type": "integer"},
+    **{key: {"type": "string", "nullable": True} for key in ("heartbeat_at", "launched_at", "started_at", "stopped_at")},
+    "last_error": {"type": "string"}, "url": {"type": "string"}, "page": {"type": "string"}}}
+
+
+def _uploads(kind: str, plural: str) -> dict:
+    return {
+        "get": {"operationId": f"list{plural}", "summary": f"{kind.capitalize()}s by name", "parameters": PAGING,
+                "responses": {"200": {"description": f"a page of {kind}s", **_json(_listing({"$ref": "#/components/schemas/Upload"}))},
+                              **_errors(400, 404)}},
+        "post": {"operationId": f"upload{plural}",
+                 "summary": f"Upload a {kind} (staff), streamed and checked against the client's sha256; "
+                            "one of the same name is replaced",
+                 "requestBody": UPLOAD_BODY,
+                 "responses": {"201": {"description": "stored", **_json({"$ref": "#/components/schemas/Upload"})},
+                               "200": {"description": "stored, replacing one of that name",
+                                       **_json({"$ref": "#/components/schemas/Upload"})},
+                               **_errors(400, 403, 413, 415)}},
+    }
+
+
 def _listing(item: dict) -> dict:
     return {"type": "object", "required": ["count", "page", "pages", "results"], "properties": {
         "count": {"type": "integer"}, "page": {"type": "integer"}, "pages": {"type": "integer"},
@@ -159,7 +209,8 @@ def schema(base_url: str) -> dict:
                     "errors": {"type": "object", "additionalProperties": {"type": "string"}},
                     "file_errors": {"type": "array", "items": {"type": "object", "properties": {
                         "path": {"type": "string"}, "message": {"type": "string"}}}}}},
-                "Job": JOB, "TaskSet": TASKSET, "Campaign": CAMPAIGN,
+                "Job": JOB, "TaskSet": TASKSET, "Campaign": CAMPAIGN, "Target": TARGET, "Upload": UPLOAD,
+                "Machine": MACHINE,
             },
         },
         "paths": {
@@ -267,6 +318,52 @@ def schema(base_url: str) -> dict:
                 "parameters": [_id("campaign_id")],
                 "responses": {"200": {"description": "continued (false: it was not stopped)", **_json({"type": "object"})},
                               **_errors(400, 403, 404, 415)}}},
+            "/targets": {
+                "get": {"operationId": "listTargets", "summary": "Target pools, the default first", "parameters": PAGING,
+                        "responses": {"200": {"description": "a page of targets",
+                                              **_json(_listing({"$ref": "#/components/schemas/Target"}))},
+                                      **_errors(400, 404)}},
+                "post": {"operationId": "createTarget",
+                         "summary": "Create a pool (staff), checked as the target form and `target add` check it",
+                         "requestBody": {"required": True, **_json({**TARGET_BODY, "required": ["name", "kind"]})},
+                         "responses": {"201": {"description": "created", **_json({"$ref": "#/components/schemas/Target"})},
+                                       **_errors(400, 403, 415)}},
+            },
+            "/targets/{target_id}": {
+                "get": {"operationId": "getTarget", "summary": "A target pool", "parameters": [_id("target_id")],
+                        "responses": {"200": {"description": "the target", **_json({"$ref": "#/components/schemas/Target"})},
+                                      **_errors(404)}},
+                **{method: {"operationId": f"editTarget{method.capitalize()}",
+                            "summary": "Change the given fields of a pool (staff); the others stay",
+                            "parameters": [_id("target_id")],
+                            "requestBody": {"required": True, **_json(TARGET_BODY)},
+                            "responses": {"200": {"description": "the target", **_json({"$ref": "#/components/schemas/Target"})},
+                                          **_errors(400, 403, 404, 415)}} for method in ("patch", "post")},
+            },
+            "/binaries": _uploads("task binary", "Binaries"),
+            "/images": _uploads("boot image", "BootImages"),
+            "/machines": {"get": {
+                "operationId": "listMachines", "summary": "Machines, newest first",
+                "parameters": [_query("state", {"type": "string", "enum": Machine.State.values}, "only this state"),
+                               _query("target", {"type": "string"}, "only this target pool (its name)"),
+                               _query("live", {"type": "string", "enum": ["true", "false"]}, "only live (or ended) ones"),
+                               *PAGING],
+                "responses": {"200": {"description": "a page of machines", **_json(_listing({"$ref": "#/components/schemas/Machine"}))},
+                              **_errors(400, 404)}}},
+            "/machines/{machine_id}": {"get": {
+                "operationId": "getMachine", "summary": "A machine: state, its task-set, orders, counters",
+                "parameters": [_id("machine_id")],
+                "responses": {"200": {"description": "the machine", **_json({"$ref": "#/components/schemas/Machine"})},
+                              **_errors(404)}}},
+            "/machines/{machine_id}/{action}": {"post": {
+                "operationId": "orderMachine",
+                "summary": "drain: finish the current task-set, then stop; kill: stop now, the task-set back in the "
+                           "queue untouched (staff)",
+                "parameters": [_id("machine_id"), {"name": "action", "in": "path", "required": True,
+                                                   "schema": {"type": "string", "enum": ["drain", "kill"]}}],
+                "responses": {"200": {"description": "ordered", **_json({"type": "object", "properties": {
+                    "action": {"type": "string"}, "machine": {"$ref": "#/components/schemas/Machine"}}})},
+                    **_errors(400, 403, 404, 409, 415)}}},
             "/status": {"get": {
                 "operationId": "status", "summary": "busy/idle/halted, machines and the queue",
                 "responses": {"200": {"description": "status", **_json({"type": "object", "properties": {

@@ -7,7 +7,6 @@ import re
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 
@@ -19,16 +18,14 @@ from distributor.queue import filename_error, resubmit_job
 from distributor.models import Job, TaskJob, TaskSet
 from distributor.taskfile import DepthError, TaskFileError, load_json
 from webapp.api.auth import ApiError, api, json_body
+from webapp.api.common import fields_of as _fields, get_or_404 as _get, iso as _iso, listing as _listing, page_of as _page
 from webapp.api.schema import schema
 from webapp.downloads import export_response
 from webapp.limits import size_message
 from webapp.progress import add_rate, progress_of
 from webapp.submission import Submission, SubmissionError, check, submit
 
-PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
 MAX_TASKJOBS = 10_000
-MAX_ID = 2**63 - 1
 OPTION_FIELDS = {"target", "name", "offset", "tries", "priority", "admission", "monitors", "notify"}
 CONTROLS = {"kill": reconciler.kill_all, "shutdown": reconciler.shut_down_all, "resume": reconciler.resume,
             "reboot": reconciler.reboot_all}
@@ -190,13 +187,6 @@ def _submission_error(error: SubmissionError) -> ApiError:
 # -- jobs --------------------------------------------------------------------------
 
 
-def _get(queryset, pk: int):
-    row = queryset.filter(pk=pk).first() if 0 < pk <= MAX_ID else None
-    if row is None:
-        raise ApiError(404, {"id": f"no {queryset.model._meta.verbose_name} {pk}"})
-    return row
-
-
 def _job(request: HttpRequest, job: Job, progress=None) -> dict:
     progress = progress or add_rate(job, progress_of([job])[job.pk])
     return {
@@ -218,10 +208,6 @@ def _job(request: HttpRequest, job: Job, progress=None) -> dict:
     }
 
 
-def _iso(moment) -> str | None:
-    return moment.isoformat() if moment else None
-
-
 @api("GET")
 def job(request: HttpRequest, job_id: int) -> JsonResponse:
     return JsonResponse(_job(request, _get(Job.objects.select_related("target", "owner"), job_id)))
@@ -232,19 +218,6 @@ def _changeable(request: HttpRequest, job_id: int, what: str) -> Job:
     if not (request.user.is_staff or job.owner_id == request.user.pk):
         raise ApiError(403, {"authorization": f"only its owner or staff may {what} a job"})
     return job
-
-
-def _fields(request: HttpRequest, allowed: set[str]) -> dict:
-    """A small JSON body of known fields; no body (or an empty form) is an empty object."""
-    if request.content_type != "application/json":
-        if request.POST or request.FILES:
-            raise ApiError(415, {"content_type": "send application/json"})
-        return {}
-    body = json_body(request)
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise ApiError(400, {key: "unknown field" for key in unknown})
-    return body
 
 
 @api("POST")
@@ -303,27 +276,6 @@ def job_tasksets(request: HttpRequest, job_id: int) -> JsonResponse:
             rows = rows.filter(**{key: value})
     page = _page(request, rows)
     return JsonResponse(_listing(page, [_taskset(request, ts) for ts in page.object_list]))
-
-
-def _page(request: HttpRequest, rows):
-    def positive(key: str, default: int, maximum: int) -> int:
-        raw = request.GET.get(key)
-        if raw is None:
-            return default
-        if not (raw.isascii() and raw.isdigit() and len(raw) <= 18) or not 1 <= int(raw) <= maximum:
-            raise ApiError(400, {key: f"must be an integer from 1 to {maximum}"})
-        return int(raw)
-
-    size = positive("page_size", PAGE_SIZE, MAX_PAGE_SIZE)
-    number = positive("page", 1, 10**9)
-    paginator = Paginator(rows, size)
-    if number > max(paginator.num_pages, 1):
-        raise ApiError(404, {"page": f"there are {paginator.num_pages} page(s)"})
-    return paginator.page(number)
-
-
-def _listing(page, results: list) -> dict:
-    return {"count": page.paginator.count, "page": page.number, "pages": page.paginator.num_pages, "results": results}
 
 
 # -- task-sets -------------------------------------------------------------------
