@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from distributor.models import Machine, Target, TaskSet
+from distributor.models import AuditEntry, Machine, Target, TaskSet
 from distributor.queue import submit_job
 from tests.inprocess import run_launched, variants_file
 from webapp.models import ApiToken
@@ -67,6 +67,8 @@ def test_orders_are_for_staff_and_live_machines(client, token, staff_token, stdi
     assert _post(client, "/api/machines/999/kill", staff_token).status_code == 404
     response = _post(client, f"/api/machines/{idle.pk}/drain", staff_token)
     assert response.status_code == 200 and response.json()["machine"]["stop_mode"] == "drain"
+    assert [(e.actor, e.action, e.changes) for e in AuditEntry.objects.all()] == [
+        ("sam", "machine.drain", {"stop_mode": ["", "drain"]})]
 
 
 def _running_machine(target: Target, duration_ms: int):

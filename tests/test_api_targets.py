@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from distributor.models import Target
+from distributor.models import AuditEntry, Target
 from webapp.models import ApiToken
 
 
@@ -44,6 +44,9 @@ def test_staff_create_a_target_as_target_add_would(client, staff_token, db):
     assert (created.kind, created.addresses, created.settings, created.host, created.is_default) == (
         "genode", ["10.0.0.5:3001", "10.0.0.6:3001"], {"ping": True}, "lab", True)
     assert response.json()["capacity"] == 2 and response.json()["id"] == created.pk
+    entry = AuditEntry.objects.get()
+    assert (entry.actor, entry.action, entry.subject) == ("sam", "target.create", "boards")
+    assert entry.changes["addresses"] == [None, ["10.0.0.5:3001", "10.0.0.6:3001"]]
 
 
 def test_a_new_default_takes_the_mark_from_the_old_one(client, staff_token, stdio_target):
@@ -59,6 +62,8 @@ def test_staff_edit_the_fields_they_send_and_nothing_else(client, staff_token, s
     stdio_target.refresh_from_db()
     assert (stdio_target.name, stdio_target.kind, stdio_target.settings, stdio_target.host) == (
         "dry", "stdio", {"print": True}, "h2")
+    assert [(e.action, e.changes) for e in AuditEntry.objects.order_by("pk")] == [
+        ("target.edit", {"settings": [{"print": False}, {"print": True}]}), ("target.edit", {"host": ["", "h2"]})]
 
 
 @pytest.mark.parametrize("body, field", [
@@ -77,7 +82,7 @@ def test_staff_edit_the_fields_they_send_and_nothing_else(client, staff_token, s
 def test_bad_targets_get_400_naming_the_field_and_nothing_is_stored(client, staff_token, stdio_target, body, field):
     response = _call(client, "post", "/api/targets", staff_token, body)
     assert response.status_code == 400 and field in response.json()["errors"], response.json()
-    assert list(Target.objects.values_list("name", flat=True)) == ["dry"]
+    assert list(Target.objects.values_list("name", flat=True)) == ["dry"] and not AuditEntry.objects.exists()
 
 
 def test_a_bad_edit_changes_nothing(client, staff_token, stdio_target):

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from distributor.models import Binary, BootImage
+from distributor.models import AuditEntry, Binary, BootImage
 from webapp.models import ApiToken
 
 
@@ -51,6 +51,9 @@ def test_staff_upload_a_binary_with_its_sha256(client, staff_token, staff):
     assert (stored.sha256, stored.size, stored.uploaded_by) == (digest, len(data), staff)
     with stored.file.open("rb") as handle:
         assert handle.read() == data
+    entry = AuditEntry.objects.get()
+    assert (entry.actor, entry.action, entry.subject, entry.changes) == (
+        "sam", "binary.upload", "hey", {"sha256": digest, "size": len(data), "replaced": False})
 
 
 def test_a_large_image_is_hashed_on_its_way_to_disk(client, staff_token, settings):
@@ -68,7 +71,7 @@ def test_a_wrong_sha256_is_400_and_nothing_is_stored(client, staff_token):
     response = _upload(client, "/api/binaries", staff_token, data, "hey", sha256=hashlib.sha256(b"other").hexdigest())
     assert response.status_code == 400
     assert hashlib.sha256(data).hexdigest() in response.json()["errors"]["sha256"]
-    assert not Binary.objects.exists() and _stored_files() == []
+    assert not Binary.objects.exists() and _stored_files() == [] and not AuditEntry.objects.exists()
 
 
 def test_a_mismatch_keeps_the_upload_it_would_have_replaced(client, staff_token):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 
+from distributor.audit import record, user_actor
 from distributor.models import Machine, Target
 from webapp.api.auth import ApiError, api
 from webapp.api.common import fields_of, get_or_404, iso, listing, page_of
@@ -70,4 +71,5 @@ def machine_order(request: HttpRequest, machine_id: int, action: str) -> JsonRes
     fields_of(request, set())
     if not Machine.order(Machine.objects.filter(pk=row.pk), ORDERS[action]):
         raise ApiError(409, {"state": f"machine {row.pk} is {row.state}: only a live machine takes orders"})
+    record(user_actor(request.user), f"machine.{action}", str(row), {"stop_mode": [row.stop_mode, ORDERS[action]]})
     return JsonResponse({"action": action, "machine": as_dict(request, get_or_404(_rows(), machine_id))})

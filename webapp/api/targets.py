@@ -10,6 +10,7 @@ from django.core.exceptions import NON_FIELD_ERRORS
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 
+from distributor.audit import record, user_actor
 from distributor.forms import TargetForm
 from distributor.models import Target
 from webapp.api.auth import ApiError, api
@@ -42,7 +43,7 @@ def targets(request: HttpRequest) -> JsonResponse:
         for required in ("name", "kind"):
             if required not in body:
                 raise ApiError(400, {required: "required"})
-        return JsonResponse(as_dict(request, _save(Target(), body)), status=201)
+        return JsonResponse(as_dict(request, _save(request, Target(), body)), status=201)
     page = page_of(request, Target.objects.order_by("-is_default", "name"))
     return JsonResponse(listing(page, [as_dict(request, target) for target in page.object_list]))
 
@@ -52,11 +53,11 @@ def target(request: HttpRequest, target_id: int) -> JsonResponse:
     row = get_or_404(Target.objects.all(), target_id)
     if request.method in ("PATCH", "POST"):
         require_staff(request, "edit targets")
-        row = _save(row, fields_of(request, set(FIELD_TYPES)))
+        row = _save(request, row, fields_of(request, set(FIELD_TYPES)))
     return JsonResponse(as_dict(request, row))
 
 
-def _save(target: Target, body: dict) -> Target:
+def _save(request: HttpRequest, target: Target, body: dict) -> Target:
     """The fields given over the target's own, through TargetForm; nothing is
     written unless all of it is valid."""
     errors = {key: f"must be {TYPE_WORDS[kind]}" for key, kind in FIELD_TYPES.items()
@@ -67,6 +68,7 @@ def _save(target: Target, body: dict) -> Target:
         errors["addresses"] = "each address is one \"host:port\" without spaces or line breaks"
     if errors:
         raise ApiError(400, errors)
+    before = _audited(target) if target.pk else {}
     values = {"name": target.name, "kind": target.kind, "settings": target.settings or {},
               "addresses": target.addresses or [], "host": target.host, "is_default": target.is_default} | body
     form = TargetForm({**values, "settings": json.dumps(values["settings"]),
@@ -74,4 +76,12 @@ def _save(target: Target, body: dict) -> Target:
     if not form.is_valid():
         raise ApiError(400, {("target" if field == NON_FIELD_ERRORS else field): " ".join(messages)
                              for field, messages in form.errors.items()})
-    return form.save()
+    saved = form.save()
+    after = _audited(saved)
+    changes = {key: [before.get(key), value] for key, value in after.items() if before.get(key) != value}
+    record(user_actor(request.user), "target.edit" if before else "target.create", saved.name, changes)
+    return saved
+
+
+def _audited(target: Target) -> dict:
+    return {key: getattr(target, key) for key in FIELD_TYPES}
