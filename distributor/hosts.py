@@ -27,9 +27,10 @@ RECONCILE_EVERY_SECONDS = 5.0
 
 
 def beat(capacity: int | None = None, name: str | None = None) -> None:
-    """Record that this host's machines cluster is alive (and its capacity)."""
+    """Record that this host's machines cluster is alive (and its capacity:
+    0 while it stops, so that no machine is placed here)."""
     name = name or settings.DISTRIBUTOR_HOST
-    capacity = capacity or settings.DISTRIBUTOR_MACHINE_WORKERS
+    capacity = settings.DISTRIBUTOR_MACHINE_WORKERS if capacity is None else capacity
     updated = Host.objects.filter(name=name).update(heartbeat_at=Now(), capacity=capacity, pid=os.getpid())
     if not updated:
         Host.objects.get_or_create(name=name, defaults={"capacity": capacity, "heartbeat_at": Now(),
@@ -47,6 +48,7 @@ class HostBeat(threading.Thread):
     def __init__(self, alive=lambda: True):
         super().__init__(name="host-beat", daemon=True)
         self.alive = alive
+        self.capacity: int | None = None  # None: the configured workers
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -56,7 +58,7 @@ class HostBeat(threading.Thread):
                 if not self.alive():
                     continue
                 try:
-                    beat()
+                    beat(self.capacity)
                     if time.monotonic() >= next_tick:
                         next_tick = time.monotonic() + RECONCILE_EVERY_SECONDS
                         tick()

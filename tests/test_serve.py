@@ -24,17 +24,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_serve(data_dir) -> tuple[subprocess.Popen, dict, int]:
+def start_serve(data_dir, *args: str, **kwargs) -> tuple[subprocess.Popen, dict, int]:
     """``manage.py serve`` on a free port, in a session of its own, on the test
     database with the scripted kind loaded: (process, its environment, port)."""
     port = free_port()
+    process, env = start_launcher("serve", data_dir, "--port", str(port), *args, **kwargs)
+    return process, env, port
+
+
+def start_launcher(command: str, data_dir, *args: str, stderr=subprocess.DEVNULL,
+                   ignore_sigint: bool = False) -> tuple[subprocess.Popen, dict]:
+    """``manage.py serve`` or ``workers`` as above; with ``ignore_sigint`` it
+    starts with SIGINT ignored, as under ``nohup`` or as a script's background job."""
     env = {**os.environ, "DATABASE_URL": test_database_url(), "DATA_DIR": str(data_dir),
            "DISTRIBUTOR_MACHINE_WORKERS": "2", "DISTRIBUTOR_SESSION_MODULES": "tests.fake_sessions",
            "PYTHONPATH": str(ROOT)}
     env.pop("Q_CLUSTER_NAME", None)
-    serve = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    return serve, env, port
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
+    process = subprocess.Popen([sys.executable, "manage.py", command, *args], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True, preexec_fn=ignore)
+    return process, env
 
 
 def session_processes(sid: int) -> list[str]:
@@ -88,3 +97,45 @@ def test_serve_runs_a_job_and_ctrl_c_stops_every_process(settings):
         for pid in descendants_alive(all_descendants(serve.pid)):
             os.kill(pid, signal.SIGKILL)
         time.sleep(0.1)
+
+
+def stops_cleanly(launcher: subprocess.Popen, sig: int, stderr_path, timeout: float = 60) -> float:
+    """Send ``sig`` to the launcher alone; it must exit 0 with no traceback on
+    stderr and leave no process behind. Returns the seconds it took."""
+    # Each cluster: its command, the sentinel, monitor, pusher and two workers.
+    wait_until(lambda: len(all_descendants(launcher.pid)) >= 12, 60, every=0.2, message="both clusters run")
+    family = all_descendants(launcher.pid)
+    started = time.monotonic()
+    launcher.send_signal(sig)
+    assert launcher.wait(timeout=timeout) == 0, open(stderr_path).read()[-3000:]
+    took = time.monotonic() - started
+    wait_until(lambda: not descendants_alive(family), 10, message="every cluster process stops")
+    assert not session_processes(launcher.pid)
+    stderr = open(stderr_path).read()
+    assert "Traceback" not in stderr, stderr[-3000:]
+    return took
+
+
+def stop_leftovers(launcher: subprocess.Popen) -> None:
+    if launcher.poll() is None:
+        os.killpg(launcher.pid, signal.SIGKILL)
+    for pid in descendants_alive(all_descendants(launcher.pid)):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("sig, ignore_sigint", [(signal.SIGTERM, False), (signal.SIGINT, True)],
+                         ids=["sigterm", "sigint-while-ignored"])
+def test_serve_stops_on_sigterm_and_on_sigint_even_when_started_with_sigint_ignored(settings, tmp_path, sig,
+                                                                                     ignore_sigint):
+    """What systemd and docker send, and a script's background job (SIGINT
+    ignored, as from nohup): exit status 0, no traceback, nothing left."""
+    stderr = open(tmp_path / "serve.err", "wb")
+    serve, env, port = start_serve(settings.DATA_DIR, stderr=stderr, ignore_sigint=ignore_sigint)
+    try:
+        wait_until(lambda: Host.objects.filter(heartbeat_at__isnull=False).exists(), 60, every=0.2,
+                   message="the machines cluster beats")
+        stops_cleanly(serve, sig, tmp_path / "serve.err")
+        assert Host.objects.get().heartbeat_at is None
+    finally:
+        stderr.close()
+        stop_leftovers(serve)

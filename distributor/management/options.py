@@ -1,6 +1,8 @@
 """Option values the commands share, checked once: an error names the option."""
 from __future__ import annotations
 
+import argparse
+
 from django.core.management.base import CommandError
 
 from distributor.models import Job
@@ -19,3 +21,24 @@ def job_ids(values: list[str], option: str = "--job") -> list[int]:
     if missing:
         raise CommandError(f"{option}: no job {missing[0]}")
     return ids
+
+
+def add_stop_options(parser) -> None:
+    """How ``serve``, ``workers`` and the clusters they start stop (distributor/processes.py)."""
+    from distributor.processes import DEFAULT_GRACE_SECONDS, STOP_MODES
+
+    parser.add_argument("--stop", choices=STOP_MODES, default="drain",
+                        help="on SIGTERM or Ctrl-C: drain (each machine finishes its task-set; default) or kill "
+                             "(task-sets go back to the queue untouched); a second signal kills")
+    parser.add_argument("--grace", type=_grace_seconds, default=DEFAULT_GRACE_SECONDS, metavar="SECONDS",
+                        help=f"the longest a drain may take before it becomes a kill (default {DEFAULT_GRACE_SECONDS:g})")
+
+
+def _grace_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 7 * 24 * 3600:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds from 0 to 604800")
+    return seconds

@@ -1,40 +1,46 @@
-"""python manage.py hostcluster — this host's machines cluster, with its heartbeat.
+"""python manage.py hostcluster [--stop drain|kill] [--grace S] — this host's machines cluster, with its heartbeat.
 
 Run it with Q_CLUSTER_NAME=machines-<DISTRIBUTOR_HOST> (``serve`` and
 ``workers`` do): it is django-q2's qcluster plus the host heartbeat the
-reconciler needs before it places machines here.
+reconciler needs before it places machines here, and a stop of its own
+(distributor/processes.py): on SIGTERM or SIGINT it takes no new machine,
+drains or kills its machines, then stops its workers.
 """
 from __future__ import annotations
 
 import os
-import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connections
 
-from distributor.reconciler import tick
+from distributor import processes
 from distributor.hosts import HostBeat, beat, silence
+from distributor.management.options import add_stop_options
+from distributor.reconciler import tick
 
 
 class Command(BaseCommand):
     help = "Run this host's machines cluster and beat the host's heartbeat."
 
-    def handle(self, *args, **opts):
+    def add_arguments(self, parser):
+        add_stop_options(parser)
+
+    def handle(self, *args, stop, grace, **opts):
         if os.environ.get("Q_CLUSTER_NAME") != settings.MACHINES_CLUSTER:
             raise CommandError(f"set Q_CLUSTER_NAME={settings.MACHINES_CLUSTER} (read by django-q2 before settings load)")
-        from django_q.cluster import Cluster
-
-        cluster = Cluster()
-        connections.close_all()  # the cluster forks: no connection may be shared
-        cluster.start()  # SIGTERM/SIGINT stop it (django-q2's own handler)
-        heart = HostBeat(alive=lambda: cluster.sentinel.is_alive())
+        owned = processes.OwnedCluster(stop, grace)
+        owned.start()
+        heart = HostBeat(alive=owned.alive)
         heart.start()
         beat()
         tick()  # work that waited for a host gets its machines now
         try:
-            while cluster.sentinel.is_alive():
-                time.sleep(0.5)
+            if not owned.wait():
+                raise CommandError("the machines cluster ended by itself")
+            heart.capacity = 0  # no new machine is placed here
+            beat(capacity=0)
+            processes.stop_machines(owned.signals, grace)
+            owned.stop()
         finally:
             heart.stop()
             silence()

@@ -1,17 +1,18 @@
-"""python manage.py serve [--port N] — web server and both clusters in one command."""
+"""python manage.py serve [--port N] [--stop drain|kill] [--grace S] — web server and both clusters in one command."""
 from __future__ import annotations
 
-import signal
+import threading
 
 from django.conf import settings
 from django.contrib.staticfiles.handlers import StaticFilesHandler
 from django.core.exceptions import SuspiciousOperation
 from django.core.handlers.exception import response_for_exception
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.core.wsgi import get_wsgi_application
 from django.http import Http404
 
 from distributor import processes
+from distributor.management.options import add_stop_options
 
 
 class StaticFiles(StaticFilesHandler):
@@ -32,27 +33,30 @@ MAX_BODY_BYTES = max(settings.BINARY_MAX_BYTES, settings.IMAGE_MAX_BYTES) + 1024
 
 
 class Command(BaseCommand):
-    help = "Run the web server and the default and machines clusters; Ctrl-C stops all of them."
+    help = ("Run the web server and the default and machines clusters; SIGTERM or Ctrl-C stops all of them "
+            "(machines drained, or killed with --stop kill).")
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+        add_stop_options(parser)
 
-    def handle(self, *args, port, host, **opts):
+    def handle(self, *args, port, host, stop, grace, **opts):
         from waitress import create_server
 
         # Bind first: a taken port must fail before any cluster starts.
         server = create_server(StaticFiles(get_wsgi_application()), host=host, port=port, threads=8,
                                max_request_body_size=MAX_BODY_BYTES)
-        processes.prepare()
-        children = processes.start_clusters()
-        signal.signal(signal.SIGTERM, lambda *_: server.close())
+        launcher = processes.Launcher(stop, grace)
+        launcher.start()
+        # The web answers in a thread of its own until the clusters have stopped
+        # (the dashboard shows the drain); the main thread waits for a signal.
+        web = threading.Thread(target=server.run, name="web server", daemon=True)
+        web.start()
         self.stdout.write(f"Distributor at http://{host}:{port}/ — clusters running; Ctrl-C stops everything")
-        try:
-            server.run()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            self.stdout.write("stopping machines, clusters and the web server…")
-            server.close()
-            processes.stop_clusters(children)
+        ended = launcher.wait(web)
+        self.stdout.write(f"stopping ({launcher.signals.mode}) machines, clusters and the web server…")
+        launcher.stop()
+        server.task_dispatcher.shutdown()
+        if ended:
+            raise CommandError(ended)

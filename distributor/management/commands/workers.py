@@ -1,22 +1,26 @@
-"""python manage.py workers — this host's two clusters, without a web server."""
+"""python manage.py workers [--stop drain|kill] [--grace S] — this host's two clusters, without a web server."""
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from distributor import processes
+from distributor.management.options import add_stop_options
 
 
 class Command(BaseCommand):
-    help = "Run the default and machines django-q2 clusters of this host until Ctrl-C."
+    help = ("Run the default and machines django-q2 clusters of this host until SIGTERM or Ctrl-C "
+            "(machines drained, or killed with --stop kill).")
 
-    def handle(self, *args, **opts):
-        processes.prepare()
-        children = processes.start_clusters()
-        self.stdout.write(f"clusters running (pids {', '.join(str(c.pid) for c in children)}); Ctrl-C stops them")
-        try:
-            processes.wait_any(children)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            self.stdout.write("stopping machines and clusters…")
-            processes.stop_clusters(children)
+    def add_arguments(self, parser):
+        add_stop_options(parser)
+
+    def handle(self, *args, stop, grace, **opts):
+        launcher = processes.Launcher(stop, grace)
+        launcher.start()
+        self.stdout.write(f"clusters running (pids {', '.join(str(c.pid) for c in launcher.children)}); "
+                          "Ctrl-C stops them")
+        ended = launcher.wait()
+        self.stdout.write(f"stopping ({launcher.signals.mode}) machines and clusters…")
+        launcher.stop()
+        if ended:
+            raise CommandError(ended)
