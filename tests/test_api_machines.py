@@ -68,7 +68,7 @@ def test_orders_are_for_staff_and_live_machines(client, token, staff_token, stdi
     response = _post(client, f"/api/machines/{idle.pk}/drain", staff_token)
     assert response.status_code == 200 and response.json()["machine"]["stop_mode"] == "drain"
     assert [(e.actor, e.action, e.changes) for e in AuditEntry.objects.all()] == [
-        ("sam", "machine.drain", {"stop_mode": ["", "drain"]})]
+        ("sam", "drain", {"stop_mode": ["", "drain"]})]
 
 
 def _running_machine(target: Target, duration_ms: int):

@@ -45,7 +45,7 @@ def test_staff_create_a_target_as_target_add_would(client, staff_token, db):
         "genode", ["10.0.0.5:3001", "10.0.0.6:3001"], {"ping": True}, "lab", True)
     assert response.json()["capacity"] == 2 and response.json()["id"] == created.pk
     entry = AuditEntry.objects.get()
-    assert (entry.actor, entry.action, entry.subject) == ("sam", "target.create", "boards")
+    assert (entry.actor, entry.action, entry.subject) == ("sam", "target-add", "boards")
     assert entry.changes["addresses"] == [None, ["10.0.0.5:3001", "10.0.0.6:3001"]]
 
 
@@ -63,7 +63,7 @@ def test_staff_edit_the_fields_they_send_and_nothing_else(client, staff_token, s
     assert (stdio_target.name, stdio_target.kind, stdio_target.settings, stdio_target.host) == (
         "dry", "stdio", {"print": True}, "h2")
     assert [(e.action, e.changes) for e in AuditEntry.objects.order_by("pk")] == [
-        ("target.edit", {"settings": [{"print": False}, {"print": True}]}), ("target.edit", {"host": ["", "h2"]})]
+        ("target-edit", {"settings": [{"print": False}, {"print": True}]}), ("target-edit", {"host": ["", "h2"]})]
 
 
 @pytest.mark.parametrize("body, field", [

@@ -53,7 +53,7 @@ def test_staff_upload_a_binary_with_its_sha256(client, staff_token, staff):
         assert handle.read() == data
     entry = AuditEntry.objects.get()
     assert (entry.actor, entry.action, entry.subject, entry.changes) == (
-        "sam", "binary.upload", "hey", {"sha256": digest, "size": len(data), "replaced": False})
+        "sam", "binary-upload", "hey", {"sha256": digest, "size": len(data), "replaced": False})
 
 
 def test_a_large_image_is_hashed_on_its_way_to_disk(client, staff_token, settings):

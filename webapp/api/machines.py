@@ -71,5 +71,5 @@ def machine_order(request: HttpRequest, machine_id: int, action: str) -> JsonRes
     fields_of(request, set())
     if not Machine.order(Machine.objects.filter(pk=row.pk), ORDERS[action]):
         raise ApiError(409, {"state": f"machine {row.pk} is {row.state}: only a live machine takes orders"})
-    record(user_actor(request.user), f"machine.{action}", str(row), {"stop_mode": [row.stop_mode, ORDERS[action]]})
+    record(user_actor(request.user), action, str(row), {"stop_mode": [row.stop_mode, ORDERS[action]]})
     return JsonResponse({"action": action, "machine": as_dict(request, get_or_404(_rows(), machine_id))})

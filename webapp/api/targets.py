@@ -79,7 +79,7 @@ def _save(request: HttpRequest, target: Target, body: dict) -> Target:
     saved = form.save()
     after = _audited(saved)
     changes = {key: [before.get(key), value] for key, value in after.items() if before.get(key) != value}
-    record(user_actor(request.user), "target.edit" if before else "target.create", saved.name, changes)
+    record(user_actor(request.user), "target-edit" if before else "target-add", saved.name, changes)
     return saved
 
 

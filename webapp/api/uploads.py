@@ -18,7 +18,7 @@ from typing import Callable
 from django.core.files.uploadhandler import FileUploadHandler
 from django.http import HttpRequest, JsonResponse
 
-from distributor.audit import record, user_actor
+from distributor.audit import record_upload, user_actor
 from distributor.models import Binary, BootImage
 from distributor.models.targets import Upload
 from webapp.api.auth import ApiError, api
@@ -94,8 +94,7 @@ def _store(request: HttpRequest, model: type[Upload]) -> tuple[Upload, bool]:
         raise ApiError(400, {"sha256": f"does not match the file received (its SHA-256 is {actual}): "
                                       "nothing was stored; the file may have been damaged on the way"})
     item, replaced = model.store(form.cleaned_data["name"], form.cleaned_data["file"], request.user)
-    record(user_actor(request.user), f"{model._meta.model_name}.upload", item.name,
-           {"sha256": item.sha256, "size": item.size, "replaced": replaced})
+    record_upload(user_actor(request.user), item, replaced)
     return item, replaced
 
 
