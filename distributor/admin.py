@@ -6,6 +6,8 @@ table (``show_full_result_count``) and foreign keys are raw ids.
 """
 from __future__ import annotations
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -13,12 +15,16 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from distributor import reconciler
+from distributor.audit import form_changes, record, record_upload, user_actor
+from distributor.campaigns.models import Campaign, CampaignLevel, CampaignSet
 from distributor.forms import TargetForm
 from distributor.labels import label_stored
 from distributor.queue import resubmit_job
 from distributor.models import (
-    Attempt, Binary, BootImage, DistributorConfig, Event, Job, Machine, Target, Task, TaskJob, TaskSet,
+    Attempt, AuditEntry, Binary, BootImage, DistributorConfig, Event, Host, Job, Machine, Notification, Target, Task,
+    TaskJob, TaskSet,
 )
+from distributor.models.targets import Upload
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -45,10 +51,11 @@ class JobAdmin(admin.ModelAdmin):
     list_filter = ("state", "target", "owner")
     search_fields = ("=id", "name", "source_name")
     list_select_related = ("target", "owner")
-    raw_id_fields = ("owner",)
     # What was submitted and where it stands change only through the job's
-    # actions (cancel, resubmit), never by editing the row.
+    # actions (cancel, resubmit, its priority through Job.set_priority), never
+    # by editing the row: only the name is a plain field.
     readonly_fields = ("state", "spec", "variant_count", "offset", "finished_count", "bad_count", "cursor",
+                       "owner", "target", "source_name", "tries", "admission", "monitors", "cancel_now",
                        "created_at", "started_at", "ended_at")
     actions = ("cancel", "resubmit")
     show_full_result_count = False
@@ -57,10 +64,29 @@ class JobAdmin(admin.ModelAdmin):
     def done(self, job: Job) -> str:
         return f"{job.finished_count + job.bad_count} / {job.total} ({job.bad_count} bad)"
 
+    def save_model(self, request: HttpRequest, job: Job, form, change: bool) -> None:
+        """The name is saved as is; a new priority goes through the job's own
+        method (refused once the job has ended) and into the audit trail."""
+        if not change:  # has_add_permission refuses; jobs come from queue.submit_job
+            raise ValidationError("jobs are submitted, not added here")
+        if "name" in form.changed_data:
+            job.save(update_fields=["name"])
+        if "priority" in form.changed_data:
+            before = Job.objects.values_list("priority", flat=True).get(pk=job.pk)
+            if job.set_priority(form.cleaned_data["priority"]):
+                record(user_actor(request.user), "job-priority", f"job {job.pk}", {"priority": [before, job.priority]})
+            else:
+                self.message_user(request, f"Job {job.pk} has ended: its priority no longer matters.", messages.WARNING)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # a job is submitted (web, API, manage.py submit), its file checked
+
     @admin.action(description="Cancel: hand out no more task-sets (running ones finish)")
     def cancel(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = sum(job.cancel() for job in queryset)
-        self.message_user(request, f"Cancelled {count} job(s).", messages.SUCCESS)
+        cancelled = [job.pk for job in queryset if job.cancel()]
+        for pk in cancelled:
+            record(user_actor(request.user), "job-cancel", f"job {pk}", {"now": False})
+        self.message_user(request, f"Cancelled {len(cancelled)} job(s).", messages.SUCCESS)
 
     @admin.action(description="Resubmit: queue a copy with the same file and options")
     def resubmit(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -68,6 +94,7 @@ class JobAdmin(admin.ModelAdmin):
         for job in queryset:
             try:
                 new.append(resubmit_job(job, owner=request.user).pk)
+                record(user_actor(request.user), "job-resubmit", f"job {job.pk}", {"new_job": new[-1]})
             except ValidationError as error:
                 refused.append(f"#{job.pk}: {'; '.join(error.messages)}")
         if new:
@@ -197,13 +224,20 @@ class MachineAdmin(admin.ModelAdmin):
 
     @admin.action(description="Drain: finish the current task-set, then stop")
     def drain(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = Machine.order(queryset, Machine.StopMode.DRAIN)
+        count = self._order(request, queryset, Machine.StopMode.DRAIN, "drain")
         self.message_user(request, f"Draining {count} live machine(s).", messages.SUCCESS)
 
     @admin.action(description="Kill: stop now, the running task-set goes back to the queue untouched")
     def kill(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = Machine.order(queryset, Machine.StopMode.KILL)
+        count = self._order(request, queryset, Machine.StopMode.KILL, "kill")
         self.message_user(request, f"Killing {count} live machine(s).", messages.SUCCESS)
+
+    @staticmethod
+    def _order(request: HttpRequest, queryset: QuerySet, mode: str, action: str) -> int:
+        ids = sorted(queryset.values_list("pk", flat=True))
+        count = Machine.order(queryset, mode)
+        record(user_actor(request.user), action, "machines " + ", ".join(map(str, ids)), {"machines": count})
+        return count
 
     @admin.display(description="last error")
     def short_error(self, machine: Machine) -> str:
@@ -219,12 +253,79 @@ class TargetAdmin(admin.ModelAdmin):
     list_filter = ("kind", "is_default")
     search_fields = ("name",)
 
+    def save_model(self, request: HttpRequest, target: Target, form, change: bool) -> None:
+        changes = form_changes(form)
+        super().save_model(request, target, form, change)
+        record(user_actor(request.user), "target-edit" if change else "target-add", target.name, changes)
+
+    def delete_model(self, request: HttpRequest, target: Target) -> None:
+        name = target.name
+        super().delete_model(request, target)
+        record(user_actor(request.user), "target-remove", name)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for target in queryset:
+            self.delete_model(request, target)
+
+
+class UploadAdminForm(forms.ModelForm):
+    """The web upload's checks (distributor.models.targets.Upload): the
+    kind's size limit, a name by its rule (default: the file's name). The
+    file itself is stored by the model's ``store`` in ``save_model``."""
+
+    name = forms.CharField(required=False, max_length=100, help_text="default: the file's name")
+
+    class Meta:
+        fields = ("name", "file")
+
+    def clean_file(self):
+        upload = self.cleaned_data.get("file")
+        if upload is None or not self.has_changed() or "file" not in self.changed_data:
+            return upload
+        limit = getattr(settings, self._meta.model.max_bytes_setting)
+        if upload.size > limit:
+            raise ValidationError(f"is {upload.size:,} bytes; the limit is {limit:,} bytes")
+        if upload.size == 0:
+            raise ValidationError("is empty")
+        return upload
+
+    def clean(self):
+        data = super().clean()
+        model: type[Upload] = self._meta.model
+        if self.instance.pk:  # a file is replaced under its name; a new name is a new upload
+            data["name"] = self.instance.name
+        elif data.get("file") is not None:
+            data["name"] = model.name_for(data.get("name") or "", data["file"].name)
+        if data.get("name"):
+            try:
+                model.check_name(data["name"])
+            except ValidationError as error:
+                self.add_error("name" if not self.instance.pk else None, error.message_dict["name"])
+        self.instance.name = data.get("name") or ""
+        return data
+
 
 @admin.register(Binary)
 class BinaryAdmin(admin.ModelAdmin):
+    """Added and replaced through ``Upload.store``: the size and SHA-256
+    computed from the bytes, the name checked as in the web form; each
+    upload recorded in the audit trail."""
+
+    form = UploadAdminForm
     list_display = ("name", "size", "sha256", "uploaded_at", "uploaded_by")
     search_fields = ("name", "sha256")
     readonly_fields = ("sha256", "size", "uploaded_at", "uploaded_by")
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None) -> tuple[str, ...]:
+        return (("name",) if obj else ()) + self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: Upload, form, change: bool) -> None:
+        if "file" not in form.changed_data:
+            return  # nothing but the name could differ, and it is read-only once stored
+        item, replaced = type(obj).store(form.cleaned_data["name"], form.cleaned_data["file"], request.user)
+        record_upload(user_actor(request.user), item, replaced)
+        obj.pk, obj.file, obj.sha256, obj.size = item.pk, item.file, item.sha256, item.size
+        obj.uploaded_at, obj.uploaded_by = item.uploaded_at, item.uploaded_by
 
 
 @admin.register(BootImage)
@@ -242,3 +343,66 @@ class DistributorConfigAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+# -- hosts, campaigns, notifications and the audit trail ----------------------------------
+
+
+@admin.register(Host)
+class HostAdmin(ReadOnlyAdmin):
+    """Written by each host's heartbeat (distributor/hosts.py) alone."""
+
+    list_display = ("name", "capacity", "heartbeat_at", "started_at", "pid")
+    search_fields = ("name",)
+
+
+@admin.register(Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    """What a campaign generates and where it stands change through its
+    services (manage.py campaign, the campaign pages, the API): only its
+    name is a plain field here."""
+
+    list_display = ("id", "name", "kind", "state", "level", "owner", "created_at", "ended_at")
+    list_filter = ("kind", "state")
+    search_fields = ("=id", "name")
+    readonly_fields = tuple(
+        field.name for field in Campaign._meta.concrete_fields if field.name not in ("id", "name"))
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(CampaignLevel)
+class CampaignLevelAdmin(ReadOnlyAdmin):
+    list_display = ("id", "campaign", "number", "sets", "candidates", "job", "created_at")
+    search_fields = ("=campaign__id",)
+    raw_id_fields = ("campaign", "job")
+
+
+@admin.register(CampaignSet)
+class CampaignSetAdmin(ReadOnlyAdmin):
+    list_display = ("id", "campaign", "level", "variant", "digest")
+    search_fields = ("=campaign__id", "digest")
+    raw_id_fields = ("campaign",)
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    list_display = ("id", "job", "url", "state", "attempts", "due_at", "sent_at", "last_status")
+    list_filter = ("state",)
+    search_fields = ("=job__id", "url")
+    raw_id_fields = ("job",)
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    """The audit trail: read, never written or deleted here."""
+
+    list_display = ("at", "actor", "action", "subject", "changes")
+    list_filter = ("action",)
+    search_fields = ("actor", "action", "subject")
+    date_hierarchy = "at"

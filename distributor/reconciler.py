@@ -24,6 +24,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Sum
 from django_q.tasks import async_task
 
+from distributor.audit import record
 from distributor.environment import host_environment
 from distributor.labels import label_stored
 from distributor.models import DistributorConfig, Host, Job, Machine, Target, TaskSet
@@ -286,6 +287,29 @@ def resume() -> None:
 def reboot_all() -> int:
     """Reboot every target after its current task-set."""
     return Machine.request_reboot(Machine.objects.all())
+
+
+# The operator's controls by the names the dashboard, the API, the command line
+# and the audit trail give them.
+CONTROLS: dict[str, Callable[[], int | None]] = {
+    "kill": kill_all, "shutdown": shut_down_all, "resume": resume, "reboot": reboot_all,
+}
+
+
+def control(action: str, actor: str) -> int | None:
+    """Run one of CONTROLS for an operator and record it in the audit trail
+    (with the number of machines or targets it reached)."""
+    result = CONTROLS[action]()
+    record(actor, action, "all machines", {} if result is None else {"machines": result})
+    return result
+
+
+def set_max_machines_for(actor: str, value: int) -> DistributorConfig:
+    """``set_max_machines`` for an operator, recorded with the old and new value."""
+    before = DistributorConfig.get().max_machines
+    config = set_max_machines(value)
+    record(actor, "max", "max machines", {"max_machines": [before, config.max_machines]})
+    return config
 
 
 def ensure_schedule() -> None:

@@ -1,9 +1,12 @@
 """The admin changes state only through the models' own actions."""
 from __future__ import annotations
 
-import pytest
+import hashlib
 
-from distributor.models import Job, Machine, Target
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from distributor.models import AuditEntry, Binary, BootImage, Host, Job, Machine, Notification, Target
 
 pytestmark = pytest.mark.django_db
 
@@ -42,3 +45,122 @@ def test_a_submitted_jobs_spec_counts_and_state_are_read_only(admin_client, mach
     page = admin_client.get(f"/admin/distributor/job/{job.pk}/change/").content.decode()
     for field in ("spec", "variant_count", "offset", "state"):
         assert f'name="{field}"' not in page, field
+
+
+# -- issue 15: a safe admin ---------------------------------------------------------------
+
+
+
+def _actions() -> list[tuple[str, str, str]]:
+    return [(e.actor, e.action, e.subject) for e in AuditEntry.objects.order_by("at", "id")]
+
+
+@pytest.fixture
+def media(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    return tmp_path
+
+
+@pytest.mark.parametrize("model, name, action", [(Binary, "hey", "binary-upload"), (BootImage, "boot.img", "image-upload")])
+def test_adding_an_upload_in_the_admin_computes_its_size_and_checksum(admin_client, media, model, name, action):
+    url = f"/admin/distributor/{model._meta.model_name}/add/"
+    response = admin_client.post(url, {"name": "", "file": SimpleUploadedFile(name, b"first bytes")})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    item = model.objects.get(name=name)
+    assert (item.size, item.sha256) == (11, hashlib.sha256(b"first bytes").hexdigest())
+    assert item.stored_path().read_bytes() == b"first bytes"
+    assert _actions() == [("root-admin", action, name)]
+
+
+@pytest.mark.parametrize("model", [Binary, BootImage])
+def test_replacing_an_uploads_file_in_the_admin_recomputes_its_checksum(admin_client, media, model):
+    item, _ = model.store("hey", SimpleUploadedFile("hey", b"old"))
+    response = admin_client.post(f"/admin/distributor/{model._meta.model_name}/{item.pk}/change/",
+                                 {"file": SimpleUploadedFile("whatever", b"the new bytes")})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    item.refresh_from_db()
+    assert (item.name, item.size, item.sha256) == ("hey", 13, hashlib.sha256(b"the new bytes").hexdigest())
+    assert item.stored_path().read_bytes() == b"the new bytes"
+    assert AuditEntry.objects.get().changes["replaced"] is True
+
+
+@pytest.mark.parametrize("model, name", [(Binary, "a-name-longer-than-15"), (Binary, "bad/name"), (BootImage, "../x"),
+                                         (BootImage, ".hidden")])
+def test_the_admin_refuses_an_uploads_name_as_the_web_form_does(admin_client, media, model, name):
+    response = admin_client.post(f"/admin/distributor/{model._meta.model_name}/add/",
+                                 {"name": name, "file": SimpleUploadedFile("f", b"bytes")})
+    assert response.status_code == 200 and "errornote" in response.content.decode()
+    assert not model.objects.exists() and not list(media.rglob("*.*")) and not AuditEntry.objects.exists()
+
+
+def test_the_admin_refuses_an_empty_upload(admin_client, media):
+    response = admin_client.post("/admin/distributor/binary/add/", {"name": "hey", "file": SimpleUploadedFile("f", b"")})
+    assert response.status_code == 200 and not Binary.objects.exists()
+
+
+def test_a_jobs_fields_cannot_be_changed_by_posting_them(admin_client, machine):
+    job = Job.objects.create(name="j", target=machine.target, spec={"tasksets": []}, variant_count=5, cursor=0)
+    admin_client.post(f"/admin/distributor/job/{job.pk}/change/", {
+        "name": "renamed", "priority": "0", "spec": '{"x": 1}', "variant_count": "9", "offset": "3",
+        "state": Job.State.FINISHED, "tries": "9"})
+    job.refresh_from_db()
+    assert (job.name, job.spec, job.variant_count, job.offset, job.state, job.tries) == (
+        "renamed", {"tasksets": []}, 5, 0, Job.State.QUEUED, 3)
+    assert admin_client.get("/admin/distributor/job/add/").status_code == 403
+
+
+def test_a_jobs_priority_goes_through_its_method_and_the_audit_trail(admin_client, machine):
+    job = Job.objects.create(name="j", target=machine.target, spec={"tasksets": []}, variant_count=5, cursor=0)
+    admin_client.post(f"/admin/distributor/job/{job.pk}/change/", {"name": "j", "priority": "9"})
+    job.refresh_from_db()
+    assert job.priority == 9
+    assert _actions() == [("root-admin", "job-priority", f"job {job.pk}")]
+    Job.objects.filter(pk=job.pk).update(state=Job.State.FINISHED)
+    admin_client.post(f"/admin/distributor/job/{job.pk}/change/", {"name": "j", "priority": "-4"})
+    job.refresh_from_db()
+    assert job.priority == 9 and len(_actions()) == 1  # an ended job's priority is refused, as by the API
+
+
+def test_the_admins_job_actions_are_recorded(admin_client, machine):
+    job = Job.objects.create(name="j", target=machine.target, spec={"tasksets": []}, variant_count=5, cursor=0)
+    admin_client.post("/admin/distributor/job/", {"action": "cancel", "_selected_action": [job.pk]})
+    assert _actions() == [("root-admin", "job-cancel", f"job {job.pk}")]
+
+
+def test_the_admins_machine_orders_are_recorded(admin_client, machine):
+    for action in ("drain", "kill"):
+        admin_client.post("/admin/distributor/machine/", {"action": action, "_selected_action": [machine.pk]})
+    assert _actions() == [("root-admin", "drain", f"machines {machine.pk}"), ("root-admin", "kill", f"machines {machine.pk}")]
+
+
+def test_targets_added_changed_and_deleted_in_the_admin_are_recorded(admin_client, db):
+    form = {"name": "pool", "kind": "stdio", "settings": "{}", "addresses": "", "host": ""}
+    assert admin_client.post("/admin/distributor/target/add/", form).status_code == 302
+    target = Target.objects.get(name="pool")
+    admin_client.post(f"/admin/distributor/target/{target.pk}/change/", {**form, "host": "h2"})
+    admin_client.post(f"/admin/distributor/target/{target.pk}/delete/", {"post": "yes"})
+    assert not Target.objects.filter(name="pool").exists()
+    assert _actions() == [("root-admin", "target-add", "pool"), ("root-admin", "target-edit", "pool"),
+                          ("root-admin", "target-remove", "pool")]
+    assert AuditEntry.objects.get(action="target-edit").changes == {"host": ["", "h2"]}
+
+
+def test_hosts_campaigns_and_notifications_are_registered_and_their_state_read_only(admin_client, machine):
+    from distributor.campaigns.models import Campaign
+
+    host = Host.objects.create(name="h1", capacity=2)
+    campaign = Campaign.objects.create(name="c", kind="random", target=machine.target, seed=1, params={})
+    job = Job.objects.create(name="j", target=machine.target, spec={"tasksets": []}, variant_count=5, cursor=0)
+    note = Notification.objects.create(job=job, url="https://example.org/hook")
+    for url in (f"/admin/distributor/host/{host.pk}/change/", f"/admin/campaigns/campaign/{campaign.pk}/change/",
+                f"/admin/distributor/notification/{note.pk}/change/", "/admin/campaigns/campaignset/", "/admin/campaigns/campaignlevel/"):
+        assert admin_client.get(url).status_code == 200, url
+    page = admin_client.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").content.decode()
+    for field in ("state", "level", "params", "seed", "target"):
+        assert f'name="{field}"' not in page, field
+    admin_client.post(f"/admin/campaigns/campaign/{campaign.pk}/change/", {"name": "c2", "state": "ended"})
+    campaign.refresh_from_db()
+    assert (campaign.name, campaign.state) == ("c2", Campaign.State.RUNNING)
+    admin_client.post(f"/admin/distributor/host/{host.pk}/change/", {"name": "h1", "capacity": "9"})
+    host.refresh_from_db()
+    assert host.capacity == 2

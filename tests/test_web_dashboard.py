@@ -28,7 +28,8 @@ def test_the_fragment_shows_every_machine_and_what_it_runs(client, alice, campai
         assert f'href="/machines/{machine.pk}/"' in machines
         assert f'href="/tasksets/{machine.current_id}/"' in machines
     assert machines.count(f'href="/jobs/{job.pk}/"') == 4
-    assert "42 s" in machines  # time on the current task-set
+    # time on the current task-set: 42 s when the fixture was built, a few more on a loaded machine
+    assert re.search(r">4[2-9] s<", machines)
     assert 'id="distributor-state">busy<' in page
     assert ">4 / 1<" in page  # live / wanted
 

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 
+from distributor.audit import record_upload, user_actor
 from distributor.models import Target
 from distributor.taskfile import load_json
 from distributor.models.targets import Upload
@@ -146,7 +147,10 @@ class UploadForm(forms.Form):
         return data
 
     def save(self, user) -> Upload:
-        return self.model.store(self.cleaned_data["name"], self.cleaned_data["file"], user)[0]
+        """Store the file and record it in the audit trail as ``user``'s."""
+        item, replaced = self.model.store(self.cleaned_data["name"], self.cleaned_data["file"], user)
+        record_upload(user_actor(user), item, replaced)
+        return item
 
 
 class TokenForm(forms.Form):

@@ -4,12 +4,14 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from webapp.api import machines as api_machines, targets as api_targets, uploads as api_uploads, views as api
-from webapp.views import accounts, campaigns, dashboard, jobs, machines, targets, tasksets, uploads
+from webapp.api import (audit as api_audit, machines as api_machines, targets as api_targets, uploads as api_uploads,
+                         views as api)
+from webapp.views import accounts, audit, campaigns, dashboard, jobs, machines, targets, tasksets, uploads
 
 api_urls = [
     path("openapi.json", api.openapi, name="api-schema"),
     path("status", api.status, name="api-status"),
+    path("audit", api_audit.audit, name="api-audit"),
     path("distributor", api.distributor, name="api-distributor"),
     path("distributor/<str:action>", api.control, name="api-control"),
     path("check", api.check_only, name="api-check"),
@@ -43,6 +45,7 @@ urlpatterns = [
 
     path("", dashboard.dashboard, name="dashboard"),
     path("dashboard/live", dashboard.dashboard_fragment, name="dashboard-fragment"),
+    path("audit/", audit.audit, name="audit"),
     path("distributor/max", dashboard.set_max_machines, name="set-max-machines"),
     path("distributor/<str:action>", dashboard.control, name="control"),
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from django.core.exceptions import PermissionDenied
 from django.db import models
 
@@ -33,6 +35,11 @@ class AuditEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionDenied("the audit trail is append-only")
+
+    @property
+    def changes_text(self) -> str:
+        """The changes as one line of JSON, for pages and the command line."""
+        return json.dumps(self.changes, sort_keys=True, ensure_ascii=False) if self.changes else ""
 
     def as_dict(self) -> dict:
         return {"id": self.pk, "at": self.at.isoformat(), "actor": self.actor, "action": self.action,

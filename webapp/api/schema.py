@@ -371,6 +371,24 @@ def schema(base_url: str) -> dict:
                     "cap": {"type": "integer"}, "halted": {"type": "boolean"},
                     "machines": {"type": "array", "items": {"type": "object"}},
                     "jobs": {"type": "array", "items": {"type": "object"}}}})}, **_errors()}}},
+            "/audit": {"get": {
+                "operationId": "audit", "summary": "The audit trail, newest first: every operator action with "
+                                                   "who (a user, or cli:<login>), when and what changed (staff)",
+                "parameters": [
+                    {"name": "since", "in": "query", "required": False,
+                     "description": "YYYY-MM-DD or an ISO date-time: only actions from then on",
+                     "schema": {"type": "string"}},
+                    {"name": "action", "in": "query", "required": False, "description": "e.g. max, kill, reboot",
+                     "schema": {"type": "string"}},
+                    {"name": "actor", "in": "query", "required": False, "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}],
+                "responses": {"200": {"description": "the actions", **_json({"type": "object", "properties": {
+                    "limit": {"type": "integer"},
+                    "results": {"type": "array", "items": {"type": "object", "properties": {
+                        "id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
+                        "actor": {"type": "string"}, "action": {"type": "string"}, "subject": {"type": "string"},
+                        "changes": {"type": "object"}}}}}})}, **_errors(400, 403)}}},
             "/distributor": {"post": {
                 "operationId": "setMaxMachines", "summary": "Set the machine count, 1..cap (staff)",
                 "requestBody": {"required": True, **_json({"type": "object", "required": ["max_machines"],

@@ -11,6 +11,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 
 from distributor import exports, reconciler
+from distributor.audit import record, user_actor
 from distributor.campaigns import generate, options as campaign_options, services as campaign_services
 from distributor.campaigns.models import Campaign
 from distributor.status import overview
@@ -27,8 +28,6 @@ from webapp.submission import Submission, SubmissionError, check, submit
 
 MAX_TASKJOBS = 10_000
 OPTION_FIELDS = {"target", "name", "offset", "tries", "priority", "admission", "monitors", "notify"}
-CONTROLS = {"kill": reconciler.kill_all, "shutdown": reconciler.shut_down_all, "resume": reconciler.resume,
-            "reboot": reconciler.reboot_all}
 
 
 @api("GET")
@@ -227,6 +226,8 @@ def job_cancel(request: HttpRequest, job_id: int) -> JsonResponse:
     if not isinstance(now, bool):
         raise ApiError(400, {"now": "must be true or false"})
     cancelled = job.cancel(now=now)
+    if cancelled:
+        record(user_actor(request.user), "job-cancel", f"job {job.pk}", {"now": now})
     return JsonResponse({"cancelled": cancelled, "job": _job(request, job)})
 
 
@@ -236,12 +237,14 @@ def job_priority(request: HttpRequest, job_id: int) -> JsonResponse:
     body = _fields(request, {"priority"})
     if "priority" not in body:
         raise ApiError(400, {"priority": "required"})
+    before = job.priority
     try:
         changed = job.set_priority(body["priority"])
     except ValidationError as error:
         raise ApiError(400, {key: " ".join(messages) for key, messages in error.message_dict.items()}) from None
     if not changed:
         raise ApiError(409, {"state": f"job {job.pk} has ended ({job.state}): its priority no longer matters"})
+    record(user_actor(request.user), "job-priority", f"job {job.pk}", {"priority": [before, job.priority]})
     return JsonResponse(_job(request, job))
 
 
@@ -251,6 +254,7 @@ def job_resubmit(request: HttpRequest, job_id: int) -> JsonResponse:
         new = resubmit_job(_get(Job.objects.all(), job_id), owner=request.user)
     except ValidationError as error:
         raise ApiError(400, {key: " ".join(messages) for key, messages in error.message_dict.items()}) from None
+    record(user_actor(request.user), "job-resubmit", f"job {job_id}", {"new_job": new.pk})
     return JsonResponse(_job(request, Job.objects.select_related("target", "owner").get(pk=new.pk)), status=201)
 
 
@@ -401,7 +405,7 @@ def distributor(request: HttpRequest) -> JsonResponse:
     if "max_machines" not in body:
         raise ApiError(400, {"max_machines": "required"})
     try:
-        reconciler.set_max_machines(body["max_machines"])
+        reconciler.set_max_machines_for(user_actor(request.user), body["max_machines"])
     except ValidationError as error:
         raise ApiError(400, {key: " ".join(value) for key, value in error.message_dict.items()}) from None
     return JsonResponse(overview())
@@ -409,7 +413,7 @@ def distributor(request: HttpRequest) -> JsonResponse:
 
 @api("POST", staff=True)
 def control(request: HttpRequest, action: str) -> JsonResponse:
-    if action not in CONTROLS:
-        raise ApiError(404, {"action": f"unknown action; use {', '.join(CONTROLS)}"})
-    result = CONTROLS[action]()
+    if action not in reconciler.CONTROLS:
+        raise ApiError(404, {"action": f"unknown action; use {', '.join(reconciler.CONTROLS)}"})
+    result = reconciler.control(action, user_actor(request.user))
     return JsonResponse({"action": action, "machines": result, "status": overview()})

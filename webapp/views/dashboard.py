@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from distributor import reconciler
+from distributor.audit import recent as recent_actions, user_actor
 from distributor.models import DistributorConfig, Job, Machine
 from webapp.access import login_required, staff_required
 from webapp.progress import add_rate, progress_of
@@ -23,10 +24,10 @@ DASHBOARD_JOBS = 10
 RECENT_FAILURES = 5
 
 CONTROLS = {
-    "kill": (reconciler.kill_all, "Killing {} machine(s): their task-sets go back to the queue. Resume to start again."),
-    "shutdown": (reconciler.shut_down_all, "Shutting down {} machine(s) after their current task-set."),
-    "resume": (reconciler.resume, "Resumed: machines are launched again while there is work."),
-    "reboot": (reconciler.reboot_all, "{} target(s) reboot after their current task-set."),
+    "kill": "Killing {} machine(s): their task-sets go back to the queue. Resume to start again.",
+    "shutdown": "Shutting down {} machine(s) after their current task-set.",
+    "resume": "Resumed: machines are launched again while there is work.",
+    "reboot": "{} target(s) reboot after their current task-set.",
 }
 
 
@@ -57,6 +58,7 @@ def overview() -> dict:
         "more_jobs": max(active.count() - len(jobs), 0) if len(jobs) == DASHBOARD_JOBS else 0,
         "rate": _total_rate(jobs),
         "failures": failures,
+        "actions": recent_actions(),
         "now": now,
     }
 
@@ -81,7 +83,7 @@ def dashboard_fragment(request: HttpRequest) -> HttpResponse:
 def set_max_machines(request: HttpRequest) -> HttpResponse:
     raw = request.POST.get("max_machines", "")
     try:
-        config = reconciler.set_max_machines(int(raw))
+        config = reconciler.set_max_machines_for(user_actor(request.user), int(raw))
     except ValueError:
         return _control_error(request, f"{raw!r} is not a whole number")
     except ValidationError as error:
@@ -100,7 +102,6 @@ def _control_error(request: HttpRequest, message: str) -> HttpResponse:
 def control(request: HttpRequest, action: str) -> HttpResponse:
     if action not in CONTROLS:
         raise Http404("no such control")
-    function, message = CONTROLS[action]
-    result = function()
-    messages.success(request, message.format(result))
+    result = reconciler.control(action, user_actor(request.user))
+    messages.success(request, CONTROLS[action].format(result))
     return redirect("dashboard")

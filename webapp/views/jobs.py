@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from distributor import exports
+from distributor.audit import record, user_actor
 from distributor.queue import resubmit_job
 from distributor.models import Job, Target, TaskSet
 from webapp.access import login_required
@@ -211,6 +212,7 @@ def cancel(request: HttpRequest, job_id: int) -> HttpResponse:
     if not _may_change(request, job):
         raise PermissionDenied("only its owner or staff may cancel a job")
     if job.cancel():
+        record(user_actor(request.user), "job-cancel", f"job {job.pk}", {"now": False})
         messages.success(request, f"Cancelled job #{job.pk}: running task-sets finish, nothing new starts.")
     else:
         messages.info(request, f"Job #{job.pk} had already ended.")
@@ -226,6 +228,7 @@ def resubmit(request: HttpRequest, job_id: int) -> HttpResponse:
     except ValidationError as error:
         messages.error(request, f"Not resubmitted: {'; '.join(error.messages)}")
         return redirect("job", job.pk)
+    record(user_actor(request.user), "job-resubmit", f"job {job.pk}", {"new_job": new.pk})
     messages.success(request, f"Resubmitted as job #{new.pk}.")
     return redirect("job", new.pk)
 

@@ -7,6 +7,7 @@ from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
+from distributor.audit import form_changes, record, user_actor
 from distributor.forms import TargetForm
 from distributor.models import Job, Machine, Target
 from webapp.access import login_required, staff_required
@@ -27,7 +28,9 @@ def target_edit(request: HttpRequest, target_id: int | None = None) -> HttpRespo
     form = TargetForm(request.POST or None, instance=target)
     if request.method == "POST":
         if form.is_valid():
+            action, changes = "target-edit" if target.pk else "target-add", form_changes(form)
             saved = form.save()
+            record(user_actor(request.user), action, saved.name, changes)
             messages.success(request, f"Saved target '{saved.name}'.")
             return redirect("targets")
         return render(request, "web/target_form.html", {"form": form, "target": target}, status=400)

@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.management.base import BaseCommand, CommandError
 
+from distributor.audit import cli_actor, record_upload
 from distributor.models import Binary
 
 MAX_BINARY_BYTES = 256 * 1024 * 1024
@@ -38,6 +39,7 @@ class Command(BaseCommand):
         check_name(name)
         data = _read(path)
         binary, replaced = store_binary(name, data)
+        record_upload(cli_actor(), binary, replaced)
         self.stdout.write(f"binary {binary.name}: {binary.size} bytes, sha256 {binary.sha256}"
                           f" ({'replaced' if replaced else 'added'})")
 

@@ -1,4 +1,4 @@
-"""python manage.py distributor status|max N|kill|shutdown|resume|reboot|tick"""
+"""python manage.py distributor status|max N|kill|shutdown|resume|reboot|tick|audit [--json] [--since DATE]"""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from distributor import reconciler
+from distributor.audit import cli_actor, entries, parse_since
 from distributor.status import overview
 
 
@@ -24,27 +25,49 @@ class Command(BaseCommand):
         sub.add_parser("resume", help="lift a kill or shutdown")
         sub.add_parser("reboot", help="reboot every target after its current task-set")
         sub.add_parser("tick", help="reconcile once now (the schedule does it every minute)")
+        audit = sub.add_parser("audit", help="the operators' actions, oldest first: who, when, what changed")
+        audit.add_argument("--json", action="store_true", help="print a JSON array")
+        audit.add_argument("--since", default=None, metavar="DATE", help="YYYY-MM-DD or an ISO date-time")
+        audit.add_argument("--action", dest="only_action", default="", help="only this action (max, kill, reboot, …)")
 
     def handle(self, *args, action, **opts):
         if action == "status":
             return self._status(opts["json"])
+        if action == "audit":
+            return self._audit(opts)
         if action == "max":
             try:
-                config = reconciler.set_max_machines(opts["count"])
+                config = reconciler.set_max_machines_for(cli_actor(), opts["count"])
             except ValidationError as error:
                 raise CommandError(f"max: {error.message_dict['max_machines'][0]}") from None
             self.stdout.write(f"max machines: {config.max_machines} (cap {config.cap})")
         elif action == "kill":
-            self.stdout.write(f"killing {reconciler.kill_all()} machine(s); 'distributor resume' to start again")
+            killed = reconciler.control("kill", cli_actor())
+            self.stdout.write(f"killing {killed} machine(s); 'distributor resume' to start again")
         elif action == "shutdown":
-            self.stdout.write(f"shutting down {reconciler.shut_down_all()} machine(s) after their task-set")
+            self.stdout.write(f"shutting down {reconciler.control('shutdown', cli_actor())} machine(s) after their task-set")
         elif action == "resume":
-            reconciler.resume()
+            reconciler.control("resume", cli_actor())
             self.stdout.write("resumed")
         elif action == "reboot":
-            self.stdout.write(f"{reconciler.reboot_all()} target(s) reboot after their task-set")
+            self.stdout.write(f"{reconciler.control('reboot', cli_actor())} target(s) reboot after their task-set")
         elif action == "tick":
             self.stdout.write(json.dumps(reconciler.tick()))
+
+    def _audit(self, opts: dict) -> None:
+        try:
+            since = parse_since(opts["since"]) if opts["since"] else None
+        except ValueError as error:
+            raise CommandError(f"--since: {error}") from None
+        rows = list(entries(since=since, action=opts["only_action"]).reverse())
+        if opts["json"]:
+            self.stdout.write(json.dumps([entry.as_dict() for entry in rows], indent=2))
+            return
+        if not rows:
+            self.stdout.write("no action recorded" + (" since then" if since else ""))
+        for entry in rows:
+            line = f"{entry.at:%Y-%m-%d %H:%M:%S}  {entry.actor}  {entry.action}"
+            self.stdout.write(" ".join(filter(None, (line, entry.subject, entry.changes_text))))
 
     def _status(self, as_json: bool) -> None:
         status = overview()

@@ -17,6 +17,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from distributor.audit import cli_actor, record
 from distributor.models import Job
 from distributor.queue import resubmit_job
 
@@ -94,6 +95,7 @@ class Command(BaseCommand):
     def _cancel(self, options: dict) -> None:
         job = _job(options["id"])
         if job.cancel(now=options["now"]):
+            record(cli_actor(), "job-cancel", f"job {job.pk}", {"now": options["now"]})
             what = "its running task-sets are being stopped" if options["now"] else "its running task-sets finish"
             self.stdout.write(f"job {job.pk} cancelled: {what}")
         else:
@@ -104,16 +106,19 @@ class Command(BaseCommand):
             new = resubmit_job(_job(options["id"]))
         except ValidationError as error:
             raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in error.message_dict.items())) from None
+        record(cli_actor(), "job-resubmit", f"job {options['id']}", {"new_job": new.pk})
         self.stdout.write(str(new.pk))
 
     def _priority(self, options: dict) -> None:
         job = _job(options["id"])
+        before = job.priority
         try:
             changed = job.set_priority(options["priority"])
         except ValidationError as error:
             raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in error.message_dict.items())) from None
         if not changed:
             raise CommandError(f"job {job.pk} has ended ({job.state}): its priority no longer matters")
+        record(cli_actor(), "job-priority", f"job {job.pk}", {"priority": [before, job.priority]})
         self.stdout.write(f"job {job.pk} priority {job.priority}")
 
 

@@ -8,6 +8,7 @@ from typing import TextIO
 
 from django.core.management.base import BaseCommand, CommandError
 
+from distributor.audit import cli_actor, record
 from distributor.labels import DEFAULT_WORKERS, ENDED_STATES, Relabelled, relabel, selection
 from distributor.management.options import job_ids
 from sessions.etm import EtmError
@@ -43,6 +44,8 @@ class Command(BaseCommand):
             raise CommandError(f"interrupted after {bar.done:,} task-sets: those keep their new labels; "
                                "run the same command again to finish") from None
         bar.close()
+        record(cli_actor(), "relabel", "jobs " + ", ".join(map(str, jobs)),
+               {"etm": opts["etm"], "states": list(states), "tasksets": done.count})
         self.stdout.write(summary(done))
 
     def _jobs(self, values: list[str]) -> list[int]:

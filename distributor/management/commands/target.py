@@ -17,6 +17,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from distributor.audit import cli_actor, record
 from distributor.models import Machine, Target
 from distributor.taskfile import DepthError, load_json
 from sessions.addresses import expand_hosts
@@ -62,6 +63,9 @@ class Command(BaseCommand):
                 target.save()
         except ValidationError as error:
             raise CommandError(_describe(error)) from None
+        record(cli_actor(), "target-add", target.name, {
+            "kind": target.kind, "settings": target.settings, "addresses": target.addresses,
+            "host": target.host, "is_default": target.is_default})
         self.stdout.write(f"target {target.name}: kind {target.kind}, capacity {_capacity(target)}"
                           f"{', default' if target.is_default else ''}")
 
@@ -95,6 +99,7 @@ class Command(BaseCommand):
                 raise CommandError(f"{name}: {live} machine(s) still run on it; stop them first")
             target.machines.all().delete()  # the history of machines that ran no job of it
             target.delete()
+            record(cli_actor(), "target-remove", name)
         self.stdout.write(f"target {name} removed")
 
 
