@@ -41,7 +41,7 @@ from typing import Any, Iterable, Protocol
 
 from sessions.outcomes import JobResult, judge_job, kill_after, must_end_within, relative_deadline
 
-ANALYSIS_VERSION = 2  # bump whenever a verdict could change for the same input
+ANALYSIS_VERSION = 3  # bump whenever a verdict could change for the same input
 SCHEMA_VERSION = 2
 DEADLINE_PRIORITY = 128  # Genode: ignore the priority, schedule by deadline
 MAX_SIMULATED_JOBS = 100_000
@@ -108,7 +108,29 @@ def analyse(tasks: list[dict], etm: ExecutionTimeModel) -> dict:
         result["error"] = "no tasks"
         return result
     _fill(result, model)
+    result["etm"]["unknown_pkgs"] = _unknown_packages(tasks, etm)
+    if result["etm"]["unknown_pkgs"]:
+        _not_exact(result)
     return result
+
+
+def _unknown_packages(tasks: list[dict], etm: ExecutionTimeModel) -> list[str]:
+    """Packages whose execution time is the model's default, not its own
+    figure: no verdict on them can be exact (a model without ``knows``, as
+    in the tests, knows everything)."""
+    knows = getattr(etm, "knows", None)
+    if knows is None:
+        return []
+    return sorted({task["pkg"] for task in tasks if not knows(task["pkg"], int(task.get("arg1", 0)))})
+
+
+def _not_exact(result: dict) -> None:
+    """An execution time guessed by default: the tests still run, but none of them is exact."""
+    for name in ("rta", "edf", "simulation"):
+        result[name]["exact"] = False
+    for row in result["tasks"]:
+        row["rta_exact"] = False
+    result["verdict_exact"] = False
 
 
 def empty_result(etm: ExecutionTimeModel | None = None) -> dict:
@@ -116,7 +138,8 @@ def empty_result(etm: ExecutionTimeModel | None = None) -> dict:
     return {
         "schema": SCHEMA_VERSION,
         "version": ANALYSIS_VERSION,
-        "etm": {"name": getattr(etm, "name", None), "version": getattr(etm, "version", None)},
+        "etm": {"name": getattr(etm, "name", None), "version": getattr(etm, "version", None),
+                "calibrated": bool(getattr(etm, "calibrated", False)), "unknown_pkgs": []},
         "policy": None,
         "utilisation": None,
         "utilisation_max_core": None,
@@ -567,7 +590,8 @@ def _combine_simulation(parts: list[dict]) -> dict:
 # -- flat labels for exports ----------------------------------------------------
 
 LABEL_COLUMNS = (
-    "utilisation", "utilisation_max_core", "etm_name", "etm_version", "policy", "back_to_back",
+    "utilisation", "utilisation_max_core", "etm_name", "etm_version", "etm_calibrated", "etm_unknown_pkgs",
+    "policy", "back_to_back",
     "ll_applies", "ll_bound", "ll_pass", "hyperbolic_applies", "hyperbolic_product", "hyperbolic_pass",
     "rta_schedulable", "rta_exact", "edf_schedulable", "edf_exact", "sim_schedulable", "sim_exact",
     "sim_misses", "analytic_schedulable", "analytic_exact", "analysis_version",
@@ -587,6 +611,8 @@ def flat_labels(analysis: dict | None) -> dict[str, Any]:
         "utilisation_max_core": analysis["utilisation_max_core"],
         "etm_name": analysis["etm"]["name"],
         "etm_version": analysis["etm"]["version"],
+        "etm_calibrated": _bit(analysis["etm"].get("calibrated", False)),
+        "etm_unknown_pkgs": " ".join(analysis["etm"].get("unknown_pkgs", [])),
         "policy": analysis["policy"],
         "back_to_back": analysis["back_to_back"],
         "ll_applies": _bit(ll["applies"]), "ll_bound": ll["bound"], "ll_pass": _bit(ll["pass"]),

@@ -18,10 +18,11 @@ class DistributorApp(AppConfig):
             import_module(module)
         # The reconciler sits above the queue and the campaigns: they reach it
         # through these registrations, never by importing it.
-        from distributor import notifications, queue, reconciler
+        from distributor import calibration, notifications, queue, reconciler
         from distributor.campaigns.services import advance_all
 
         reconciler.add_step(advance_all)
         reconciler.add_step(notifications.step)
+        reconciler.add_step(calibration.step)
         if reconciler.wake not in queue.SUBMITTED_HOOKS:
             queue.SUBMITTED_HOOKS.append(reconciler.wake)

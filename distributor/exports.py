@@ -359,9 +359,10 @@ def csv_chunks(format: str, selection: Selection) -> Iterator[str]:
 # -- parquet ----------------------------------------------------------------------
 # The CSVs' columns, each with its type (distributor.parquet.TYPES).
 
-TEXT_COLUMNS = {"pkg", "quota", "exit_type", "target", "state", "outcome", "first_miss_kind", "etm_name", "policy"}
+TEXT_COLUMNS = {"pkg", "quota", "exit_type", "target", "state", "outcome", "first_miss_kind", "etm_name",
+                "etm_unknown_pkgs", "policy"}
 FLAG_COLUMNS = {"deadline_met", "successful", *(name for name in LABEL_COLUMNS if name.endswith(
-    ("_applies", "_pass", "_schedulable", "_exact"))), "rta_exact"}
+    ("_applies", "_pass", "_schedulable", "_exact"))), "rta_exact", "etm_calibrated"}
 FLOAT_COLUMNS = {"duration_s", "utilisation", "utilisation_max_core", "ll_bound", "hyperbolic_product"}
 TIME_COLUMNS = {"started_at", "ended_at"}
 
@@ -426,7 +427,7 @@ FULL_TABLES = {
                  "successful INTEGER", "attempts INTEGER", "losses INTEGER", "machine_id INTEGER",
                  "started_at TEXT", "ended_at TEXT", "n_tasks INTEGER", "first_miss_task INTEGER",
                  "first_miss_job INTEGER", "first_miss_kind TEXT", "first_miss_ms INTEGER",
-                 *(f"{name} {'TEXT' if name in ('etm_name', 'policy') else 'REAL'}" for name in LABEL_COLUMNS),
+                 *(f"{name} {'TEXT' if name in ('etm_name', 'etm_unknown_pkgs', 'policy') else 'REAL'}" for name in LABEL_COLUMNS),
                  "analysis TEXT"),
     "tasks": ("id INTEGER PRIMARY KEY", "taskset_id INTEGER", "task_id INTEGER", "pkg TEXT", "arg1 INTEGER",
               "priority INTEGER", "deadline INTEGER", "period INTEGER", '"offset" INTEGER',

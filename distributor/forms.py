@@ -7,7 +7,7 @@ import json
 from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
-from distributor.models import Target
+from distributor.models import EtmModel, Target
 from distributor.taskfile import DepthError, json_depth, MAX_DEPTH
 from sessions import SESSION_KINDS
 
@@ -42,6 +42,9 @@ class TargetForm(forms.ModelForm):
                              help_text="a JSON object; unknown keys are refused")
     addresses = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4, "class": "code"}),
                                 help_text="one host:port per machine slot, one a line (empty for local kinds)")
+    etm = forms.ChoiceField(required=False, label="Execution-time model",
+                            help_text="what the analysis labels with (and SimSo simulates with); "
+                                      "stored as the etm setting")
 
     class Meta:
         model = Target
@@ -51,8 +54,20 @@ class TargetForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         # Read per form, not at import: a site's own kinds register when the app is ready.
         self.fields["kind"].choices = [(kind, kind) for kind in sorted(SESSION_KINDS)]
+        self.fields["etm"].choices = [("", "as in settings (default genode-defaults)"),
+                                      *((name, name) for name in EtmModel.objects.values_list("name", flat=True))]
         if self.instance.pk and not self.is_bound:
             self.initial["addresses"] = "\n".join(self.instance.addresses or [])
+            etm = (self.instance.settings or {}).get("etm")
+            self.initial["etm"] = etm if isinstance(etm, str) else ""
+
+    def clean(self) -> dict:
+        """The chosen model goes into the settings, where the target's check names it settings.etm."""
+        cleaned = super().clean()
+        if cleaned.get("etm") and isinstance(cleaned.get("settings"), dict):
+            cleaned["settings"] = {**cleaned["settings"], "etm": cleaned["etm"]}
+            self.instance.settings = cleaned["settings"]
+        return cleaned
 
     def clean_settings(self) -> dict:
         value = self.cleaned_data.get("settings")

@@ -36,6 +36,7 @@ from django.db.models import QuerySet
 
 from distributor.analysis import ANALYSIS_VERSION, analyse
 from distributor.models import Job, Target, Task, TaskSet
+from distributor.models.etm import DEFAULT_MODEL, resolve
 from distributor.models.tasksets import store_analyses
 from sessions import etm as etm_module
 from sessions.etm import EtmError, ExecutionTimeModel
@@ -52,10 +53,15 @@ Progress = Callable[[int, int], None]  # (task-sets done, total), after each com
 
 
 def etm_for(target: Target, name: str | dict | None = None) -> ExecutionTimeModel:
-    """The model ``name`` ("default", a file, a model as a dict) if given, else
-    the target's own ``etm`` setting: the one its results are measured
-    against. Raises EtmError."""
-    return etm_module.load(name if name is not None else target.settings.get("etm", "default"))
+    """The newest version of the stored model ``name`` if given, else of the
+    target's own ``etm`` setting (default genode-defaults): the one its
+    results are measured against, marked ``calibrated`` when that version was
+    calibrated on this target. A model given as a dict (no stored version)
+    is used as it is. Raises EtmError."""
+    value = name if name is not None else (target.settings or {}).get("etm", DEFAULT_MODEL)
+    if isinstance(value, dict):
+        return etm_module.ExecutionTimeModel.from_dict(value)
+    return resolve(value).evaluator(target.name)
 
 
 def label_tasks(tasks: list[dict], etm: ExecutionTimeModel) -> dict:
@@ -217,19 +223,25 @@ class _Models:
 
     def __init__(self, name: str | dict | None, queryset: QuerySet):
         self.used: set[tuple[str, int]] = set()
+        self.name = name
         if name is not None:
-            self.fixed: ExecutionTimeModel | None = etm_module.load(name)
-            return
-        self.fixed = None
+            resolve(name) if not isinstance(name, dict) else etm_module.ExecutionTimeModel.from_dict(name)
         jobs = Job.objects.filter(pk__in=queryset.values("job_id")).select_related("target")
-        self.by_job = {job.pk: etm_for(job.target) for job in jobs.only("pk", "target__settings")}
+        self.by_target: dict[int, ExecutionTimeModel] = {}
+        self.by_job = {job.pk: self._of_target(job.target) for job in jobs.only("pk", "target")}
 
     def of_job(self, job_id: int) -> ExecutionTimeModel:
-        model = self.fixed or self.by_job.get(job_id) or self._load(job_id)
+        model = self.by_job.get(job_id) or self._load(job_id)
         self.used.add((model.name, model.version))
         return model
 
+    def _of_target(self, target: Target) -> ExecutionTimeModel:
+        """One model object per target: whether it is calibrated depends on the target."""
+        if target.pk not in self.by_target:
+            self.by_target[target.pk] = etm_for(target, self.name)
+        return self.by_target[target.pk]
+
     def _load(self, job_id: int) -> ExecutionTimeModel:
         """A job that joined the selection after the start."""
-        model = self.by_job[job_id] = etm_for(Target.objects.only("settings").get(jobs__pk=job_id))
+        model = self.by_job[job_id] = self._of_target(Target.objects.get(jobs__pk=job_id))
         return model

@@ -131,11 +131,12 @@ class MachineWorker:
         self.stop_event = threading.Event()
         self.lifeline = Lifeline(machine, self.config, self.stop_event)
         target = machine.target
+        self.etm = self._load_etm(target)
         self.info = SessionInfo(
             machine_id=machine.pk,
             slot=machine.slot,
             address=machine.address,
-            settings=target.settings,
+            settings={**target.settings, "etm": self.etm.document} if self.etm else target.settings,
             log=self.log,
             console_path=settings.DATA_DIR / "consoles" / f"{target.name}-{machine.slot}.log",
             stop_event=self.stop_event,
@@ -145,7 +146,6 @@ class MachineWorker:
         )
         self.info.console_path.parent.mkdir(parents=True, exist_ok=True)
         self.session = get_session_class(target.kind)(self.info)
-        self.etm = None
         self.went_idle = False
 
     # -- the life of a machine ------------------------------------------------
@@ -349,16 +349,20 @@ class MachineWorker:
             return
         self.machine.idle("its job was cancelled")
 
+    def _load_etm(self, target):
+        """The target's execution-time model, resolved from the database once
+        per machine: the session simulates with it (SimSo gets the model
+        itself, never a name or a host's path) and the labels record it.
+        None when it cannot be loaded (logged): labels never stop a result,
+        and a SimSo session then fails at boot naming settings.etm."""
+        try:
+            return etm_for(target)
+        except EtmError as error:
+            self.log.warning("no analytic labels: execution-time model: %s", error)
+            return None
+
     def _analyse(self, tasks: list[dict]) -> dict | None:
-        """Analytic labels beside the measured outcome, from the target's
-        execution-time model (loaded once per machine); None when that model
-        cannot be loaded (logged once): labels never stop a result."""
-        if self.etm is None:
-            try:
-                self.etm = etm_for(self.machine.target)
-            except EtmError as error:
-                self.log.warning("no analytic labels: execution-time model: %s", error)
-                self.etm = False
+        """Analytic labels beside the measured outcome, from the target's model."""
         return analyse(tasks, self.etm) if self.etm else None
 
 

@@ -20,6 +20,7 @@ from typing import Callable, NamedTuple, Protocol
 
 from sessions.errors import Stopped, TargetFailure, TaskSetError  # noqa: F401 - every kind raises them from here
 from sessions.events import RawEvent
+from sessions.etm import EtmError, ExecutionTimeModel
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
@@ -137,6 +138,25 @@ class SessionInfo:
             raise Stopped("the machine was told to stop")
 
 
+def etm_setting(value: object) -> str | None:
+    """Every kind's ``etm``: the name of a stored execution-time model (the
+    distributor checks that it exists and hands the session the model
+    itself, a dict, which SimSo simulates with); None when acceptable."""
+    if isinstance(value, str) and value.strip():
+        return None
+    if isinstance(value, dict):
+        try:
+            ExecutionTimeModel.from_dict(value)
+        except EtmError as error:
+            return str(error)
+        return None
+    return "must name a stored execution-time model (manage.py etm list)"
+
+
+# Settings every kind accepts beside its own, with their rules.
+COMMON_SETTINGS: dict[str, SettingRule] = {"etm": etm_setting}
+
+
 class Session:
     kind: str = ""
     # Settings the kind accepts, with their defaults (shown by `target list`).
@@ -156,11 +176,11 @@ class Session:
         """Errors by field name ("settings.x": message); empty when valid."""
         errors = {}
         for key in settings:
-            if key not in cls.default_settings:
-                known = ", ".join(sorted(cls.default_settings)) or "none"
+            if key not in cls.default_settings and key not in COMMON_SETTINGS:
+                known = ", ".join(sorted({*cls.default_settings, *COMMON_SETTINGS}))
                 errors[f"settings.{key}"] = f"unknown setting for kind {cls.kind!r} (known: {known})"
         for key, value in settings.items():
-            rule = cls.setting_rules.get(key)
+            rule = cls.setting_rules.get(key) or COMMON_SETTINGS.get(key)
             message = rule(value) if rule else None
             if message:
                 errors[f"settings.{key}"] = message

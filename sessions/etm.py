@@ -14,12 +14,24 @@ A model is a JSON object::
       "name": "genode-defaults",          # shown next to results it produced
       "version": 1,                       # bump when the figures change
       "note": "free text (optional)",
-      "packages": {"pi": {"base_ms": 2, "per_arg_ms": 0.5}, ...},
+      "statistic": "max",                 # optional: which measured figure a point uses
+      "packages": {
+        "pi": {"base_ms": 2, "per_arg_ms": 0.5},
+        "hey": {"base_ms": 1, "points": {"3": {"ms": 4.2, "count": 10, "mean": 4.0, "min": 3.8, "max": 4.2,
+                                               "spread": 0.1}}},
+        ...
+      },
       "default": {"base_ms": 10, "per_arg_ms": 0}
     }
 
-``per_arg_ms`` may be left out (0). ``default`` is used for any package the model does not list, so a new binary
-runs with a plain figure instead of failing. ``base_ms`` and ``per_arg_ms`` are
+``per_arg_ms`` may be left out (0). ``points`` are measured execution times
+per ``arg1`` (``ms`` is the figure used: the statistic of the measurements,
+by default their maximum; count, mean, min, max and spread describe them); a
+point wins over the line. A package needs a line (``base_ms``) or points;
+with points only, an ``arg1`` not measured is unknown. ``default`` is used
+for any package (or arg1) the model does not know, so a new binary runs with
+a plain figure instead of failing; ``knows(pkg, arg1)`` says whether the
+model knew it, and the analysis flags a task-set whose model did not. ``base_ms`` and ``per_arg_ms`` are
 numbers ≥ 0; they are read as the decimals they are written as (0.1 × 30 is
 exactly 3, not 3.0000000000000004) and the sum is rounded *up* to a whole ms,
 so every time a session reports is an integer ms and nothing downstream needs
@@ -40,8 +52,11 @@ from pathlib import Path
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_PATH = PROJECT_DIR / "fixtures" / "etm.json"
 MAX_FILE_BYTES = 1_000_000
-MODEL_KEYS = {"name", "version", "note", "packages", "default"}
-TERM_KEYS = {"base_ms", "per_arg_ms"}
+MODEL_KEYS = {"name", "version", "note", "statistic", "packages", "default"}
+TERM_KEYS = {"base_ms", "per_arg_ms", "points"}
+POINT_KEYS = {"ms", "count", "mean", "min", "max", "spread"}
+STATISTICS = ("max", "mean")
+MAX_ARG1 = 2**31 - 1
 
 
 class EtmError(ValueError):
@@ -51,12 +66,18 @@ class EtmError(ValueError):
 class ExecutionTimeModel:
     """A validated model; build it with ``load`` or ``from_dict``."""
 
-    def __init__(self, name: str, version: int, terms: dict[str, tuple[Fraction, Fraction]],
-                 default: tuple[Fraction, Fraction]):
+    def __init__(self, name: str, version: int, terms: dict[str, tuple[Fraction, Fraction] | None],
+                 default: tuple[Fraction, Fraction], points: dict[str, dict[int, Fraction]] | None = None,
+                 document: dict | None = None):
         self.name = name
         self.version = version
         self._terms = terms
         self._default = default
+        self._points = points or {}
+        self.document = document  # the validated JSON it was built from
+        # Whether this version was calibrated on the target it labels for:
+        # set by whoever knows the target (distributor.labels), never here.
+        self.calibrated = False
 
     @classmethod
     def from_dict(cls, document: object) -> ExecutionTimeModel:
@@ -77,27 +98,69 @@ class ExecutionTimeModel:
         packages = document.get("packages")
         if not isinstance(packages, dict):
             raise EtmError("packages: must be an object of pkg → {base_ms, per_arg_ms}")
+        if document.get("statistic", "max") not in STATISTICS:
+            raise EtmError(f"statistic: one of {', '.join(STATISTICS)}")
         terms = {pkg: _term(value, f"packages.{pkg}") for pkg, value in packages.items()}
+        points = {pkg: _points(value.get("points"), f"packages.{pkg}.points") for pkg, value in packages.items()}
         if "default" not in document:
             raise EtmError("default: required (used for packages the model does not list)")
-        return cls(name, version, terms, _term(document["default"], "default"))
+        default = _term(document["default"], "default", points_allowed=False)
+        return cls(name, version, terms, default, {pkg: p for pkg, p in points.items() if p}, document)
 
     def execution_time_ms(self, pkg: str, arg1: int) -> int:
-        """Whole ms one job of ``pkg`` with ``arg1`` runs, at least 1."""
-        base, per_arg = self._terms.get(pkg, self._default)
+        """Whole ms one job of ``pkg`` with ``arg1`` runs, at least 1: the
+        measured point for this arg1 if there is one, else the line."""
+        point = self._points.get(pkg, {}).get(arg1)
+        if point is not None:
+            return max(1, math.ceil(point))
+        base, per_arg = self._terms.get(pkg) or self._default
         return max(1, math.ceil(base + per_arg * arg1))
+
+    def knows(self, pkg: str, arg1: int) -> bool:
+        """True unless the figure for this package and arg1 is the default's."""
+        return self._terms.get(pkg) is not None or arg1 in self._points.get(pkg, {})
 
     def __repr__(self) -> str:
         return f"<ExecutionTimeModel {self.name!r} v{self.version}>"
 
 
-def _term(value: object, path: str) -> tuple[Fraction, Fraction]:
+def _term(value: object, path: str, points_allowed: bool = True) -> tuple[Fraction, Fraction] | None:
+    """The line of a package, or None when it has measured points only."""
     if not isinstance(value, dict):
         raise EtmError(f"{path}: must be an object with base_ms and per_arg_ms")
-    unknown = sorted(set(value) - TERM_KEYS)
+    keys = TERM_KEYS if points_allowed else TERM_KEYS - {"points"}
+    unknown = sorted(set(value) - keys)
     if unknown:
-        raise EtmError(f"{path}.{unknown[0]}: unknown field (known: base_ms, per_arg_ms)")
+        raise EtmError(f"{path}.{unknown[0]}: unknown field (known: {', '.join(sorted(keys))})")
+    if "base_ms" not in value and value.get("points"):
+        if "per_arg_ms" in value:
+            raise EtmError(f"{path}.base_ms: required with per_arg_ms")
+        return None
     return _number(value, "base_ms", path), _number(value, "per_arg_ms", path)
+
+
+def _points(value: object, path: str) -> dict[int, Fraction]:
+    """Measured points: arg1 (a JSON key, so a string) → the figure used."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise EtmError(f"{path}: must be an object of arg1 → {{ms, count, mean, min, max, spread}}")
+    points = {}
+    for key, point in value.items():
+        where = f"{path}.{key}"
+        if not (isinstance(key, str) and key.isascii() and key.isdigit() and int(key) <= MAX_ARG1):
+            raise EtmError(f"{where}: arg1 must be a whole number 0..{MAX_ARG1}")
+        if not isinstance(point, dict):
+            raise EtmError(f"{where}: must be an object with ms")
+        unknown = sorted(set(point) - POINT_KEYS)
+        if unknown:
+            raise EtmError(f"{where}.{unknown[0]}: unknown field (known: {', '.join(sorted(POINT_KEYS))})")
+        if "ms" not in point:
+            raise EtmError(f"{where}.ms: required")
+        for name in POINT_KEYS & set(point):
+            _number(point, name, where)
+        points[int(key)] = _number(point, "ms", where)
+    return points
 
 
 def _number(term: dict, key: str, path: str) -> Fraction:

@@ -291,16 +291,6 @@ class SimsoSession(Session):
         self._etm: etm.ExecutionTimeModel | None = None
         self.pending: list[RawEvent] = []
 
-    @classmethod
-    def check_settings(cls, settings: dict, addresses: list[str]) -> dict[str, str]:
-        errors = super().check_settings(settings, addresses)
-        if "etm" in settings:
-            try:
-                etm.load(settings["etm"])
-            except etm.EtmError as error:
-                errors["settings.etm"] = str(error)
-        return errors
-
     @property
     def model(self) -> etm.ExecutionTimeModel:
         """The execution-time model, loaded once; an unreadable one is a

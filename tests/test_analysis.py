@@ -138,7 +138,7 @@ def test_a_kill_at_the_critical_time_is_a_deadline():
 def test_the_result_is_json_with_stable_keys_and_names_the_model():
     result = analyse([task(0, 1, 4, 0)], ArgIsTime())
     assert json.loads(json.dumps(result)) == result
-    assert result["etm"] == {"name": "arg-is-time", "version": 3}
+    assert result["etm"] == {"name": "arg-is-time", "version": 3, "calibrated": False, "unknown_pkgs": []}
     assert set(flat_labels(result)) == set(LABEL_COLUMNS)
     assert flat_labels(result)["rta_schedulable"] == 1
 

@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 
 from distributor.analysis import ANALYSIS_VERSION, analyse
 from distributor.labels import label_stored, relabel
-from distributor.models import DistributorConfig, Machine, Target, TaskSet
+from distributor.models import DistributorConfig, EtmModel, EtmVersion, Machine, Target, TaskSet
 from distributor.queue import claim_next, submit_job
 from sessions import etm
 
@@ -44,9 +44,11 @@ def finished_job(target: Target, count: int):
 
 
 def model_file(tmp_path, document: dict = SLOW) -> str:
-    path = tmp_path / "model.json"
-    path.write_text(json.dumps(document))
-    return str(path)
+    """The model stored (``etm import``) as version 7 of slow-model: its name is what relabel takes."""
+    if not EtmVersion.objects.filter(model__name=document["name"]).exists():
+        model = EtmModel.objects.create(name=document["name"])
+        EtmVersion.objects.create(model=model, version=document["version"], document=document)
+    return document["name"]
 
 
 def labels_of(job) -> list[dict]:
@@ -62,7 +64,7 @@ def test_relabel_with_another_model_changes_the_labels_and_records_that_model(st
     done = relabel([job.pk], model_file(tmp_path))
     assert (done.count, done.etms, done.analysis_version) == (3, {("slow-model", 7)}, ANALYSIS_VERSION)
     for analysis in labels_of(job):
-        assert analysis["etm"] == {"name": "slow-model", "version": 7}
+        assert analysis["etm"] == {"name": "slow-model", "version": 7, "calibrated": False, "unknown_pkgs": ["hey"]}
         assert analysis["version"] == ANALYSIS_VERSION
         assert [task["c_ms"] for task in analysis["tasks"]] == [9, 9]
 

@@ -9,6 +9,8 @@ import os
 import re
 
 import pytest
+
+from distributor.analysis import ANALYSIS_VERSION
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from bench.web_pages import build
@@ -142,7 +144,7 @@ def test_the_analysis_is_a_table_of_tests_and_of_tasks(client, alice, campaign):
     tasks = _rows(page, "analysis-tasks")
     assert tasks == [["0", "1", "4", "4", "0.25", "1", "meets", "exact", "1", "0"],
                      ["1", "1", "8", "8", "0.125", "unknown", "unknown", "—", "2", "0"]]
-    assert _text(page, "analysis-provenance") == "analysis version 2 · execution-time model arg-is-time, version 3"
+    assert _text(page, "analysis-provenance") == f"analysis version {ANALYSIS_VERSION} · execution-time model arg-is-time, version 3"
     assert _text(page, "analysis-verdict") == "yes (exact, by simulation) details"
 
 

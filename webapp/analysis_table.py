@@ -198,7 +198,12 @@ def _provenance(analysis: dict) -> list[tuple[str, str]]:
     etm = analysis.get("etm") if isinstance(analysis.get("etm"), dict) else {}
     name, version = etm.get("name"), etm.get("version")
     model = DASH if not name else f"{name}, version {version}" if version is not None else str(name)
-    return [("analysis version", str(analysis.get("version", 1))), ("execution-time model", model)]
+    if name and etm.get("calibrated"):
+        model += ", calibrated on this target"
+    rows = [("analysis version", str(analysis.get("version", 1))), ("execution-time model", model)]
+    if etm.get("unknown_pkgs"):
+        rows.append(("unknown to the model (its default used, nothing exact)", " ".join(etm["unknown_pkgs"])))
+    return rows
 
 
 def agreement(outcome: str, table: Table | None) -> str:

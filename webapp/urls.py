@@ -4,9 +4,9 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from webapp.api import (audit as api_audit, machines as api_machines, targets as api_targets, uploads as api_uploads,
-                         views as api)
-from webapp.views import accounts, audit, campaigns, dashboard, jobs, machines, targets, tasksets, uploads
+from webapp.api import (audit as api_audit, etm as etm_api, machines as api_machines, targets as api_targets,
+                         uploads as api_uploads, views as api)
+from webapp.views import accounts, audit, campaigns, dashboard, etm, jobs, machines, targets, tasksets, uploads
 
 api_urls = [
     path("openapi.json", api.openapi, name="api-schema"),
@@ -34,6 +34,12 @@ api_urls = [
     path("machines", api_machines.machines, name="api-machines"),
     path("machines/<int:machine_id>", api_machines.machine, name="api-machine"),
     path("machines/<int:machine_id>/<str:action>", api_machines.machine_order, name="api-machine-order"),
+    path("etms", etm_api.models, name="api-etms"),
+    path("etms/<str:name>", etm_api.model, name="api-etm"),
+    path("etms/<str:name>/export", etm_api.model_export, name="api-etm-export"),
+    path("etms/<str:name>/fit", etm_api.model_fit, name="api-etm-fit"),
+    path("etms/<str:name>/calibrate", etm_api.model_calibrate, name="api-etm-calibrate"),
+    path("jobs/<int:job_id>/relabel", etm_api.job_relabel, name="api-job-relabel"),
 ]
 
 urlpatterns = [
@@ -75,6 +81,11 @@ urlpatterns = [
     path("targets/", targets.targets, name="targets"),
     path("targets/new", targets.target_edit, name="target-new"),
     path("targets/<int:target_id>/edit", targets.target_edit, name="target-edit"),
+    path("targets/<int:target_id>/calibrate", etm.calibrate, name="target-calibrate"),
+    path("etm/", etm.models, name="etms"),
+    path("etm/<str:name>/", etm.model, name="etm"),
+    path("etm/<str:name>/<str:pkg>.svg", etm.plot, name="etm-plot"),
+    path("jobs/<int:job_id>/relabel", etm.relabel_job, name="job-relabel"),
     path("files/", uploads.files, name="binaries"),
     path("files/binaries", uploads.upload, {"kind": "binary"}, name="binary-upload"),
     path("files/images", uploads.upload, {"kind": "image"}, name="image-upload"),

@@ -18,6 +18,7 @@ from django.db.models import Count, Q
 
 from distributor.campaigns import generate
 from distributor.campaigns.models import Campaign, CampaignLevel, CampaignSet
+from distributor.labels import etm_for
 from distributor.models import Job, Target, TaskSet
 from distributor.queue import reopen_job, submit_job
 
@@ -26,10 +27,8 @@ MAX_PER_LEVEL = 10_000  # distributor.taskfile.MAX_TASKSETS: one job per level
 
 
 def execution_time_model(target: Target):
-    """The target's execution-time model (its ``etm`` setting, else the default)."""
-    from sessions import etm
-
-    return etm.load((target.settings or {}).get("etm", "default"))
+    """The target's execution-time model (its ``etm`` setting, else genode-defaults)."""
+    return etm_for(target)
 
 
 def _submit(campaign: Campaign, level: int, tasksets: list[list[dict]]) -> Job:

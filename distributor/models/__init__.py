@@ -11,13 +11,17 @@ from distributor.models.hosts import Host
 from distributor.models.machines import Fenced, Machine, Orders
 from distributor.models.notifications import Notification
 from distributor.models.audit import AuditEntry
+from distributor.models.etm import Calibration, EtmModel, EtmVersion
 
 __all__ = [
     "Attempt",
     "AuditEntry",
     "Binary",
+    "Calibration",
     "BootImage",
     "DistributorConfig",
+    "EtmModel",
+    "EtmVersion",
     "Event",
     "ExitType",
     "Fenced",

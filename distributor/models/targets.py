@@ -14,6 +14,7 @@ from django.db import models, transaction
 from django.db.models import Q
 
 from distributor.environment import host_environment
+from distributor.models.etm import EtmModel
 from distributor.models.rows import fetch, placeholders, table
 from distributor.taskfile import PKG_NAME, DepthError, check_depth
 from sessions import SESSION_KINDS, get_session_class
@@ -68,6 +69,10 @@ class Target(models.Model):
         if self.kind not in SESSION_KINDS:
             raise ValidationError({"kind": f"unknown kind {self.kind!r}; known: {', '.join(sorted(SESSION_KINDS))}"})
         errors = SESSION_KINDS[self.kind].check_settings(self.settings or {}, self.addresses or [])
+        etm = (self.settings or {}).get("etm")
+        if "settings.etm" not in errors and isinstance(etm, str) and EtmModel.named(etm) is None:
+            known = ", ".join(EtmModel.objects.values_list("name", flat=True)[:20]) or "none"
+            errors["settings.etm"] = f"no execution-time model named {etm!r} (known: {known})"
         if errors:
             raise ValidationError(errors)
 

@@ -192,6 +192,80 @@ def _listing(item: dict) -> dict:
         "results": {"type": "array", "items": item}}}
 
 
+def _name(name: str, what: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "description": what,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 63}}
+
+
+ETM_MODEL = {"type": "object", "description": "a model as sessions.etm reads it (docs/etm.md)",
+             "required": ["packages", "default"], "properties": {
+                 "name": {"type": "string"}, "version": {"type": "integer"}, "note": {"type": "string"},
+                 "statistic": {"type": "string", "enum": ["max", "mean"]},
+                 "packages": {"type": "object", "additionalProperties": {"type": "object"}},
+                 "default": {"type": "object"}}}
+ETM_SUMMARY = {"type": "object", "properties": {
+    "name": {"type": "string"}, "version": {"type": "integer", "nullable": True}, "calibrated": {"type": "boolean"},
+    "target": {"type": "string", "nullable": True}, "packages": {"type": "array", "items": {"type": "string"}},
+    "targets": {"type": "array", "items": {"type": "string"}, "description": "targets whose etm setting names it"}}}
+ETM_PATHS = {
+    "/etms": {
+        "get": {"operationId": "listEtms", "summary": "Execution-time models: each one's newest version",
+                "responses": {"200": {"description": "models", **_json({"type": "object", "properties": {
+                    "results": {"type": "array", "items": ETM_SUMMARY}}})}, **_errors()}},
+        "post": {"operationId": "importEtm", "summary": "Store a model document as the next version of its name, "
+                                                         "typed in (staff)",
+                 "requestBody": {"required": True, **_json({"type": "object", "additionalProperties": False,
+                                                            "required": ["document"], "properties": {
+                                                                "name": {"type": "string", "maxLength": 63},
+                                                                "document": ETM_MODEL}})},
+                 "responses": {"201": {"description": "the stored version", **_json({"type": "object"})},
+                               **_errors(400, 403, 415)}}},
+    "/etms/{name}": {"get": {
+        "operationId": "showEtm", "summary": "A model: its versions (newest first) with provenance and figures",
+        "parameters": [_name("name", "model name")],
+        "responses": {"200": {"description": "the model", **_json(ETM_SUMMARY)}, **_errors(404)}}},
+    "/etms/{name}/export": {"get": {
+        "operationId": "exportEtm", "summary": "A version's document, as etm import reads it",
+        "parameters": [_name("name", "model name"),
+                       _query("version", {"type": "integer", "minimum": 1}, "default: the newest")],
+        "responses": {"200": {"description": "the document", **_json(ETM_MODEL)}, **_errors(400, 404)}}},
+    "/etms/{name}/fit": {"post": {
+        "operationId": "fitEtm", "summary": "Fit the next version from finished jobs' uninterrupted EXIT "
+                                            "task-jobs (staff)",
+        "parameters": [_name("name", "model name")],
+        "requestBody": {"required": True, **_json({"type": "object", "additionalProperties": False,
+                                                   "required": ["jobs"], "properties": {
+                                                       "jobs": {"type": "array", "minItems": 1, "maxItems": 100,
+                                                                "items": {"type": "integer", "minimum": 1}}}})},
+        "responses": {"201": {"description": "{name, version, calibrated, target, jobs, packages}",
+                              **_json({"type": "object"})}, **_errors(400, 403, 415)}}},
+    "/etms/{name}/calibrate": {"post": {
+        "operationId": "calibrateEtm",
+        "summary": "Submit a calibration job to a target; when it ends its measurements become the next "
+                   "version of the model (staff). Follow the job; then GET /etms/{name}",
+        "parameters": [_name("name", "model name")],
+        "requestBody": {"required": True, **_json({"type": "object", "additionalProperties": False,
+                                                   "required": ["target", "pkg", "args"], "properties": {
+                                                       "target": {"type": "string"},
+                                                       "pkg": {"oneOf": [{"type": "string"},
+                                                                         {"type": "array",
+                                                                          "items": {"type": "string"}}]},
+                                                       "args": {"type": "string", "description": "A:B inclusive"},
+                                                       "jobs": {"type": "integer", "minimum": 1, "maximum": 10000},
+                                                       "period": {"type": "integer", "minimum": 1}}})},
+        "responses": {"202": {"description": "{calibration, job, name, target}", **_json({"type": "object"})},
+                      **_errors(400, 403, 415)}}},
+    "/jobs/{job_id}/relabel": {"post": {
+        "operationId": "relabelJob", "summary": "Recompute a job's analytic labels with a stored model "
+                                                "(default: its target's); owner or staff",
+        "parameters": [_id("job_id")],
+        "requestBody": {"required": False, **_json({"type": "object", "additionalProperties": False,
+                                                    "properties": {"etm": {"type": "string"}}})},
+        "responses": {"200": {"description": "{job, relabelled, etm: [{name, version}]}",
+                              **_json({"type": "object"})}, **_errors(400, 403, 404, 415)}}},
+}
+
+
 def schema(base_url: str) -> dict:
     return {
         "openapi": "3.0.3",
@@ -214,6 +288,7 @@ def schema(base_url: str) -> dict:
             },
         },
         "paths": {
+            **ETM_PATHS,
             "/openapi.json": {"get": {"operationId": "schema", "summary": "This document",
                                       "responses": {"200": {"description": "OpenAPI 3 schema", **_json({"type": "object"})},
                                                     **_errors()}}},

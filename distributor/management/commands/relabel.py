@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import TextIO
 
 from django.core.management.base import BaseCommand, CommandError
@@ -20,8 +19,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--job", action="append", default=[], help="a job whose task-sets to relabel (repeatable)")
-        parser.add_argument("--etm", default=None,
-                            help='execution-time model: "default" or a JSON file (default: each target\'s own)')
+        parser.add_argument("--etm", default=None, metavar="MODEL",
+                            help="a stored execution-time model, its newest version (etm list; "
+                                 "default: each target's own)")
         parser.add_argument("--state", action="append", default=[],
                             help=f"only task-sets in this state: {' or '.join(ENDED_STATES)} "
                                  "(repeatable; default both)")
@@ -35,7 +35,7 @@ class Command(BaseCommand):
             raise CommandError("--workers: must be at least 1")
         bar = ProgressBar(sys.stderr)
         try:
-            done = relabel(selection(jobs, states), self._etm(opts["etm"]), progress=bar, workers=opts["workers"])
+            done = relabel(selection(jobs, states), opts["etm"], progress=bar, workers=opts["workers"])
         except EtmError as error:
             where = "--etm" if opts["etm"] else "the target's execution-time model"
             raise CommandError(f"{where}: {error}") from None
@@ -45,7 +45,8 @@ class Command(BaseCommand):
                                "run the same command again to finish") from None
         bar.close()
         record(cli_actor(), "relabel", "jobs " + ", ".join(map(str, jobs)),
-               {"etm": opts["etm"], "states": list(states), "tasksets": done.count})
+               {"etm": opts["etm"], "states": list(states), "tasksets": done.count,
+                "used": sorted(f"{n} v{v}" for n, v in done.etms)})
         self.stdout.write(summary(done))
 
     def _jobs(self, values: list[str]) -> list[int]:
@@ -58,13 +59,6 @@ class Command(BaseCommand):
             if value not in ENDED_STATES:
                 raise CommandError(f"--state: {value!r}; choose {' or '.join(ENDED_STATES)}")
         return tuple(values) or ENDED_STATES
-
-    def _etm(self, value: str | None) -> str | None:
-        """A file named from here is read from here (``sessions.etm`` takes
-        other relative paths from the project directory)."""
-        if value is None or value == "default" or not Path(value).expanduser().exists():
-            return value
-        return str(Path(value).expanduser().resolve())
 
 
 def summary(done: Relabelled) -> str:

@@ -1,7 +1,8 @@
-"""`target add` / `target list` / `target remove`: target pools.
+"""`target add` / `target edit` / `target list` / `target remove`: target pools.
 
     python manage.py target add boards --kind genode --hosts 10.0.0.5:3001,10.0.0.0/30:3001 --set ping=true
     python manage.py target add panda --kind board --hosts 10.0.1.7 --set "power_on=poe on {slot}" ...
+    python manage.py target edit boards --set etm=board-a --unset ping
 
 A pool with addresses has one machine slot per address. Values of --set are
 JSON when they parse as JSON (true, 2.5, "x", [1]) and plain strings
@@ -26,10 +27,10 @@ SHOWN_ADDRESSES = 4
 
 
 class Command(BaseCommand):
-    help = "Manage target pools: add, list, remove."
+    help = "Manage target pools: add, edit, list, remove."
 
     def add_arguments(self, parser) -> None:
-        actions = parser.add_subparsers(dest="action", required=True, metavar="{add,list,remove}")
+        actions = parser.add_subparsers(dest="action", required=True, metavar="{add,edit,list,remove}")
         add = actions.add_parser("add", help="create a pool")
         add.add_argument("name")
         add.add_argument("--kind", required=True, help="session kind: genode, board, qemu, simso, stdio, …")
@@ -38,13 +39,18 @@ class Command(BaseCommand):
                          help="a setting of the kind (repeatable); VALUE is JSON if it parses, else a string")
         add.add_argument("--host", default="", help="the distributor host whose machines cluster runs this pool")
         add.add_argument("--default", action="store_true", help="make this the default pool for new jobs")
+        edit = actions.add_parser("edit", help="change a pool's settings (validated as by add)")
+        edit.add_argument("name")
+        edit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_values",
+                          help="set a setting (repeatable), e.g. etm=MODEL; VALUE is JSON if it parses")
+        edit.add_argument("--unset", action="append", default=[], metavar="KEY", help="remove a setting (repeatable)")
         listing = actions.add_parser("list", help="show the pools")
         listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
         remove = actions.add_parser("remove", help="delete a pool that no job uses")
         remove.add_argument("name")
 
     def handle(self, *args, action: str, **options) -> None:
-        {"add": self._add, "list": self._list, "remove": self._remove}[action](options)
+        {"add": self._add, "edit": self._edit, "list": self._list, "remove": self._remove}[action](options)
 
     # -- add -------------------------------------------------------------------
 
@@ -68,6 +74,29 @@ class Command(BaseCommand):
             "host": target.host, "is_default": target.is_default})
         self.stdout.write(f"target {target.name}: kind {target.kind}, capacity {_capacity(target)}"
                           f"{', default' if target.is_default else ''}")
+
+    # -- edit ------------------------------------------------------------------
+
+    def _edit(self, options: dict) -> None:
+        changes = parse_settings(options["set_values"])
+        if not changes and not options["unset"]:
+            raise CommandError("give --set KEY=VALUE or --unset KEY")
+        with transaction.atomic():
+            target = Target.objects.select_for_update().filter(name=options["name"]).first()
+            if target is None:
+                raise CommandError(f"name: no target named {options['name']!r}")
+            before = dict(target.settings or {})
+            for key in options["unset"]:
+                if key not in before:
+                    raise CommandError(f"settings.{key}: not set on {target.name}")
+            target.settings = {**{k: v for k, v in before.items() if k not in options["unset"]}, **changes}
+            try:
+                target.full_clean()
+            except ValidationError as error:
+                raise CommandError(_describe(error)) from None
+            target.save(update_fields=["settings"])
+            record(cli_actor(), "target-edit", target.name, {"settings": {"before": before, "after": target.settings}})
+        self.stdout.write(f"target {target.name}: settings={json.dumps(target.settings, sort_keys=True)}")
 
     # -- list ------------------------------------------------------------------
 

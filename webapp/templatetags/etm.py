@@ -1,0 +1,35 @@
+"""The job page's labels panel (templates/web/_job_labels.html): which
+execution-time model the job's labels use, and the target's calibrated
+models it could be relabelled with. A tag of its own, so the job view and
+its template change by one line."""
+from __future__ import annotations
+
+from django import template
+from django.db.models import Count
+
+from distributor.models import EtmVersion, Job, TaskSet
+
+register = template.Library()
+
+
+@register.inclusion_tag("web/_job_labels.html", takes_context=True)
+def job_labels(context, job: Job) -> dict:
+    user = context["request"].user
+    used = list(TaskSet.objects.filter(job=job, analysis__isnull=False)
+                .values("analysis__etm__name", "analysis__etm__version", "analysis__etm__calibrated")
+                .annotate(sets=Count("id")).order_by("analysis__etm__name", "analysis__etm__version"))
+    rows = [{"name": row["analysis__etm__name"], "version": row["analysis__etm__version"],
+             "calibrated": bool(row["analysis__etm__calibrated"]), "sets": row["sets"]} for row in used]
+    return {"job": job, "used": rows, "offers": _offers(job, rows), "csrf_token": context.get("csrf_token"),
+            "can_relabel": user.is_staff or job.owner_id == user.pk}
+
+
+def _offers(job: Job, used: list[dict]) -> list[EtmVersion]:
+    """The newest version of each model calibrated on the job's target that
+    not every label already uses."""
+    labelled = {(row["name"], row["version"]) for row in used}
+    newest: dict[int, EtmVersion] = {}
+    for version in EtmVersion.objects.select_related("model").order_by("model_id", "version"):
+        newest[version.model_id] = version
+    return [v for v in newest.values()
+            if v.calibrated_on(job.target.name) and (labelled != {(v.model.name, v.version)})]
