@@ -73,8 +73,6 @@ def figures(job_id: int) -> dict:
 
 def scenario(sets: int = 200, seed: int = 14, peers: int = 4, out=print) -> dict:
     """Run it all in the configured database; returns {"before", "calibration", "after"}."""
-    from django.core.management import call_command
-
     from distributor.models import Target
     from tests.cluster import short_timeouts, store_binaries
     from tests.peer import PeerFarm

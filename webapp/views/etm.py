@@ -70,8 +70,8 @@ def plot(request: HttpRequest, name: str, pkg: str) -> HttpResponse:
     return response
 
 
-@require_POST
 @staff_required
+@require_POST
 def calibrate(request: HttpRequest, target_id: int) -> HttpResponse:
     target = get_object_or_404(Target, pk=target_id)
     post = request.POST
