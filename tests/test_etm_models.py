@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from distributor import calibration
 from distributor.analysis import analyse, flat_labels
 from distributor.labels import etm_for
-from distributor.models import Calibration, EtmModel, EtmVersion, Machine, Target, TaskSet
+from distributor.models import AuditEntry, Calibration, EtmModel, EtmVersion, Machine, Target, TaskSet
 from distributor.queue import claim_next, submit_job
 from sessions.etm import EtmError, ExecutionTimeModel
 
@@ -119,6 +119,8 @@ def test_every_kind_takes_a_stored_model_and_refuses_an_unknown_one(kind, hosts)
     with pytest.raises(CommandError, match="settings.etm: must name a stored"):
         call_command("target", "edit", "t", "--set", "etm=5")
     assert Target.objects.get(name="t").settings["etm"] == "board-a"  # nothing half-written
+    [edit] = AuditEntry.objects.filter(action="target-edit")  # the refused edits are not recorded
+    assert edit.subject == "t" and edit.changes["settings"] == [{}, {"etm": "board-a"}]
     with pytest.raises(CommandError, match="settings.etm: no execution-time model named 'nope'"):
         call_command("target", "add", "u", "--kind", kind, "--set", "etm=nope",
                      *(["--hosts", hosts] if hosts else []))

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from distributor.models import Calibration, EtmModel, Target, TaskSet
+from distributor.models import AuditEntry, Calibration, EtmModel, Target, TaskSet
 from tests.test_etm_models import MEASURED, finished_calibration_job
 from webapp.models import ApiToken
 
@@ -79,6 +79,9 @@ def test_calibrate_from_the_target_page_queues_a_calibration_job(client, staff, 
                                                                  "name": "board-b"})
     assert bad.status_code == 400 and 'data-field="args"' in bad.content.decode()
     assert Calibration.objects.count() == 1
+    entry = AuditEntry.objects.get(action="etm-calibrate")
+    assert (entry.actor, entry.subject, entry.changes["model"], entry.changes["job"]) == (
+        "sam", "target dry", "board-b", calibration.job_id)
     client.force_login(alice)
     assert client.post(f"/targets/{stdio_target.pk}/calibrate", {"pkg": "pi", "args": "1:1", "jobs": "1",
                                                                   "name": "x"}).status_code == 403
@@ -101,6 +104,9 @@ def test_the_job_page_names_the_model_and_offers_the_calibrated_one(client, staf
     assert "Relabelled 2 task-sets with board-a v1" in page
     assert "(calibrated on dry, 2 task-sets)" in page and "Relabel with" not in page
     assert {ts.analysis["etm"]["calibrated"] for ts in fitted.tasksets.all()} == {True}
+    entry = AuditEntry.objects.get(action="relabel")
+    assert (entry.actor, entry.subject, entry.changes["etm"], entry.changes["tasksets"]) == (
+        "sam", f"jobs {fitted.pk}", "board-a", 2)
     assert "Nothing relabelled: etm: no execution-time model named" in client.post(
         f"/jobs/{fitted.pk}/relabel", {"etm": "nope"}, follow=True).content.decode()
 

@@ -157,7 +157,7 @@ def job_relabel(request: HttpRequest, job_id: int) -> JsonResponse:
         done = relabel([job.pk], etm)
     except EtmError as error:
         raise ApiError(400, {"etm": str(error)}) from None
-    record(user_actor(request.user), "relabel", f"job {job.pk}",
-           {"etm": etm, "count": done.count, "used": sorted(f"{n} v{v}" for n, v in done.etms)})
+    record(user_actor(request.user), "relabel", f"jobs {job.pk}",
+           {"etm": etm, "tasksets": done.count, "used": sorted(f"{n} v{v}" for n, v in done.etms)})
     return JsonResponse({"job": job.pk, "relabelled": done.count,
                          "etm": [{"name": n, "version": v} for n, v in sorted(done.etms)]})

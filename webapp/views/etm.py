@@ -111,6 +111,6 @@ def relabel_job(request: HttpRequest, job_id: int) -> HttpResponse:
         messages.error(request, f"Nothing relabelled: etm: {error}")
         return redirect("job", job.pk)
     used = ", ".join(f"{n} v{v}" for n, v in sorted(done.etms)) or "none"
-    record(user_actor(request.user), "relabel", f"job {job.pk}", {"etm": name, "count": done.count, "used": used})
+    record(user_actor(request.user), "relabel", f"jobs {job.pk}", {"etm": name, "tasksets": done.count, "used": used})
     messages.success(request, f"Relabelled {done.count:,} task-sets with {used}.")
     return redirect("job", job.pk)

@@ -95,7 +95,7 @@ class Command(BaseCommand):
             except ValidationError as error:
                 raise CommandError(_describe(error)) from None
             target.save(update_fields=["settings"])
-            record(cli_actor(), "target-edit", target.name, {"settings": {"before": before, "after": target.settings}})
+            record(cli_actor(), "target-edit", target.name, {"settings": [before, target.settings]})
         self.stdout.write(f"target {target.name}: settings={json.dumps(target.settings, sort_keys=True)}")
 
     # -- list ------------------------------------------------------------------
