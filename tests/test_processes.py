@@ -158,3 +158,22 @@ def test_clusters_stop_within_seconds_when_their_launcher_is_killed(settings, tm
             os.kill(pid, signal.SIGKILL)
     run_to_the_end(job, settings.DATA_DIR, tmp_path)
 
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_cluster_process_killed_takes_every_process_it_forked_with_it(settings):
+    """The OOM killer picks a cluster's command: its sentinel, and the
+    sentinel's workers, die with it instead of running on unmanaged."""
+    from tests.cluster import Cluster
+
+    cluster = Cluster.machines(workers=2).start().wait_ready()
+    try:
+        wait_until(lambda: len(all_descendants(cluster.process.pid)) >= 5, 30, every=0.2,
+                   message="sentinel, monitor, pusher and two workers")
+        family = all_descendants(cluster.process.pid)
+        os.kill(cluster.process.pid, signal.SIGKILL)
+        cluster.process.wait()
+        wait_until(lambda: not descendants_alive(family), 10, every=0.1, message="the forked processes die")
+    finally:
+        cluster.kill9()

@@ -32,6 +32,19 @@ class StaticFiles(StaticFilesHandler):
 MAX_BODY_BYTES = max(settings.BINARY_MAX_BYTES, settings.IMAGE_MAX_BYTES) + 1024 * 1024
 
 
+def web_server(host: str, port: int):
+    """Waitress on ``host:port``. Behind the TLS proxy (DISTRIBUTOR_HTTPS) the
+    proxy's X-Forwarded-Proto and X-Forwarded-For reach Django, which trusts
+    them then (SECURE_PROXY_SSL_HEADER, the login throttle's address): waitress
+    drops them by default, and a site whose every request looked like plain
+    HTTP would redirect to itself forever. Listen where only the proxy
+    reaches (the default 127.0.0.1)."""
+    from waitress import create_server
+
+    return create_server(StaticFiles(get_wsgi_application()), host=host, port=port, threads=8,
+                         max_request_body_size=MAX_BODY_BYTES, clear_untrusted_proxy_headers=not settings.HTTPS)
+
+
 class Command(BaseCommand):
     help = ("Run the web server and the default and machines clusters; SIGTERM or Ctrl-C stops all of them "
             "(machines drained, or killed with --stop kill).")
@@ -42,11 +55,7 @@ class Command(BaseCommand):
         add_stop_options(parser)
 
     def handle(self, *args, port, host, stop, grace, **opts):
-        from waitress import create_server
-
-        # Bind first: a taken port must fail before any cluster starts.
-        server = create_server(StaticFiles(get_wsgi_application()), host=host, port=port, threads=8,
-                               max_request_body_size=MAX_BODY_BYTES)
+        server = web_server(host, port)  # bound first: a taken port must fail before any cluster starts
         launcher = processes.Launcher(stop, grace)
         launcher.start()
         # The web answers in a thread of its own until the clusters have stopped
