@@ -40,7 +40,7 @@ class Command(BaseCommand):
             heart.capacity = 0  # no new machine is placed here
             beat(capacity=0)
             processes.stop_machines(owned.signals, grace)
-            owned.stop()
         finally:
+            owned.stop()  # also after an error: a sentinel left running would hold the exit forever
             heart.stop()
             silence()
