@@ -139,6 +139,7 @@ class MachineWorker:
             settings={**target.settings, "etm": self.etm.document} if self.etm else target.settings,
             log=self.log,
             console_path=settings.DATA_DIR / "consoles" / f"{target.name}-{machine.slot}.log",
+            console_max_bytes=settings.CONSOLE_MAX_BYTES,
             stop_event=self.stop_event,
             target_timeout=float(self.config.target_timeout_s),
             files=UploadedFiles(),

@@ -124,6 +124,8 @@ class SessionInfo:
     settings: dict
     log: logging.Logger
     console_path: Path | None = None
+    # The console file is rotated past this size (sessions.console), keeping three older ones.
+    console_max_bytes: int = 10 * 2**20
     # Set when the machine must stop now; long waits poll it.
     stop_event: threading.Event = field(default_factory=threading.Event)
     # Seconds of target silence after which a task-set is a target failure.

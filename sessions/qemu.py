@@ -37,6 +37,7 @@ import pexpect
 
 from sessions import qemu_network, register
 from sessions.base import HostEnvironment, TargetFailure, boolean_setting, integer_setting, seconds_setting
+from sessions.console import RotatingConsole
 from sessions.events import RawEvent
 from sessions.genode import GenodeSession
 
@@ -263,7 +264,7 @@ class QemuSession(GenodeSession):
         tap = qemu_network.create_tap(self.net_slot, self.net) if self.settings["tap"] else None
         argv = self.command(tap)
         self.boots += 1
-        log = _open_console(self.info.console_path)
+        log = _open_console(self.info.console_path, self.info.console_max_bytes)
         log.write(f"\n===== boot {self.boots} of machine {self.info.machine_id} slot {self.info.slot} at "
                   f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}: {shlex.join(argv)}\n".encode())
         log.flush()
@@ -359,11 +360,10 @@ class ConsoleReader(threading.Thread):
             self.marker.set()
 
 
-def _open_console(path: Path | None):
+def _open_console(path: Path | None, max_bytes: int):
     if path is None:
         return open(os.devnull, "ab")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return open(path, "ab")
+    return RotatingConsole(path, max_bytes)
 
 
 def _child_setup(cfg: qemu_network.NetworkConfig):

@@ -163,6 +163,8 @@ MEDIA_ROOT = DATA_DIR / "uploads"
 TASKSET_FILE_MAX_BYTES = env_int("TASKSET_FILE_MAX_BYTES", 5 * 1024 * 1024, minimum=1024)
 BINARY_MAX_BYTES = env_int("BINARY_MAX_BYTES", 64 * 1024 * 1024, minimum=1024)
 IMAGE_MAX_BYTES = env_int("IMAGE_MAX_BYTES", 512 * 1024 * 1024, minimum=1024)
+# A target's console file is rotated past this size (three older ones kept: name.log.1 … .3).
+CONSOLE_MAX_BYTES = env_int("CONSOLE_MAX_BYTES", 10 * 1024 * 1024, minimum=4096)
 # A submission's body (webapp/limits.py refuses a longer one unread): room for
 # a file or a pasted text of twice the file's limit and the options, so that
 # a text somewhat over the limit is still refused at its field.

@@ -53,6 +53,14 @@ class Event(models.Model):
         return f"{self.type} task {self.task_id} @{self.time_ms}"
 
     @classmethod
+    def purge_of_tasksets(cls, taskset_ids: list[int]) -> int:
+        """``manage.py purge``: the raw events of these task-sets (of ended jobs:
+        the caller's rule) in one statement; their task-jobs and outcomes stay.
+        Nothing refers to an event, so this is a plain DELETE on the index."""
+        deleted, _ = cls.objects.filter(taskset_id__in=taskset_ids).delete()
+        return deleted
+
+    @classmethod
     def store(cls, rows: list[tuple]) -> None:
         """A running task-set's events as they arrive (tuples in
         ``EVENT_COLUMNS`` order), between its claim and its finish, which
