@@ -115,6 +115,11 @@ class Launcher:
             time.sleep(POLL_SECONDS)
         return None
 
+    def describe_stop(self) -> str:
+        if self.signals.kill:
+            return "machines killed, their task-sets back in the queue"
+        return f"machines finish their task-sets (at most {self.grace:g} s; a second Ctrl-C kills them)"
+
     def stop(self) -> None:
         """Forward the stop (a kill as SIGHUP) and wait; kill what is left."""
         told = {child.pid: False for child in self.children}

@@ -64,7 +64,7 @@ class Command(BaseCommand):
         web.start()
         self.stdout.write(f"Distributor at http://{host}:{port}/ — clusters running; Ctrl-C stops everything")
         ended = launcher.wait(web)
-        self.stdout.write(f"stopping ({launcher.signals.mode}) machines, clusters and the web server…")
+        self.stdout.write(f"stopping machines, clusters and the web server: {launcher.describe_stop()}")
         launcher.stop()
         server.task_dispatcher.shutdown()
         if ended:

@@ -20,7 +20,7 @@ class Command(BaseCommand):
         self.stdout.write(f"clusters running (pids {', '.join(str(c.pid) for c in launcher.children)}); "
                           "Ctrl-C stops them")
         ended = launcher.wait()
-        self.stdout.write(f"stopping ({launcher.signals.mode}) machines and clusters…")
+        self.stdout.write(f"stopping machines and clusters: {launcher.describe_stop()}")
         launcher.stop()
         if ended:
             raise CommandError(ended)
