@@ -27,7 +27,7 @@ from distributor.analysis import analyse
 from distributor.environment import host_environment
 from distributor.files import UploadedFiles
 from distributor.labels import etm_for
-from distributor.models import DistributorConfig, Event, Fenced, Machine, Orders, TaskSet
+from distributor.models import Attempt, DistributorConfig, Event, Fenced, Machine, Orders, Slot, Task, TaskSet
 from distributor.models.rows import database_time
 from distributor.monitors import MonitorGroup
 from distributor.queue import Claim, claim_next
@@ -75,6 +75,9 @@ class Lifeline(threading.Thread):
         self.fenced = False
         self.cancel: int | None = None  # a task-set whose job was cancelled now
         self.done = threading.Event()
+        # Held while orders are read and obeyed, and while a reboot clears its
+        # request: a read that began before the clear cannot ask for it again.
+        self.lock = threading.Lock()
         self.beat_every = max(0.2, min(2.0, config.heartbeat_timeout_s / 5))
         self.heard_at = float("-inf")  # when the work last renewed the lease and read the orders
         self.read_at = self.beat_at = float("-inf")  # when the lifeline itself last did
@@ -111,9 +114,10 @@ class Lifeline(threading.Thread):
             self.stop_event.set()
 
     def _read_orders(self) -> None:
-        orders = self.machine.orders()
-        if orders:
-            self._obey(orders)
+        with self.lock:
+            orders = self.machine.orders()
+            if orders:
+                self._obey(orders)
 
     def _obey(self, orders: Orders) -> None:
         self.drain = orders.stop_mode == Machine.StopMode.DRAIN
@@ -148,6 +152,9 @@ class MachineWorker:
         self.info.console_path.parent.mkdir(parents=True, exist_ok=True)
         self.session = get_session_class(target.kind)(self.info)
         self.went_idle = False
+        # Its slot's streak of target failures, read once: a finish ends it.
+        self.slot_suspect = Slot.objects.filter(target=target, index=machine.slot, failures_in_a_row__gt=0).exists()
+        self.reboot_due = False  # the pool reboots its targets between every two task-sets
 
     # -- the life of a machine ------------------------------------------------
 
@@ -156,10 +163,17 @@ class MachineWorker:
         self.lifeline.start()
         final, error = Machine.State.STOPPED, ""
         try:
-            self._boot()
+            if self.machine.health_check:
+                self._health_check()
+            else:
+                self._boot()
             self._work()
         except Stopped:
             self.log.info("stopped by the operator")
+        except OutOfService as out:
+            error = str(out)
+            self.went_idle = True  # the reconciler places its work elsewhere at once
+            self.log.warning("%s", out)
         except Fenced as fenced:
             final, error = None, str(fenced)
             self.log.warning("lease lost: %s", fenced)
@@ -189,8 +203,8 @@ class MachineWorker:
     def _work(self) -> None:
         idle_since = None
         while not self._should_stop():
-            if self.lifeline.reboot:
-                self._reboot()
+            if self.lifeline.reboot or self.reboot_due:
+                self._reboot("the operator asked for it" if self.lifeline.reboot else "the pool reboots after every task-set")
             claim = claim_next(self.machine)
             if claim is not None:
                 idle_since = None
@@ -226,6 +240,8 @@ class MachineWorker:
                 self.machine.starting(last_error=f"target start failed: {failure}")
                 self._take_down_target()
                 if attempt == BOOT_TRIES:
+                    if not self.machine.health_check:  # a check's failure is the check's to record
+                        Slot.record_failure(self.machine.target, self.machine.slot, f"target did not start: {failure}")
                     raise TargetFailure(f"target did not start after {BOOT_TRIES} tries: {failure}") from failure
                 self.stop_event.wait(min(2 ** (attempt - 1), 5))
                 continue
@@ -246,10 +262,75 @@ class MachineWorker:
         self._take_down_target()
         self._boot()
 
-    def _reboot(self) -> None:
-        self.machine.rebooting()
-        self.lifeline.reboot = False
-        self._restart_target("the operator asked for a reboot")
+    def _reboot(self, why: str) -> None:
+        """Reboot the target between two task-sets (the session's own way:
+        REBOOT, a power cycle, a fresh guest); one that does not come back
+        is restarted like a failed target."""
+        with self.lifeline.lock:
+            self.machine.rebooting()
+            self.lifeline.reboot = False
+        self.reboot_due = False
+        self.log.info("rebooting the target: %s", why)
+        self.machine.starting(f"rebooting the target: {why}"[:200])
+        try:
+            self.session.reboot()
+        except (TargetFailure, OSError) as failure:
+            self.log.warning("reboot failed: %s", failure)
+            self.machine.starting(last_error=f"reboot failed: {failure}"[:4000])
+            self._restart_target(f"reboot failed: {failure}")
+            return
+        self.machine.booted()
+        self.machine.idle("target rebooted")
+
+    # -- the slot's health check ------------------------------------------------------
+
+    def _health_check(self) -> None:
+        """Boot the quarantined slot's target and run its pool's health check
+        (a small task-set known to pass): passed, the slot is healthy and this
+        machine goes on to work; failed, the next check waits longer."""
+        target, index = self.machine.target, self.machine.slot
+        try:
+            self._boot()
+            tasks = self._health_check_tasks()
+            if tasks:
+                self.machine.idle("running the health check")
+                self._run_check(tasks)
+        except (Stopped, Fenced):
+            raise
+        except Exception as failure:  # noqa: BLE001 - any failure fails the check
+            cause = _describe(failure)
+            Slot.check_failed(target, index, cause)
+            raise OutOfService(f"health check of {target.name}:{index} failed: {cause}") from None
+        Slot.check_passed(target, index)
+        self.slot_suspect = False
+        self.log.info("health check passed: slot %s:%s back in service", target.name, index)
+        self.machine.idle("health check passed")
+
+    def _health_check_tasks(self) -> list[dict] | None:
+        """The pool's configured check, else the last task-set that finished on
+        the pool (it passed there); None when there is neither: booting and
+        answering is then the whole check."""
+        target = self.machine.target
+        tasks = target.health_check_tasks()
+        if tasks is not None:
+            return tasks
+        last = (Attempt.objects.filter(result=Attempt.Result.FINISHED, machine__target=target)
+                .order_by("-pk").values_list("taskset_id", flat=True).first())
+        return [task.as_dict() for task in Task.objects.filter(taskset_id=last)] if last else None
+
+    def _run_check(self, tasks: list[dict]) -> None:
+        self.session.start(tasks)
+        tracker = EventTracker(tasks)
+        last_heard = time.monotonic()
+        while not tracker.finished:
+            self.info.check_stop()
+            received = self.session.run(RUN_WAIT_SECONDS)
+            if received:
+                last_heard = time.monotonic()
+                tracker.feed(received)
+            elif time.monotonic() - last_heard > self.info.target_timeout:
+                raise TargetFailure(f"target silent for {self.info.target_timeout:g} s")
+        self.session.stop()
 
     # -- one task-set -------------------------------------------------------------
 
@@ -311,6 +392,10 @@ class MachineWorker:
             raise Fenced(f"task-set {taskset.pk} was taken away before it finished")
         self.lifeline.heard(orders)
         monitors.taskset_finish(taskset)
+        self.reboot_due = self.machine.target.reboot_every_taskset
+        if self.slot_suspect:
+            Slot.record_success(self.machine.target, self.machine.slot)
+            self.slot_suspect = False
 
     def _fail(self, taskset: TaskSet, tasks: list[dict], cause: str, events: EventBuffer, monitors: MonitorGroup,
               final: bool = False) -> None:
@@ -321,7 +406,10 @@ class MachineWorker:
         beside a target restart)."""
         self.log.warning("task-set %s failed: %s", taskset.pk, cause)
         events.flush()
-        state = taskset.fail(self.machine, cause, final=final, analysis=self._analyse(tasks))
+        slot = None if final else Slot.record_failure(self.machine.target, self.machine.slot, cause, taskset.pk)
+        out_of_service = slot is not None and slot.health in Slot.OUT_OF_SERVICE
+        state = taskset.fail(self.machine, cause, final=final, analysis=self._analyse(tasks),
+                             slot_out_of_service=out_of_service)
         if state is None:
             raise Fenced(f"task-set {taskset.pk} was taken away")
         if state == TaskSet.State.BAD:
@@ -329,6 +417,12 @@ class MachineWorker:
         if final:
             self.machine.idle(last_error=cause[:4000])
             return
+        self.slot_suspect = True
+        if out_of_service:
+            if slot.failing_since:
+                TaskSet.forgive_slot_failures(Machine.objects.filter(target=self.machine.target, slot=slot.index),
+                                              slot.failing_since)
+            raise OutOfService(f"slot {self.machine.target.name}:{slot.index} {slot.health}: {slot.cause}")
         self.machine.starting(last_error=cause[:4000])
         self._restart_target(cause)
 
@@ -365,6 +459,10 @@ class MachineWorker:
     def _analyse(self, tasks: list[dict]) -> dict | None:
         """Analytic labels beside the measured outcome, from the target's model."""
         return analyse(tasks, self.etm) if self.etm else None
+
+
+class OutOfService(Exception):
+    """The machine's slot is quarantined (or its health check failed): it stops."""
 
 
 class Cancelled(Exception):

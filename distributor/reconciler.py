@@ -27,7 +27,7 @@ from django_q.tasks import async_task
 from distributor.audit import record
 from distributor.environment import host_environment
 from distributor.labels import label_stored
-from distributor.models import DistributorConfig, Host, Job, Machine, Target, TaskSet
+from distributor.models import DistributorConfig, Host, Job, Machine, Slot, Target, TaskSet
 from distributor.models.hosts import seconds_ago
 from sessions import get_session_class
 
@@ -72,7 +72,7 @@ def tick() -> dict:
         _ticking.now = False
     with transaction.atomic():
         config = DistributorConfig.objects.select_for_update().get(pk=config.pk)
-        drained = _drain_surplus(config)
+        drained = _drain_out_of_service() + _drain_surplus(config)
         launched = _launch(config)
     if dead or drained or launched:
         log.info("tick: dead %s, draining %s, launched %s", dead, drained, launched)
@@ -152,12 +152,28 @@ def _drain_surplus(config: DistributorConfig) -> list[int]:
     return surplus
 
 
+def _drain_out_of_service() -> list[int]:
+    """Machines on a slot in quarantine or maintenance finish their task-set
+    and stop (a health check's machine runs on: the slot's way back)."""
+    drained = []
+    for slot in Slot.objects.filter(health__in=Slot.OUT_OF_SERVICE):
+        machines = Machine.objects.filter(target_id=slot.target_id, slot=slot.index, health_check=False,
+                                          state__in=Machine.LIVE_STATES, stop_mode=Machine.StopMode.NONE)
+        pks = list(machines.values_list("pk", flat=True))
+        if pks:
+            Machine.cancel_launches(Machine.objects.filter(pk__in=pks), f"slot {slot.health}")
+            Machine.order(Machine.objects.filter(pk__in=pks), Machine.StopMode.DRAIN)
+            drained += pks
+    return drained
+
+
 def _launch(config: DistributorConfig) -> list[int]:
     if config.halted:
         return []
     room = config.max_machines - Machine.objects.filter(state__in=Machine.LIVE_STATES).count()
     hosts = HostLoad(config)
-    launched: list[int] = []
+    launched = _launch_health_checks(room, hosts)
+    room -= len(launched)
     for target in _targets_with_work():
         if room <= 0:
             break
@@ -170,6 +186,26 @@ def _launch(config: DistributorConfig) -> list[int]:
                 hosts.add(host)
                 launched.append(machine.pk)
                 room -= 1
+    return launched
+
+
+def _launch_health_checks(room: int, hosts: "HostLoad") -> list[int]:
+    """A machine for each quarantined slot whose health check is due, if
+    there is room and a host for it; ``Slot.check_due`` pushes the next one
+    out, so a check whose machine never reports is tried again later."""
+    launched = []
+    for slot in Slot.due_for_check():
+        if len(launched) >= room:
+            break
+        if Machine.objects.filter(target_id=slot.target_id, slot=slot.index, state__in=Machine.LIVE_STATES).exists():
+            continue  # its last machine is still draining
+        host = hosts.pick(slot.target)
+        if host is None or not Slot.check_due(slot.target, slot.index):
+            continue
+        machine = _create_machine(slot.target, slot.index, host, health_check=True)
+        if machine:
+            hosts.add(host)
+            launched.append(machine.pk)
     return launched
 
 
@@ -220,14 +256,16 @@ def _free_slots(target: Target, count: int) -> list[int]:
         return []
     capacity = target.capacity or settings.DISTRIBUTOR_CAP
     taken = set(Machine.objects.filter(target=target, state__in=Machine.LIVE_STATES).values_list("slot", flat=True))
+    taken |= Slot.out_of_service(target)  # slot health, the target's fault; host health is HostLoad's
     return [slot for slot in range(capacity) if slot not in taken][:count]
 
 
-def _create_machine(target: Target, slot: int, host: str) -> Machine | None:
+def _create_machine(target: Target, slot: int, host: str, health_check: bool = False) -> Machine | None:
     try:
         with transaction.atomic():
             machine = Machine.objects.create(target=target, slot=slot, host=host, address=target.address_of(slot),
-                                             activity="waiting for a worker")
+                                             health_check=health_check,
+                                             activity="waiting for a worker" + (" (health check)" if health_check else ""))
     except IntegrityError:
         return None  # another tick took the slot
     transaction.on_commit(lambda: launch_message(machine))
@@ -310,6 +348,23 @@ def set_max_machines_for(actor: str, value: int) -> DistributorConfig:
     config = set_max_machines(value)
     record(actor, "max", "max machines", {"max_machines": [before, config.max_machines]})
     return config
+
+
+def set_slot_health(target: Target, index: int, health: str, cause: str = "") -> Slot:
+    """The operator puts a slot into maintenance (its machine drains) or
+    back in service; ValueError names a slot the pool does not have or a
+    health the operator cannot set."""
+    capacity = target.capacity or settings.DISTRIBUTOR_CAP
+    if not 0 <= index < capacity:
+        raise ValueError(f"target {target.name} has slots 0 to {capacity - 1}, not {index}")
+    if health == Slot.Health.MAINTENANCE:
+        slot = Slot.set_maintenance(target, index, cause)
+    elif health == Slot.Health.HEALTHY:
+        slot = Slot.set_healthy(target, index)
+    else:
+        raise ValueError(f"health must be maintenance or healthy, not {health!r}")
+    tick()
+    return slot
 
 
 def ensure_schedule() -> None:

@@ -3,7 +3,7 @@ hosts, the live machines and the queue (the dashboard, the API and
 ``distributor status``). Read-only: the reconciler changes things."""
 from __future__ import annotations
 
-from distributor.models import DistributorConfig, Host, Job, Machine
+from distributor.models import DistributorConfig, Host, Job, Machine, Slot
 
 
 def overview() -> dict:
@@ -26,7 +26,29 @@ def overview() -> dict:
         "halted": config.halted,
         "machines": [_machine_status(m) for m in machines],
         "jobs": [{"id": job.pk, "name": job.name, "state": job.state, "target": job.target_id, **job.progress()} for job in jobs],
+        "slots": slot_health(machines),
     }
+
+
+def slot_health(machines: list[Machine]) -> list[dict]:
+    """Each slot with a record of health (any that ever failed or was taken
+    out of service) and each slot a live machine holds (healthy when it has
+    no record), by target and index: the target's fault, with its cause."""
+    rows = {(s.target.name, s.index): s for s in Slot.objects.select_related("target")}
+    found = {key: _slot_status(*key, slot) for key, slot in rows.items()}
+    for machine in machines:
+        found.setdefault((machine.target.name, machine.slot), _slot_status(machine.target.name, machine.slot, None))
+    return [found[key] for key in sorted(found)]
+
+
+def _slot_status(target: str, index: int, slot: Slot | None) -> dict:
+    if slot is None:
+        return {"target": target, "slot": index, "health": Slot.Health.HEALTHY, "cause": "", "failures_in_a_row": 0,
+                "next_check": None, "since": None}
+    return {"target": target, "slot": index, "health": slot.health, "cause": slot.cause,
+            "failures_in_a_row": slot.failures_in_a_row,
+            "next_check": slot.next_check_at.isoformat() if slot.next_check_at else None,
+            "since": slot.changed_at.isoformat()}
 
 
 def _machine_status(machine: Machine) -> dict:
@@ -43,5 +65,6 @@ def _machine_status(machine: Machine) -> dict:
         "job": machine.current.job_id if machine.current else None,
         "since": machine.current_since.isoformat() if machine.current_since else None,
         "tasksets_done": machine.tasksets_done,
+        "health_check": machine.health_check,
         "last_error": machine.last_error,
     }

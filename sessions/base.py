@@ -222,6 +222,11 @@ class Session:
     def stop_host(self) -> None:
         """Take the target down; idempotent, never raises for an absent target."""
 
+    def reboot(self) -> None:
+        """Reboot the target between two task-sets and return when it answers
+        again (or raise TargetFailure). A kind with nothing to reboot (a
+        simulation, a local process) does nothing."""
+
     # -- one task-set --------------------------------------------------------
 
     def is_available(self) -> bool:

@@ -81,7 +81,7 @@ class BoardSession(GenodeSession):
         except TargetFailure as error:
             self.log.error("board %s: %s", self.info.address, error)
 
-    def reset(self) -> None:
+    def reboot(self) -> None:
         """Off, then on, then wait for the loader: the only reset a hung board takes."""
         self.close()
         self.sent_binaries.clear()

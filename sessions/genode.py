@@ -99,14 +99,28 @@ class GenodeSession(Session):
         self.close()
 
     def reboot(self) -> None:
-        """Ask a live target for a kernel reboot; start_host then waits for it."""
+        """REBOOT, then wait until the target answers AVAILABLE again within
+        its start-up timeout; it has no binaries after, so they go again."""
+        if self.sock is None or self._has_stale_data():
+            self._reconnect()
+        self.log.info("target %s: REBOOT", self.info.address)
+        self._send(word(REBOOT), "REBOOT")
+        self._wait_for_close(self.settings["connect_timeout"])
+        self.sent_binaries.clear()
+        self.wait_until_available(self.settings["startup_timeout"], after=" after REBOOT")
+
+    def _wait_for_close(self, timeout: float) -> None:
+        """A rebooting target drops its connection: wait for that (at most
+        ``timeout`` s), so the next AVAILABLE cannot reach the loader that is
+        going down."""
+        deadline = time.monotonic() + timeout
         try:
-            if self.sock is None:
-                self._open(self.settings["connect_timeout"])
-            self._send(word(REBOOT), "REBOOT")
+            while self._fill(deadline, "the target went down for its reboot"):
+                self.buffer.clear()  # whatever it said last no longer matters
+        except TargetFailure:
+            pass  # closed: it is rebooting
         finally:
             self.close()
-            self.sent_binaries.clear()
 
     def wait_until_available(self, timeout: float, after: str = "") -> None:
         """Connect and ask AVAILABLE until the target answers or ``timeout`` s

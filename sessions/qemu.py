@@ -199,6 +199,10 @@ class QemuSession(GenodeSession):
         if self.settings["tap"]:
             qemu_network.delete_tap(self.net_slot, self.net)
 
+    def reboot(self) -> None:
+        """Kill the guest and boot a fresh one (start_host kills first)."""
+        self.start_host()
+
     def is_available(self) -> bool:
         if not self.qemu_alive():
             return False

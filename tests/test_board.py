@@ -54,12 +54,12 @@ def test_start_powers_off_then_on_and_waits_for_the_loader(power_log):
     assert set(peer.commands) == {"AVAILABLE"}  # retried until it answered
 
 
-def test_a_warm_start_only_powers_on_and_reset_is_off_then_on(power_log):
+def test_a_warm_start_only_powers_on_and_reboot_is_off_then_on(power_log):
     log, command = power_log
     with TaskLoaderPeer("127.0.0.4") as peer:
         session = board(peer.address, command, cold_start=False)
         session.start_host()
-        session.reset()
+        session.reboot()
         session.close()
 
     assert [line.split()[0] for line in lines(log)] == ["on", "off", "on"]

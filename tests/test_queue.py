@@ -24,12 +24,32 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 def test_claims_take_requeued_tasksets_first(scripted):
     job = submit_job(variants_file(5), target=scripted)
     machine = live_machine(scripted)
+    Machine.cancel_launches(Machine.objects.exclude(pk=machine.pk), "the pool's only slot is the test's")
     first = claim_next(machine).taskset
     assert first.variant == 0
     first.fail(machine, "target went away")
     assert claim_next(machine).taskset.pk == first.pk
     assert TaskSet.objects.get(pk=first.pk).attempts == 2
     assert job.tasksets.exclude(state=TaskSet.State.QUEUED).count() == 1  # no other variant started
+
+
+def test_a_retry_goes_to_another_slot_while_one_is_live_never_straight_back(scripted):
+    job = submit_job(variants_file(5), target=scripted)
+    Machine.cancel_launches(Machine.objects.all(), "the test's machines only")
+    failing, other = live_machine(scripted, 0), live_machine(scripted, 1)
+    first = claim_next(failing).taskset
+    first.fail(failing, "target went away")
+    assert TaskSet.objects.get(pk=first.pk).failed_slot == failing.slot
+
+    Machine.objects.filter(pk=failing.pk).update(state=Machine.State.IDLE, current=None)
+    assert claim_next(failing).taskset.variant == 1, "not straight back to the slot that failed it"
+    assert claim_next(other).taskset.pk == first.pk, "the other slot takes the retry"
+
+    second = TaskSet.objects.get(job=job, variant=1)
+    second.fail(failing, "target went away again")
+    Machine.objects.filter(pk=other.pk).update(state=Machine.State.STOPPED)
+    Machine.objects.filter(pk=failing.pk).update(state=Machine.State.IDLE, current=None)
+    assert claim_next(failing).taskset.pk == second.pk, "with no other slot live it comes back"
 
 
 def test_claims_follow_priority_then_age(scripted):

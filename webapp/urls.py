@@ -4,8 +4,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from webapp.api import (audit as api_audit, etm as etm_api, machines as api_machines, targets as api_targets,
-                         uploads as api_uploads, views as api)
+from webapp.api import (audit as api_audit, etm as etm_api, machines as api_machines, slots as api_slots,
+                        targets as api_targets, uploads as api_uploads, views as api)
 from webapp.views import accounts, audit, campaigns, dashboard, etm, jobs, machines, targets, tasksets, uploads
 
 api_urls = [
@@ -14,6 +14,8 @@ api_urls = [
     path("audit", api_audit.audit, name="api-audit"),
     path("distributor", api.distributor, name="api-distributor"),
     path("distributor/<str:action>", api.control, name="api-control"),
+    path("slots", api_slots.slots, name="api-slots"),
+    path("slots/<str:target>/<int:index>", api_slots.slot, name="api-slot"),
     path("check", api.check_only, name="api-check"),
     path("jobs", api.jobs, name="api-jobs"),
     path("jobs/<int:job_id>", api.job, name="api-job"),
@@ -54,6 +56,7 @@ urlpatterns = [
     path("audit/", audit.audit, name="audit"),
     path("distributor/max", dashboard.set_max_machines, name="set-max-machines"),
     path("distributor/<str:action>", dashboard.control, name="control"),
+    path("slots/<str:target>/<int:index>/<str:health>", dashboard.set_slot_health, name="slot-health"),
 
     path("submit/", jobs.submit, name="submit"),
     path("jobs/", jobs.jobs, name="jobs"),

@@ -12,6 +12,7 @@ from distributor.models.machines import Fenced, Machine, Orders
 from distributor.models.notifications import Notification
 from distributor.models.audit import AuditEntry
 from distributor.models.etm import Calibration, EtmModel, EtmVersion
+from distributor.models.slots import Slot
 
 __all__ = [
     "Attempt",
@@ -30,6 +31,7 @@ __all__ = [
     "Machine",
     "Notification",
     "Orders",
+    "Slot",
     "Target",
     "Task",
     "TaskJob",

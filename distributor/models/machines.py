@@ -57,6 +57,8 @@ class Machine(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.LAUNCHING)
     stop_mode = models.CharField(max_length=8, choices=StopMode.choices, blank=True, default=StopMode.NONE)
     reboot_requested = models.BooleanField(default=False)
+    # Launched to run its slot's health check (distributor/models/slots.py) before any work.
+    health_check = models.BooleanField(default=False)
     # Fencing token: set when a worker takes the row; every later write checks it.
     lease = models.UUIDField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import uuid
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from django.db.models import Q
 from distributor.environment import host_environment
 from distributor.models.etm import EtmModel
 from distributor.models.rows import fetch, placeholders, table
-from distributor.taskfile import PKG_NAME, DepthError, check_depth
+from distributor.taskfile import PKG_NAME, DepthError, Expander, TaskFileError, check_depth, parse
 from sessions import SESSION_KINDS, get_session_class
 
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -24,6 +25,16 @@ TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 IMAGE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}$")
 # The file an upload is stored in: its kind's folder and a generated id (never a
 # name a user gave); sessions open nothing else (distributor/files.py).
+# Settings of every pool, whatever its kind: how the distributor treats its
+# slots (distributor/models/slots.py) and when it reboots its targets. They
+# live in ``settings`` beside the kind's own so that every way a target is
+# edited (page, admin, ``target add --set``) reaches them.
+POOL_SETTINGS = {
+    "quarantine_after": 3,  # target failures in a row that quarantine a slot
+    "health_check_every": 60,  # seconds before a quarantined slot's first health check; doubles per failed check
+    "health_check": None,  # a task-set file (JSON) known to pass; None: the last task-set finished on the pool
+    "reboot_every_taskset": False,  # reboot the target between every two task-sets
+}
 STORED_FILE = re.compile(r"^(?P<folder>[a-z]+)/(?P<id>[A-Za-z0-9_][A-Za-z0-9_.-]{0,99})$")
 
 
@@ -68,11 +79,13 @@ class Target(models.Model):
             raise ValidationError({"settings": str(error)}) from None
         if self.kind not in SESSION_KINDS:
             raise ValidationError({"kind": f"unknown kind {self.kind!r}; known: {', '.join(sorted(SESSION_KINDS))}"})
-        errors = SESSION_KINDS[self.kind].check_settings(self.settings or {}, self.addresses or [])
+        kind_settings = {k: v for k, v in (self.settings or {}).items() if k not in POOL_SETTINGS}
+        errors = SESSION_KINDS[self.kind].check_settings(kind_settings, self.addresses or [])
         etm = (self.settings or {}).get("etm")
         if "settings.etm" not in errors and isinstance(etm, str) and EtmModel.named(etm) is None:
             known = ", ".join(EtmModel.objects.values_list("name", flat=True)[:20]) or "none"
             errors["settings.etm"] = f"no execution-time model named {etm!r} (known: {known})"
+        errors.update(_pool_setting_errors(self.settings or {}))
         if errors:
             raise ValidationError(errors)
 
@@ -89,6 +102,29 @@ class Target(models.Model):
         """The one-default constraint is no input error: ``save`` moves the mark."""
         super().validate_constraints(exclude={*(exclude or ()), "is_default"})
 
+    def pool_setting(self, name: str):
+        return (self.settings or {}).get(name, POOL_SETTINGS[name])
+
+    @property
+    def quarantine_after(self) -> int:
+        return self.pool_setting("quarantine_after")
+
+    @property
+    def health_check_every(self) -> float:
+        return self.pool_setting("health_check_every")
+
+    @property
+    def reboot_every_taskset(self) -> bool:
+        return self.pool_setting("reboot_every_taskset")
+
+    def health_check_tasks(self) -> list[dict] | None:
+        """The tasks of the configured health check (its first variant), or
+        None when none is configured."""
+        spec = self.pool_setting("health_check")
+        if not spec:
+            return None
+        return Expander(parse(json.dumps(spec), "health_check.json", max_bytes=HEALTH_CHECK_MAX_BYTES).spec).variant(0)
+
     @classmethod
     def default(cls) -> "Target":
         """The default pool; a SimSo pool is created on first use so that a
@@ -97,6 +133,31 @@ class Target(models.Model):
         if target is None:
             target, _ = cls.objects.get_or_create(name="simso", defaults={"kind": "simso", "is_default": True})
         return target
+
+
+HEALTH_CHECK_MAX_BYTES = 64 * 1024
+
+
+def _pool_setting_errors(settings: dict) -> dict[str, str]:
+    errors = {}
+    after = settings.get("quarantine_after", 3)
+    if isinstance(after, bool) or not isinstance(after, int) or not 1 <= after <= 1000:
+        errors["settings.quarantine_after"] = "must be an integer from 1 to 1000"
+    every = settings.get("health_check_every", 60)
+    if isinstance(every, bool) or not isinstance(every, (int, float)) or not 0.1 <= every <= 24 * 3600:
+        errors["settings.health_check_every"] = "must be a number of seconds from 0.1 to 86400"
+    if not isinstance(settings.get("reboot_every_taskset", False), bool):
+        errors["settings.reboot_every_taskset"] = "must be true or false"
+    check = settings.get("health_check")
+    if check is not None:
+        if not isinstance(check, dict):
+            errors["settings.health_check"] = 'must be a task-set file as a JSON object ({"tasksets": [{"tasks": [...]}]}) or null'
+        else:
+            try:
+                parse(json.dumps(check), "health_check.json", max_bytes=HEALTH_CHECK_MAX_BYTES)
+            except TaskFileError as error:
+                errors["settings.health_check"] = "; ".join(f"{path}: {message}" for path, message in error.errors)
+    return errors
 
 
 class Upload(models.Model):

@@ -57,6 +57,9 @@ class TaskSet(models.Model):
     machine = models.ForeignKey(
         "distributor.Machine", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasksets"
     )
+    # The slot whose target failed it last: its retry goes to another slot
+    # while another one of the pool is live (the claim).
+    failed_slot = models.PositiveSmallIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
@@ -147,13 +150,47 @@ class TaskSet(models.Model):
     # hand) or ``labeller(task-set)``, called only if it does turn bad
     # (``distributor.labels.label_stored``, which sits above the models).
 
-    def fail(self, machine, error: str, final: bool = False, analysis: dict | None = None) -> str | None:
+    def fail(self, machine, error: str, final: bool = False, analysis: dict | None = None,
+             slot_out_of_service: bool = False) -> str | None:
         """An infrastructure failure: queue it again, or call it bad after the
         job's tries (at once when ``final``: the task-set itself cannot run).
-        Returns the new state, or None if it was taken away."""
-        bad = final or self.attempts >= self.job.tries
+        A target failure that puts its slot out of service (the quarantine
+        confirms the target is at fault) is forgiven: not counted against the
+        tries. Returns the new state, or None if it was taken away."""
+        if slot_out_of_service and not final:
+            return self._end_attempt(machine, Attempt.Result.FORGIVEN, error, bad=False, forgive=True, counter=None,
+                                     failed_slot=machine.slot)
+        # Read again: a quarantine elsewhere may have forgiven one of its attempts since the claim.
+        attempts = TaskSet.objects.values_list("attempts", flat=True).get(pk=self.pk)
+        bad = final or attempts >= self.job.tries
         return self._end_attempt(machine, Attempt.Result.FAILED, error, bad=bad, forgive=False, counter=machine.pk,
-                                 analysis=analysis)
+                                 analysis=analysis, failed_slot=None if final else machine.slot)
+
+    @classmethod
+    def forgive_slot_failures(cls, machines: models.QuerySet, since) -> int:
+        """A slot was quarantined: the target failures of its streak (attempts
+        that failed on its machines since ``since``) were the target's fault,
+        so none counts against its task-set's tries; a task-set they made bad
+        is queued again (its job reopened). Returns the attempts forgiven."""
+        from distributor.models import Job
+
+        failed = Attempt.objects.filter(machine__in=machines, result=Attempt.Result.FAILED, ended_at__gte=since)
+        forgiven = 0
+        for attempt in failed.select_related("taskset__job"):
+            with transaction.atomic():
+                if not Attempt.objects.filter(pk=attempt.pk, result=Attempt.Result.FAILED).update(
+                        result=Attempt.Result.FORGIVEN):
+                    continue
+                forgiven += 1
+                taskset = attempt.taskset
+                steps_back = TaskSet.objects.filter(pk=taskset.pk, attempts__gt=0)
+                if steps_back.filter(state=cls.State.BAD, job__state__in=[*Job.ACTIVE_STATES, Job.State.FINISHED]).update(
+                        state=cls.State.QUEUED, attempts=F("attempts") - 1, ended_at=None):
+                    taskset.job.add_counts(bad=-1)
+                    taskset.job.reopen()
+                else:  # queued, running or ended since: the count of tries it used is right again
+                    steps_back.exclude(state=cls.State.BAD).update(attempts=F("attempts") - 1)
+        return forgiven
 
     def recover_from_dead_machine(self, machine, reason: str, labeller: Labeller | None = None) -> str | None:
         """Its machine stopped beating: queue it again and forgive the attempt
@@ -224,10 +261,12 @@ class TaskSet(models.Model):
         return True
 
     def _end_attempt(self, machine, result: str, error: str, *, bad: bool, forgive: bool, counter: int | None,
-                     lost: bool = False, analysis: dict | None = None):
+                     lost: bool = False, analysis: dict | None = None, failed_slot: int | None = None):
         now = timezone.now()
         new_state = self.State.BAD if bad else self.State.QUEUED
         changes = {"state": new_state, "last_error": error[:4000], "ended_at": now if bad else None}
+        if failed_slot is not None:
+            changes["failed_slot"] = failed_slot
         if bad:  # labelled before the transaction: no lock waits on the analysis
             changes.update(_labels_unless_present(analysis))
         if forgive:
@@ -266,6 +305,16 @@ QUEUED_COLUMNS = ("job_id", "variant", "state", "outcome", "attempts", "runs", "
                   "machine_id", "created_at", "started_at")
 
 
+# A retry never goes straight back to the slot whose target failed it while
+# another slot of the pool has a live machine to take it. The subquery does
+# not depend on the row, so PostgreSQL runs it once per claim, and only
+# queued task-sets that failed on this very slot reach it.
+_NOT_STRAIGHT_BACK = (
+    "(failed_slot IS NULL OR failed_slot <> {slot} OR NOT EXISTS (SELECT 1 FROM {machine} other"
+    " WHERE other.target_id = {target} AND other.slot <> {slot} AND other.state {live}))"
+)
+
+
 def _task_columns() -> str:
     return ", ".join(f'task."{name}"' for name in Task.FIELDS)  # "offset" is a reserved word
 
@@ -280,7 +329,7 @@ def _claim_in_one_statement(job, machine, at):
 
     rows = fetch(_claim_statement(), {
         "machine": machine.pk, "lease": db_value(Machine, "lease", machine.lease), "live": list(Machine.LIVE_STATES),
-        "job": job.pk, "queued": TaskSet.State.QUEUED, "running": TaskSet.State.RUNNING, "at": at,
+        "slot": machine.slot, "target": machine.target_id, "job": job.pk, "queued": TaskSet.State.QUEUED, "running": TaskSet.State.RUNNING, "at": at,
         "busy": Machine.State.BUSY, "activity": f"running job {job.pk} variant ",
     })
     if not rows:
@@ -304,6 +353,8 @@ def _claim_statement() -> str:
             UPDATE {table(TaskSet)} SET state = %(running)s, machine_id = %(machine)s, attempts = attempts + 1,
                 runs = runs + 1, started_at = %(at)s, ended_at = NULL
             WHERE id = (SELECT id FROM {table(TaskSet)} WHERE job_id = %(job)s AND state = %(queued)s
+                        AND {_NOT_STRAIGHT_BACK.format(machine=table(Machine), live="= ANY(%(live)s)",
+                                                       slot="%(slot)s", target="%(target)s")}
                         ORDER BY variant LIMIT 1 FOR UPDATE SKIP LOCKED)
               AND state = %(queued)s AND EXISTS (SELECT FROM fence)
             RETURNING {", ".join(STARTED)}
@@ -326,12 +377,15 @@ def _claim_in_one_transaction(job, machine, at):
     """SQLite (one writer): the same writes in one transaction."""
     from distributor.models import Fenced, Machine, Orders
 
+    live = f"IN {placeholders(len(Machine.LIVE_STATES))}"
     with transaction.atomic():
         rows = fetch(
             f"UPDATE {table(TaskSet)} SET state = %s, machine_id = %s, attempts = attempts + 1, runs = runs + 1,"
             f" started_at = %s, ended_at = NULL WHERE id = (SELECT id FROM {table(TaskSet)} WHERE job_id = %s"
-            f" AND state = %s ORDER BY variant LIMIT 1) AND state = %s RETURNING {', '.join(STARTED)}",
-            [TaskSet.State.RUNNING, machine.pk, at, job.pk, TaskSet.State.QUEUED, TaskSet.State.QUEUED])
+            f" AND state = %s AND {_NOT_STRAIGHT_BACK.format(machine=table(Machine), slot='%s', target='%s', live=live)}"
+            f" ORDER BY variant LIMIT 1) AND state = %s RETURNING {', '.join(STARTED)}",
+            [TaskSet.State.RUNNING, machine.pk, at, job.pk, TaskSet.State.QUEUED, machine.slot, machine.target_id,
+             machine.slot, *Machine.LIVE_STATES, TaskSet.State.QUEUED])
         if not rows:
             return None
         started = dict(zip(STARTED, rows[0]))
@@ -514,6 +568,7 @@ class Attempt(models.Model):
     class Result(models.TextChoices):
         FINISHED = "finished"
         FAILED = "failed"  # target failure: counted against tries
+        FORGIVEN = "forgiven"  # target failure that its slot's quarantine confirmed: not counted
         LOST = "lost"  # its machine died
         CANCELLED = "cancelled"  # its job was cancelled now: stopped unfinished
 

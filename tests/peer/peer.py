@@ -111,7 +111,8 @@ class TaskLoaderPeer:
     def __init__(self, host: str = "127.0.0.2", port: int = 0, *, time_scale: float = 0.0,
                  exec_time: ExecTime = 1, events_per_message: int = 16, startup_delay: float = 0.0,
                  fault_rate: float = 0.0, fault_kinds: tuple[str, ...] = FAULTS, seed: int = 0,
-                 slow_start_seconds: float = 1.0, quota_needed: int = 0):
+                 slow_start_seconds: float = 1.0, quota_needed: int = 0, reboot_seconds: float = 0.0,
+                 broken: str | None = None):
         _check_faults(fault_kinds)
         self.host, self.port = host, port
         self.time_scale = time_scale
@@ -121,6 +122,10 @@ class TaskLoaderPeer:
         self.fault_kinds = tuple(fault_kinds)
         self.slow_start_seconds = slow_start_seconds
         self.quota_needed = quota_needed  # bytes a task's quota must give, else OUT_OF_QUOTA
+        self.reboot_seconds = reboot_seconds  # how long a REBOOT takes before AVAILABLE is answered again
+        self.broken: str | None = None  # a fault on every task-set until repaired (``break_with``)
+        if broken:
+            self.break_with(broken)
         self.rng = random.Random(seed)
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)  # notified whenever a record changes
@@ -180,6 +185,13 @@ class TaskLoaderPeer:
         _check_faults([kind])
         with self.lock:
             self._faults.append(kind)
+
+    def break_with(self, kind: str | None) -> None:
+        """Misbehave on every task-set from now on (a broken board); None repairs it."""
+        if kind is not None:
+            _check_faults([kind])
+        with self.lock:
+            self.broken = kind
 
     def reboot(self, delay: float = 0.0) -> None:
         """Forget the binaries, drop the connection, answer AVAILABLE after ``delay`` s."""
@@ -267,7 +279,7 @@ class TaskLoaderPeer:
                 pending = _Pending()
             elif word == REBOOT:
                 with self.lock:
-                    self._new_boot(0.0)
+                    self._new_boot(self.reboot_seconds)
                 return
             else:
                 self._simple_command(conn, word, pending)
@@ -348,6 +360,8 @@ class TaskLoaderPeer:
         with self.lock:
             if self._faults:
                 return self._faults.pop(0)
+            if self.broken:
+                return self.broken
             if self.fault_rate and self.rng.random() < self.fault_rate:
                 return self.rng.choice(self.fault_kinds)
         return None

@@ -7,6 +7,13 @@ from distributor.models import Job, Machine, TaskSet
 from webapp.downloads import CONTENT_TYPES
 
 ERROR = {"$ref": "#/components/schemas/Error"}
+# A slot's health as GET /api/slots and GET /api/status give it.
+_SLOT = {"type": "object", "properties": {
+    "target": {"type": "string"}, "slot": {"type": "integer"},
+    "health": {"type": "string", "enum": ["healthy", "suspect", "quarantined", "maintenance"]},
+    "cause": {"type": "string"}, "failures_in_a_row": {"type": "integer"},
+    "next_check": {"type": "string", "nullable": True, "format": "date-time"},
+    "since": {"type": "string", "nullable": True, "format": "date-time"}}}
 
 
 def _json(schema: dict) -> dict:
@@ -445,7 +452,8 @@ def schema(base_url: str) -> dict:
                     "state": {"type": "string", "enum": ["busy", "idle", "halted"]}, "max_machines": {"type": "integer"},
                     "cap": {"type": "integer"}, "halted": {"type": "boolean"},
                     "machines": {"type": "array", "items": {"type": "object"}},
-                    "jobs": {"type": "array", "items": {"type": "object"}}}})}, **_errors()}}},
+                    "jobs": {"type": "array", "items": {"type": "object"}},
+                    "slots": {"type": "array", "items": _SLOT}}})}, **_errors()}}},
             "/audit": {"get": {
                 "operationId": "audit", "summary": "The audit trail, newest first: every operator action with "
                                                    "who (a user, or cli:<login>), when and what changed (staff)",
@@ -464,6 +472,22 @@ def schema(base_url: str) -> dict:
                         "id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
                         "actor": {"type": "string"}, "action": {"type": "string"}, "subject": {"type": "string"},
                         "changes": {"type": "object"}}}}}})}, **_errors(400, 403)}}},
+            "/slots": {"get": {
+                "operationId": "slots", "summary": "Each pool slot's health (healthy, suspect, quarantined, "
+                                                   "maintenance) with its cause: slots with a record or a live machine",
+                "responses": {"200": {"description": "the slots", **_json({"type": "object", "properties": {
+                    "slots": {"type": "array", "items": _SLOT}}})}, **_errors()}}},
+            "/slots/{target}/{index}": {"post": {
+                "operationId": "setSlotHealth", "summary": "Put a slot into maintenance (its machine finishes its "
+                                                           "task-set, then stops) or back in service (staff)",
+                "parameters": [{"name": "target", "in": "path", "required": True, "schema": {"type": "string"}},
+                               {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}],
+                "requestBody": {"required": True, **_json({"type": "object", "required": ["health"],
+                                                           "additionalProperties": False, "properties": {
+                    "health": {"type": "string", "enum": ["maintenance", "healthy"]},
+                    "cause": {"type": "string", "maxLength": 1000}}})},
+                "responses": {"200": {"description": "the slot", **_json({"type": "object"})},
+                              **_errors(400, 403, 404)}}},
             "/distributor": {"post": {
                 "operationId": "setMaxMachines", "summary": "Set the machine count, 1..cap (staff)",
                 "requestBody": {"required": True, **_json({"type": "object", "required": ["max_machines"],

@@ -15,7 +15,8 @@ from django.views.decorators.http import require_POST
 
 from distributor import reconciler
 from distributor.audit import recent as recent_actions, user_actor
-from distributor.models import DistributorConfig, Job, Machine
+from distributor.models import DistributorConfig, Job, Machine, Slot, Target
+from distributor.status import slot_health
 from webapp.access import login_required, staff_required
 from webapp.progress import add_rate, progress_of
 
@@ -59,6 +60,7 @@ def overview() -> dict:
         "rate": _total_rate(jobs),
         "failures": failures,
         "actions": recent_actions(),
+        "slots": slot_health(machines),
         "now": now,
     }
 
@@ -104,4 +106,24 @@ def control(request: HttpRequest, action: str) -> HttpResponse:
         raise Http404("no such control")
     result = reconciler.control(action, user_actor(request.user))
     messages.success(request, CONTROLS[action].format(result))
+    return redirect("dashboard")
+
+
+@staff_required
+@require_POST
+def set_slot_health(request: HttpRequest, target: str, index: int, health: str) -> HttpResponse:
+    """Maintenance on or off for one slot; its machine drains (the reconciler)."""
+    pool = Target.objects.filter(name=target).first()
+    if pool is None:
+        raise Http404("no such target")
+    cause = request.POST.get("cause", "").strip()[:1000]
+    try:
+        slot = reconciler.set_slot_health(pool, index, health, cause or f"maintenance by {request.user}")
+    except ValueError as error:
+        messages.error(request, f"Slot {target}:{index}: {error}")
+        return redirect("dashboard")
+    if slot.health == Slot.Health.MAINTENANCE:
+        messages.success(request, f"Slot {target}:{index} is in maintenance: its machine finishes its task-set, then stops.")
+    else:
+        messages.success(request, f"Slot {target}:{index} is back in service.")
     return redirect("dashboard")

@@ -1,4 +1,4 @@
-"""python manage.py distributor status|max N|kill|shutdown|resume|reboot|tick|audit [--json] [--since DATE]"""
+"""python manage.py distributor status|max N|kill|shutdown|resume|reboot|slot TARGET:N maintenance|healthy|tick|audit [--json] [--since DATE]"""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from distributor import reconciler
 from distributor.audit import cli_actor, entries, parse_since
+from distributor.models import Target
 from distributor.status import overview
 
 
@@ -24,6 +25,10 @@ class Command(BaseCommand):
         sub.add_parser("shutdown", help="let all machines finish their task-set, then stop")
         sub.add_parser("resume", help="lift a kill or shutdown")
         sub.add_parser("reboot", help="reboot every target after its current task-set")
+        slot = sub.add_parser("slot", help="put a pool's slot into maintenance or back in service")
+        slot.add_argument("slot", metavar="TARGET:N", help="the target's name and the slot's index, e.g. boards:2")
+        slot.add_argument("health", choices=["maintenance", "healthy"])
+        slot.add_argument("--cause", default="", help="why (shown with the slot's health)")
         sub.add_parser("tick", help="reconcile once now (the schedule does it every minute)")
         audit = sub.add_parser("audit", help="the operators' actions, oldest first: who, when, what changed")
         audit.add_argument("--json", action="store_true", help="print a JSON array")
@@ -51,6 +56,8 @@ class Command(BaseCommand):
             self.stdout.write("resumed")
         elif action == "reboot":
             self.stdout.write(f"{reconciler.control('reboot', cli_actor())} target(s) reboot after their task-set")
+        elif action == "slot":
+            self._slot(opts["slot"], opts["health"], opts["cause"])
         elif action == "tick":
             self.stdout.write(json.dumps(reconciler.tick()))
 
@@ -69,6 +76,22 @@ class Command(BaseCommand):
             line = f"{entry.at:%Y-%m-%d %H:%M:%S}  {entry.actor}  {entry.action}"
             self.stdout.write(" ".join(filter(None, (line, entry.subject, entry.changes_text))))
 
+    def _slot(self, name: str, health: str, cause: str) -> None:
+        target_name, _, index = name.rpartition(":")
+        if not target_name or not index.isascii() or not index.isdigit() or len(index) > 5:
+            raise CommandError(f"slot: {name!r} is not TARGET:N (a target's name and a slot's index, e.g. boards:2)")
+        target = Target.objects.filter(name=target_name).first()
+        if target is None:
+            raise CommandError(f"slot: no target named {target_name!r}")
+        if len(cause) > 1000:
+            raise CommandError("slot: --cause is longer than 1000 characters")
+        try:
+            slot = reconciler.set_slot_health(target, int(index), health, cause)
+        except ValueError as error:
+            raise CommandError(f"slot: {error}") from None
+        self.stdout.write(f"slot {target.name}:{slot.index} {slot.health}"
+                          + (" (its machine finishes its task-set, then stops)" if health == "maintenance" else ""))
+
     def _status(self, as_json: bool) -> None:
         status = overview()
         if as_json:
@@ -80,6 +103,8 @@ class Command(BaseCommand):
             mode = f" [{m['stop_mode']}]" if m["stop_mode"] else ""
             self.stdout.write(f"  machine {m['id']} {m['target']}:{m['slot']} {m['state']}{mode} — {m['activity']}"
                               f" ({m['tasksets_done']} done){' last error: ' + m['last_error'] if m['last_error'] else ''}")
+        for s in status["slots"]:
+            self.stdout.write(f"  slot {s['target']}:{s['slot']} {s['health']}{' — ' + s['cause'] if s['cause'] else ''}")
         for j in status["jobs"]:
             self.stdout.write(f"  job {j['id']} {j['name']}: {j['finished']} finished, {j['bad']} bad, "
                               f"{j['running']} running, {j['queued']} queued of {j['total']} ({j['percent']}%)")
