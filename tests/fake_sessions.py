@@ -4,7 +4,8 @@ through DISTRIBUTOR_SESSION_MODULES=tests.fake_sessions.
 It behaves like a target that takes ``duration_ms`` per task-set and reports
 every job as the stdio kind does; a task whose pkg is ``crash`` makes the
 target fail (TargetFailure), ``hang`` makes it go silent, and ``nobinary``
-is a task-set the target cannot run at all (TaskSetError).
+is a task-set the target cannot run at all (TaskSetError). The slots in
+``broken_slots`` fail every task-set (a broken board).
 """
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from sessions.stdio import _placeholder_events
 @register
 class ScriptedSession(Session):
     kind = "scripted"
-    default_settings = {"duration_ms": 0, "boot_ms": 0, "process": ""}
+    default_settings = {"duration_ms": 0, "boot_ms": 0, "process": "", "broken_slots": []}
     boots: list[int] = []
+    reboots: list[int] = []  # machine ids, one per reboot
 
     def start_host(self) -> None:
         """With ``process`` set, the target is a real child process (``sleep``
@@ -37,7 +39,12 @@ class ScriptedSession(Session):
             child.wait()
             self.child = None
 
+    def reboot(self) -> None:
+        ScriptedSession.reboots.append(self.info.machine_id)
+
     def start(self, tasks, admission=None):
+        if self.info.slot in self.settings["broken_slots"]:
+            raise TargetFailure(f"scripted target of slot {self.info.slot} is broken")
         pkgs = {task["pkg"] for task in tasks}
         if "nobinary" in pkgs:
             raise TaskSetError("pkg: no binary uploaded for 'nobinary'")

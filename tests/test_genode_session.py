@@ -420,3 +420,25 @@ def test_random_faults_are_reproducible_from_the_seed(binaries):
     first = faults(seed=5)
     assert first == faults(seed=5)
     assert {"exit_error", "garbage", None} == set(first)
+
+
+def test_reboot_sends_reboot_waits_for_the_target_and_its_binaries_go_again(session, peer):
+    run_taskset(session, TASKS)
+    peer.reboot_seconds = 0.3
+    began = time.monotonic()
+
+    session.reboot()
+
+    assert time.monotonic() - began >= 0.3, "it waited for the target to answer AVAILABLE again"
+    assert peer.commands.count("REBOOT") == 1 and len(peer.boots) == 2
+    run_taskset(session, TASKS)
+    assert peer.received_binaries() == [(0, "hey"), (0, "pi"), (1, "hey"), (1, "pi")]
+    assert peer.errors == []
+
+
+def test_a_target_that_does_not_come_back_from_reboot_is_a_failure(session, peer):
+    peer.reboot_seconds = 30
+    session.settings["startup_timeout"] = 0.5
+    with pytest.raises(TargetFailure, match=r"did not answer AVAILABLE within 0\.5 s after REBOOT"):
+        session.reboot()
+    assert peer.commands.count("REBOOT") == 1

@@ -19,7 +19,7 @@ import pytest
 from django.core.management import call_command
 
 from distributor import reconciler
-from distributor.models import Attempt, Job, Machine, Slot, Target, TaskJob, TaskSet
+from distributor.models import Attempt, Job, Machine, Slot, Target, TaskSet
 from distributor.queue import submit_job
 from distributor.status import overview
 from tests.cluster import machines_cluster_running, short_timeouts, store_binaries, wait_until
