@@ -323,7 +323,7 @@ def resume() -> None:
 
 
 def reboot_all() -> int:
-    """Reboot every target after its current task-set."""
+    """Reboot every target between two of its task-sets (``Session.reboot``)."""
     return Machine.request_reboot(Machine.objects.all())
 
 
@@ -350,19 +350,23 @@ def set_max_machines_for(actor: str, value: int) -> DistributorConfig:
     return config
 
 
-def set_slot_health(target: Target, index: int, health: str, cause: str = "") -> Slot:
-    """The operator puts a slot into maintenance (its machine drains) or
-    back in service; ValueError names a slot the pool does not have or a
-    health the operator cannot set."""
+def set_slot_health(target: Target, index: int, health: str, cause: str = "", actor: str = "") -> Slot:
+    """The operator (``actor``, for the audit trail) puts a slot into
+    maintenance (its machine drains) or back in service; ValueError names a
+    slot the pool does not have or a health the operator cannot set."""
     capacity = target.capacity or settings.DISTRIBUTOR_CAP
     if not 0 <= index < capacity:
         raise ValueError(f"target {target.name} has slots 0 to {capacity - 1}, not {index}")
+    before = Slot.objects.filter(target=target, index=index).values_list("health", flat=True).first() or "healthy"
     if health == Slot.Health.MAINTENANCE:
         slot = Slot.set_maintenance(target, index, cause)
     elif health == Slot.Health.HEALTHY:
         slot = Slot.set_healthy(target, index)
     else:
         raise ValueError(f"health must be maintenance or healthy, not {health!r}")
+    if actor:
+        record(actor, f"slot-{health}", f"{target.name}:{index}",
+                     {"health": [before, slot.health], "cause": slot.cause})
     tick()
     return slot
 

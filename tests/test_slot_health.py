@@ -16,7 +16,8 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from distributor import reconciler
-from distributor.models import Attempt, Job, Machine, Slot, Target, TaskSet
+from distributor.audit import cli_actor
+from distributor.models import Attempt, AuditEntry, Job, Machine, Slot, Target, TaskSet
 from distributor.queue import submit_job
 from tests.fake_sessions import ScriptedSession
 from tests.inprocess import run_launched, variants_file
@@ -152,6 +153,22 @@ def test_the_command_line_puts_a_slot_into_maintenance_and_back_and_status_shows
 
     call_command("distributor", "slot", "boards:2", "healthy")
     assert health(pool, 2) == Slot.Health.HEALTHY
+    assert audited() == [(cli_actor(), "slot-maintenance", "boards:2", {"health": ["healthy", "maintenance"], "cause": "new fan"}),
+                         (cli_actor(), "slot-healthy", "boards:2", {"health": ["maintenance", "healthy"], "cause": ""})]
+
+
+def audited() -> list[tuple]:
+    return list(AuditEntry.objects.order_by("pk").values_list("actor", "action", "subject", "changes"))
+
+
+def test_reboot_all_is_recorded_with_who_asked(pool, client, staff, capsys):
+    call_command("distributor", "reboot")
+    client.force_login(staff)
+    client.post("/distributor/reboot")
+    token = ApiToken.issue(staff, "ops")[1]
+    _api(client, "post", "/api/distributor/reboot", token)
+    assert [(actor, action) for actor, action, _, _ in audited()] == [
+        (cli_actor(), "reboot"), (staff.username, "reboot"), (staff.username, "reboot")]
 
 
 def _output(capsys, *args) -> str:
@@ -201,6 +218,8 @@ def test_the_api_lists_slots_and_staff_set_maintenance(client, pool, alice, staf
 
     back = _api(client, "post", "/api/slots/boards/1", staff_token, {"health": "healthy"})
     assert back.json()["health"] == "healthy"
+    assert [(actor, action, subject) for actor, action, subject, _ in audited()] == [
+        (staff.username, "slot-maintenance", "boards:1"), (staff.username, "slot-healthy", "boards:1")]
 
 
 @pytest.mark.parametrize("url, body, status, field", [
@@ -240,6 +259,8 @@ def test_the_dashboard_shows_each_slots_health_and_staff_put_one_into_maintenanc
     client.post("/slots/boards/0/healthy")
     assert health(pool, 0) == Slot.Health.HEALTHY
     assert client.post("/slots/nope/0/healthy").status_code == 404
+    assert [(actor, action) for actor, action, _, _ in audited()] == [
+        (staff.username, "slot-maintenance"), (staff.username, "slot-healthy")]
 
 
 # -- whole machines ----------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 from django.http import HttpRequest, JsonResponse
 
 from distributor import reconciler
+from distributor.audit import user_actor
 from distributor.models import Machine, Slot, Target
 from distributor.status import slot_health
 from webapp.api.auth import ApiError, api, json_body
@@ -28,7 +29,7 @@ def slot(request: HttpRequest, target: str, index: int) -> JsonResponse:
         raise ApiError(404, {"target": f"no target named {target!r}"})
     health, cause = _health_and_cause(json_body(request))
     try:
-        changed = reconciler.set_slot_health(pool, index, health, cause)
+        changed = reconciler.set_slot_health(pool, index, health, cause, actor=user_actor(request.user))
     except ValueError as error:
         raise ApiError(404, {"slot": str(error)}) from None
     return JsonResponse({"target": pool.name, "slot": changed.index, "health": changed.health, "cause": changed.cause})

@@ -118,7 +118,8 @@ def set_slot_health(request: HttpRequest, target: str, index: int, health: str) 
         raise Http404("no such target")
     cause = request.POST.get("cause", "").strip()[:1000]
     try:
-        slot = reconciler.set_slot_health(pool, index, health, cause or f"maintenance by {request.user}")
+        slot = reconciler.set_slot_health(pool, index, health, cause or f"maintenance by {request.user}",
+                                          actor=user_actor(request.user))
     except ValueError as error:
         messages.error(request, f"Slot {target}:{index}: {error}")
         return redirect("dashboard")

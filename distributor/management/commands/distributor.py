@@ -86,7 +86,7 @@ class Command(BaseCommand):
         if len(cause) > 1000:
             raise CommandError("slot: --cause is longer than 1000 characters")
         try:
-            slot = reconciler.set_slot_health(target, int(index), health, cause)
+            slot = reconciler.set_slot_health(target, int(index), health, cause, actor=cli_actor())
         except ValueError as error:
             raise CommandError(f"slot: {error}") from None
         self.stdout.write(f"slot {target.name}:{slot.index} {slot.health}"
