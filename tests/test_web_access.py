@@ -12,7 +12,7 @@ SAMPLES = {"action": "kill", "format": "tasksets-csv", "kind": "log", "name": "s
 PUBLIC = {"login"}
 STAFF_ONLY = {"set-max-machines", "control", "target-new", "target-edit", "binary-upload", "image-upload",
               "api-distributor", "api-control", "api-machine-order", "audit", "api-audit", "target-calibrate",
-              "api-etm-fit", "api-etm-calibrate"}
+              "api-etm-fit", "api-etm-calibrate", "slot-health", "api-slot"}
 EVERYONE = {"logout", "profile", "token-create", "token-revoke", "dashboard", "dashboard-fragment", "submit", "jobs",
             "job", "job-fragment", "job-cancel", "job-resubmit", "job-export", "taskset", "taskset-gantt", "machines",
             "machine", "machine-console", "machine-download", "targets", "binaries", "api-schema", "api-status",
@@ -21,7 +21,7 @@ EVERYONE = {"logout", "profile", "token-create", "token-revoke", "dashboard", "d
             "campaign-stop", "campaign-continue", "campaign-plot", "api-campaigns", "api-campaign",
             "api-campaign-stop", "api-campaign-continue", "api-targets", "api-target", "api-binaries", "api-images",
             "api-machines", "api-machine", "etms", "etm", "etm-plot", "job-relabel", "api-etms", "api-etm",
-            "api-etm-export", "api-job-relabel"}
+            "api-etm-export", "api-job-relabel", "api-slots"}
 
 
 def _walk(patterns, prefix: str = "", namespace: str = ""):
@@ -89,7 +89,7 @@ def test_api_tokens_of_users_who_are_not_staff_get_403_on_staff_endpoints(client
 
     _, token = ApiToken.issue(alice, "script")
     endpoints = [item for item in SITE if item[0] in STAFF_ONLY and item[0].startswith("api-")]
-    assert len(endpoints) == 6
+    assert len(endpoints) == 7
     for name, url in endpoints:
         call = client.get if name == "api-audit" else client.post  # the trail is read, the controls posted
         response = call(url, data={} if name == "api-audit" else "{}", content_type="application/json",
