@@ -270,7 +270,8 @@ def test_the_dashboard_shows_each_slots_health_and_staff_put_one_into_maintenanc
 def test_a_broken_slot_is_quarantined_and_no_taskset_turns_bad_even_with_one_try(scripted):
     """With tries 1, the broken slot's first failure makes its task-set bad;
     the quarantine that follows confirms the target's fault and queues it again."""
-    scripted.settings = {"duration_ms": 0, "broken_slots": [0], "quarantine_after": 2}
+    # 20 ms a task-set: the healthy slot cannot run all 40 before the broken one's machine starts.
+    scripted.settings = {"duration_ms": 20, "broken_slots": [0], "quarantine_after": 2}
     scripted.save()
     reconciler.set_max_machines(2)
     job = submit_job(variants_file(40), target=scripted, tries=1)
