@@ -117,16 +117,18 @@ def test_workers_started_with_sigint_ignored_drains_on_either_signal(settings, t
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("options", [("--stop", "kill"), ("--grace", "1")], ids=["stop-kill", "grace-over"])
-def test_a_kill_or_a_drain_past_its_grace_puts_the_tasksets_back_untouched(settings, tmp_path, options):
-    """Task-sets of 60 s: killed at once (``--stop kill``), or after a grace of
-    1 s, they go back to the queue as if never run, within seconds."""
+@pytest.mark.parametrize("options, again_after", [(("--stop", "kill"), None), (("--grace", "1"), None), ((), 1.0)],
+                         ids=["stop-kill", "grace-over", "second-signal"])
+def test_a_kill_or_a_drain_past_its_grace_puts_the_tasksets_back_untouched(settings, tmp_path, options, again_after):
+    """Task-sets of 60 s: killed at once (``--stop kill``), after a grace of
+    1 s, or by a second SIGTERM 1 s into the drain, they go back to the queue
+    as if never run, within seconds."""
     job = job_with_long_tasksets(60_000)
     with open(tmp_path / "workers.err", "wb") as stderr:
         workers, _ = start_launcher("workers", settings.DATA_DIR, *options, stderr=stderr)
     try:
         running = running_tasksets(job)
-        took = stops_cleanly(workers, signal.SIGTERM, tmp_path / "workers.err")
+        took = stops_cleanly(workers, signal.SIGTERM, tmp_path / "workers.err", again_after=again_after)
         assert took < 1 + processes.KILL_SECONDS + processes.CLUSTER_STOP_SECONDS
         assert_untouched(running)
         assert not job.tasksets.exclude(state=TaskSet.State.QUEUED).exists()

@@ -99,16 +99,21 @@ def test_serve_runs_a_job_and_ctrl_c_stops_every_process(settings):
         time.sleep(0.1)
 
 
-def stops_cleanly(launcher: subprocess.Popen, sig: int, stderr_path, timeout: float = 60) -> float:
+def stops_cleanly(launcher: subprocess.Popen, sig: int, stderr_path, timeout: float = 60,
+                  again_after: float | None = None) -> float:
     """Send ``sig`` to the launcher's process group (what a terminal, systemd's
     default or ``kill -- -PGID`` does; its clusters run in sessions of their
     own, so the launcher alone gets it); it must exit 0 with no traceback on
-    stderr and leave no process behind. Returns the seconds it took."""
+    stderr and leave no process behind. Returns the seconds it took. With
+    ``again_after`` the signal is sent a second time after so many seconds."""
     # Each cluster: its command, the sentinel, monitor, pusher and two workers.
     wait_until(lambda: len(all_descendants(launcher.pid)) >= 12, 60, every=0.2, message="both clusters run")
     family = all_descendants(launcher.pid)
     started = time.monotonic()
     os.killpg(launcher.pid, sig)
+    if again_after is not None:
+        time.sleep(again_after)
+        os.killpg(launcher.pid, sig)
     assert launcher.wait(timeout=timeout) == 0, open(stderr_path).read()[-3000:]
     took = time.monotonic() - started
     wait_until(lambda: not descendants_alive(family), 10, message="every cluster process stops")
