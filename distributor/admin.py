@@ -21,8 +21,8 @@ from distributor.forms import TargetForm
 from distributor.labels import label_stored
 from distributor.queue import resubmit_job
 from distributor.models import (
-    Attempt, AuditEntry, Binary, BootImage, DistributorConfig, Event, Host, Job, Machine, Notification, Target, Task,
-    TaskJob, TaskSet,
+    Attempt, AuditEntry, Binary, BootImage, Calibration, DistributorConfig, EtmModel, EtmVersion, Event, Host, Job,
+    Machine, Notification, Target, Task, TaskJob, TaskSet,
 )
 from distributor.models.targets import Upload
 
@@ -396,6 +396,43 @@ class NotificationAdmin(ReadOnlyAdmin):
     list_filter = ("state",)
     search_fields = ("=job__id", "url")
     raw_id_fields = ("job",)
+
+
+# -- execution-time models: versions are immutable, made by the etm commands,
+# pages and API (typed in or calibrated); here they are looked at only.
+
+
+class EtmVersionInline(admin.TabularInline):
+    model = EtmVersion
+    extra = 0
+    can_delete = False
+    fields = ("version", "source", "calibrated", "target", "created_at", "note")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(EtmModel)
+class EtmModelAdmin(ReadOnlyAdmin):
+    list_display = ("name", "created_at")
+    search_fields = ("name",)
+    inlines = (EtmVersionInline,)
+
+
+@admin.register(EtmVersion)
+class EtmVersionAdmin(ReadOnlyAdmin):
+    list_display = ("model", "version", "source", "calibrated", "target", "created_at")
+    list_filter = ("source", "calibrated")
+    search_fields = ("model__name", "target")
+    list_select_related = ("model",)
+
+
+@admin.register(Calibration)
+class CalibrationAdmin(ReadOnlyAdmin):
+    list_display = ("job", "model_name", "fitted", "ended_at", "error")
+    search_fields = ("=job__id", "model_name")
+    raw_id_fields = ("job", "fitted")
 
 
 @admin.register(AuditEntry)

@@ -164,3 +164,19 @@ def test_hosts_campaigns_and_notifications_are_registered_and_their_state_read_o
     admin_client.post(f"/admin/distributor/host/{host.pk}/change/", {"name": "h1", "capacity": "9"})
     host.refresh_from_db()
     assert host.capacity == 2
+
+
+def test_execution_time_models_are_registered_and_read_only(admin_client, db):
+    from distributor.models import EtmModel, EtmVersion
+
+    versions = EtmVersion.objects.count()
+    version = EtmModel.add_version("slow", {"packages": {"hey": {"base_ms": 1, "per_arg_ms": 0}}, "default": {"base_ms": 1, "per_arg_ms": 0}})
+    model = EtmModel.objects.get(name="slow")
+    for url in (f"/admin/distributor/etmmodel/{model.pk}/change/", f"/admin/distributor/etmversion/{version.pk}/change/",
+                "/admin/distributor/calibration/"):
+        assert admin_client.get(url).status_code == 200, url
+    admin_client.post(f"/admin/distributor/etmversion/{version.pk}/change/", {"note": "edited", "document": "{}"})
+    version.refresh_from_db()
+    assert version.note != "edited" and version.document != {}
+    assert admin_client.get("/admin/distributor/etmversion/add/").status_code == 403
+    assert EtmVersion.objects.count() == versions + 1
