@@ -27,14 +27,14 @@ from distributor.analysis import analyse
 from distributor.environment import host_environment
 from distributor.files import UploadedFiles
 from distributor.labels import etm_for
-from distributor.models import Attempt, DistributorConfig, Event, Fenced, Machine, Orders, Slot, Task, TaskSet
+from distributor.models import Attempt, DistributorConfig, Event, Fenced, Job, Machine, Orders, Slot, Task, TaskSet
 from distributor.models.rows import database_time
 from distributor.monitors import MonitorGroup
 from distributor.queue import Claim, claim_next
 from distributor.reconciler import tick
 from sessions import EventTracker, SessionInfo, Stopped, TargetFailure, TaskSetError, get_session_class
 from sessions.etm import EtmError
-from sessions.outcomes import judge_set
+from sessions.outcomes import expected_span_ms, judge_set
 
 POLL_SECONDS = 0.2  # stop checks and idle claims: the hot path never sleeps longer
 RUN_WAIT_SECONDS = 0.25  # one wait on the target
@@ -360,11 +360,14 @@ class MachineWorker:
     def _execute(self, taskset: TaskSet, tasks: list[dict], events: EventBuffer, monitors: MonitorGroup) -> EventTracker:
         self.session.start(tasks, admission=taskset.job.admission)
         tracker = EventTracker(tasks)
-        last_heard = time.monotonic()
+        limit, why = time_limit(taskset.job, tasks)
+        last_heard = started = time.monotonic()
         while not tracker.finished:
             self.info.check_stop()
             if self.lifeline.cancel == taskset.pk:
                 raise Cancelled(taskset.pk)
+            if limit is not None and time.monotonic() - started > limit:
+                raise TargetFailure(f"task-set still running after its wall-clock limit of {limit:g} s ({why})")
             received = self.session.run(RUN_WAIT_SECONDS)
             if not received:
                 if time.monotonic() - last_heard > self.info.target_timeout:
@@ -499,6 +502,21 @@ class EventBuffer:
     def take(self) -> list[tuple]:
         rows, self.rows = self.rows, []
         return rows
+
+
+def time_limit(job: Job, tasks: list[dict]) -> tuple[float | None, str]:
+    """How long a task-set may run once started, in seconds, and where that
+    comes from: the job's own ``time_limit_s``, else its task model's span
+    times TASKSET_TIME_FACTOR plus TASKSET_TIME_MARGIN_S. None when the model
+    has no bound (back-to-back jobs without deadline or kill time): then
+    only the target's silence (target_timeout) ends it."""
+    if job.time_limit_s:
+        return float(job.time_limit_s), "the job's time_limit"
+    span_ms = expected_span_ms(tasks)
+    if span_ms is None:
+        return None, ""
+    factor, margin = settings.TASKSET_TIME_FACTOR, settings.TASKSET_TIME_MARGIN_S
+    return span_ms / 1000 * factor + margin, f"its task model's {span_ms / 1000:g} s × {factor} + {margin} s"
 
 
 def _describe(error: BaseException) -> str:

@@ -28,6 +28,8 @@ from distributor import taskfile
 from distributor.models import DistributorConfig, Job, Machine, Notification, Orders, Target, TaskSet
 
 MAX_TRIES = 100
+# A job's own wall-clock limit per task-set (time_limit): at most 30 days.
+MAX_TIME_LIMIT_S = 30 * 86400
 MAX_NOTIFY = 5
 URL_LENGTH = Notification._meta.get_field("url").max_length
 _URL = URLValidator(schemes=["http", "https"])
@@ -52,6 +54,7 @@ def submit_job(
     admission: dict | None = None,
     monitors: list[str] | tuple = (),
     notify: list[str] | tuple = (),
+    time_limit: int | None = None,
     owner=None,
 ) -> Job:
     """Validate a task-set file and its options and queue it as one job.
@@ -62,7 +65,8 @@ def submit_job(
     """
     parsed = taskfile.parse(data, filename)
     return _queue(parsed, filename=filename, target=target, name=name, offset=offset, tries=tries,
-                  priority=priority, admission=admission, monitors=monitors, notify=notify, owner=owner)
+                  priority=priority, admission=admission, monitors=monitors, notify=notify, time_limit=time_limit,
+                  owner=owner)
 
 
 def resubmit_job(job: Job, owner=None) -> Job:
@@ -71,7 +75,7 @@ def resubmit_job(job: Job, owner=None) -> Job:
     parsed = taskfile.ParsedFile(spec=job.spec, variant_count=taskfile.variant_count(job.spec), format="json")
     return _queue(parsed, filename=job.source_name, target=job.target, name=job.name, offset=job.offset,
                   tries=job.tries, priority=job.priority, admission=job.admission, monitors=job.monitors,
-                  notify=[n.url for n in job.notifications.all()], owner=owner or job.owner)
+                  notify=[n.url for n in job.notifications.all()], time_limit=job.time_limit_s, owner=owner or job.owner)
 
 
 def reopen_job(job: Job) -> bool:
@@ -85,9 +89,9 @@ def reopen_job(job: Job) -> bool:
 
 
 def _queue(parsed: taskfile.ParsedFile, *, filename, target, name, offset, tries, priority, admission, monitors,
-           notify, owner) -> Job:
+           notify, owner, time_limit=None) -> Job:
     options = check_options(parsed, target=target, offset=offset, tries=tries, priority=priority,
-                            admission=admission, monitors=monitors, notify=notify)
+                            admission=admission, monitors=monitors, notify=notify, time_limit=time_limit)
     notify = options.pop("notify")
     unstorable = {"name": "must be text without control characters or unpaired surrogates"} if not _storable(name) else {}
     if isinstance(name, str) and len(name) > NAME_MAX:  # it was cut silently
@@ -113,7 +117,7 @@ def _queue(parsed: taskfile.ParsedFile, *, filename, target, name, offset, tries
 
 
 def check_options(parsed: taskfile.ParsedFile, *, target, offset, tries, priority, admission, monitors,
-                  notify=()) -> dict:
+                  notify=(), time_limit=None) -> dict:
     """The job options of a submission, validated; errors keyed by option."""
     from distributor.monitors import MONITORS
 
@@ -135,10 +139,14 @@ def check_options(parsed: taskfile.ParsedFile, *, target, offset, tries, priorit
         errors["monitors"] = f"unknown monitor(s) {', '.join(map(str, unknown))}; known: {', '.join(sorted(MONITORS))}"
     if notify_error(notify):
         errors["notify"] = notify_error(notify)
+    if time_limit is not None and (not _is_int(time_limit) or not 1 <= time_limit <= MAX_TIME_LIMIT_S):
+        errors["time_limit"] = (f"must be a whole number of seconds from 1 to {MAX_TIME_LIMIT_S} (30 days), "
+                                "or empty for the task model's own")
     if errors:
         raise ValidationError(errors)
     return {"target": resolved, "offset": offset, "tries": tries, "priority": priority,
-            "admission": admission or None, "monitors": list(monitors), "notify": list(notify)}
+            "admission": admission or None, "monitors": list(monitors), "notify": list(notify),
+            "time_limit_s": time_limit}
 
 
 def notify_error(notify) -> str | None:

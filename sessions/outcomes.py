@@ -66,6 +66,20 @@ def must_end_within(task: Mapping) -> int | None:
     return min(times, default=None)
 
 
+def expected_span_ms(tasks: Iterable[Mapping]) -> int | None:
+    """How long a task-set should take by its own task model: the latest
+    ``offset + numberofjobs · period`` of its tasks. A back-to-back task
+    (period 0) counts each job at most its deadline or kill time; one with
+    neither has no bound, and then neither has the task-set (None)."""
+    span = 0
+    for task in tasks:
+        step = int(task["period"]) or must_end_within(task)
+        if step is None:
+            return None
+        span = max(span, int(task.get("offset") or 0) + int(task.get("numberofjobs") or 1) * step)
+    return span
+
+
 @dataclass(frozen=True)
 class Miss:
     """Where a task-set first missed: the miss's instant is the deadline that

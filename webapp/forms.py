@@ -33,6 +33,9 @@ class SubmitForm(forms.Form):
     offset = forms.IntegerField(initial=0, help_text="skip this many variants")
     tries = forms.IntegerField(required=False, help_text="attempts before a task-set is bad (default from settings)")
     priority = forms.IntegerField(initial=0, help_text="higher runs first; equal priorities run in order")
+    time_limit = forms.IntegerField(required=False, label="Time limit (s)",
+                                    help_text="wall-clock seconds a task-set may run before its target counts as "
+                                              "failed; empty: from the task-set's own periods, jobs and offsets")
     admission = forms.CharField(required=False, label="Admission control",
                                 widget=forms.Textarea(attrs={"rows": 3, "class": "code", "placeholder": '{"goal": "utilisation", "max": 0.9}'}),
                                 help_text="a JSON object sent to the target with OPTIMIZE")

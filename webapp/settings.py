@@ -163,6 +163,10 @@ MEDIA_ROOT = DATA_DIR / "uploads"
 TASKSET_FILE_MAX_BYTES = env_int("TASKSET_FILE_MAX_BYTES", 5 * 1024 * 1024, minimum=1024)
 BINARY_MAX_BYTES = env_int("BINARY_MAX_BYTES", 64 * 1024 * 1024, minimum=1024)
 IMAGE_MAX_BYTES = env_int("IMAGE_MAX_BYTES", 512 * 1024 * 1024, minimum=1024)
+# A task-set's wall-clock limit, unless its job sets one (time_limit): its task model's span
+# (latest offset + period × jobs, sessions.outcomes.expected_span_ms) times this factor plus this margin.
+TASKSET_TIME_FACTOR = env_int("TASKSET_TIME_FACTOR", 2, minimum=1, maximum=1000)
+TASKSET_TIME_MARGIN_S = env_int("TASKSET_TIME_MARGIN_S", 60, minimum=0)
 # A target's console file is rotated past this size (three older ones kept: name.log.1 … .3).
 CONSOLE_MAX_BYTES = env_int("CONSOLE_MAX_BYTES", 10 * 1024 * 1024, minimum=4096)
 # A submission's body (webapp/limits.py refuses a longer one unread): room for

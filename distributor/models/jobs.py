@@ -56,6 +56,9 @@ class Job(models.Model):
     cursor = models.PositiveBigIntegerField(help_text="next variant never started")
     tries = models.PositiveSmallIntegerField(default=3)
     priority = models.SmallIntegerField(default=0, help_text="higher runs first; equal priorities run FIFO")
+    time_limit_s = models.PositiveIntegerField(
+        null=True, blank=True, help_text="wall-clock seconds a task-set may run before its target counts as failed "
+                                         "(empty: from each task-set's own task model)")
     admission = OrderedJSONField(null=True, blank=True, help_text="admission-control goal sent with OPTIMIZE, in order")
     monitors = models.JSONField(default=list, blank=True, help_text="extra monitors by name, e.g. ['logging']")
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
@@ -221,6 +224,7 @@ class Job(models.Model):
             "owner": self.owner.username if self.owner else None, "source_name": self.source_name,
             "variant_count": self.variant_count, "offset": self.offset, "tries": self.tries,
             "priority": self.priority, "admission": self.admission, "monitors": self.monitors,
+            "time_limit_s": self.time_limit_s,
             "cancel_now": self.cancel_now,
             "notify": [{"url": n.url, "state": n.state, "attempts": n.attempts} for n in self.notifications.all()],
             **{key: moment.isoformat() if moment else None for key, moment in (

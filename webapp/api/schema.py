@@ -54,6 +54,9 @@ OPTIONS = {
     "notify": {"type": "array", "maxItems": 5, "items": {"type": "string", "maxLength": 2000},
                "description": "http(s) URLs POSTed a JSON document when the job ends, or e-mail addresses "
                               "(where the site's mail is set up) sent it"},
+    "time_limit": {"type": "integer", "minimum": 1, "maximum": 30 * 86400, "nullable": True,
+                   "description": "wall-clock seconds a task-set may run before its target counts as failed "
+                                  "(default: from the task-set's own task model)"},
 }
 
 def _submission_body(file_field: str, file_schema: dict) -> dict:
@@ -91,6 +94,7 @@ JOB = {"type": "object", "required": ["id", "name", "state", "target", "progress
     "target": {"type": "string"}, "owner": {"type": "string", "nullable": True}, "source_name": {"type": "string"},
     "variant_count": {"type": "integer"}, "offset": {"type": "integer"}, "tries": {"type": "integer"},
     "priority": {"type": "integer"}, "admission": {"type": "object", "nullable": True},
+    "time_limit_s": {"type": "integer", "nullable": True},
     "monitors": {"type": "array", "items": {"type": "string"}},
     "notify": {"type": "array", "items": {"type": "object", "properties": {
         "url": {"type": "string"}, "state": {"type": "string", "enum": ["waiting", "pending", "sent", "failed"]},

@@ -27,7 +27,7 @@ from webapp.progress import add_rate, progress_of
 from webapp.submission import Submission, SubmissionError, check, submit
 
 MAX_TASKJOBS = 10_000
-OPTION_FIELDS = {"target", "name", "offset", "tries", "priority", "admission", "monitors", "notify"}
+OPTION_FIELDS = {"target", "name", "offset", "tries", "priority", "admission", "monitors", "notify", "time_limit"}
 
 
 @api("GET")
@@ -147,6 +147,7 @@ def _options(data: bytes, filename: str, raw: dict, *, from_form: bool) -> Submi
         return value
 
     offset, tries, priority = integer("offset", 0), integer("tries", None, nullable=True), integer("priority", 0)
+    time_limit = integer("time_limit", None, nullable=True)
     target, name = string("target"), string("name") or ""
     if len(name) > 200:
         errors["name"] = "must be at most 200 characters"
@@ -172,7 +173,7 @@ def _options(data: bytes, filename: str, raw: dict, *, from_form: bool) -> Submi
         raise ApiError(400, errors)
     return Submission(data=data, filename=filename, target=target, name=name, offset=offset, tries=tries,
                       priority=priority, admission=admission if isinstance(admission, dict) else None, monitors=monitors,
-                      notify=notify)
+                      notify=notify, time_limit=time_limit)
 
 
 def _submission_error(error: SubmissionError) -> ApiError:
@@ -192,7 +193,7 @@ def _job(request: HttpRequest, job: Job, progress=None) -> dict:
         "id": job.pk, "name": job.name, "state": job.state, "target": job.target.name,
         "owner": job.owner.username if job.owner else None, "source_name": job.source_name,
         "variant_count": job.variant_count, "offset": job.offset, "tries": job.tries, "priority": job.priority,
-        "admission": job.admission, "monitors": job.monitors,
+        "admission": job.admission, "monitors": job.monitors, "time_limit_s": job.time_limit_s,
         "notify": [{"url": n.url, "state": n.state, "attempts": n.attempts, "sent_at": _iso(n.sent_at),
                     "last_error": n.last_error} for n in job.notifications.all()],
         "created_at": _iso(job.created_at), "started_at": _iso(job.started_at), "ended_at": _iso(job.ended_at),

@@ -101,7 +101,8 @@ def _submission(data: dict) -> Submission:
     return Submission(data=data["content"], filename=data.get("filename") or "", target=data.get("target") or None,
                       name=data.get("name", ""), offset=data.get("offset", 0), tries=data.get("tries"),
                       priority=data.get("priority", 0), admission=data.get("admission"),
-                      monitors=data.get("monitors", []), notify=data.get("notify", []))
+                      monitors=data.get("monitors", []), notify=data.get("notify", []),
+                      time_limit=data.get("time_limit"))
 
 
 def _default_target_name() -> str:

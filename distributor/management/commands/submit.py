@@ -27,6 +27,9 @@ class Command(BaseCommand):
         parser.add_argument("--offset", type=int, default=0, help="skip this many variants")
         parser.add_argument("--tries", type=int, default=None, help="attempts before a task-set is bad")
         parser.add_argument("--priority", type=int, default=0, help="higher runs first")
+        parser.add_argument("--time-limit", type=int, default=None, metavar="SECONDS", dest="time_limit",
+                            help="wall-clock seconds a task-set may run before its target counts as failed "
+                                 "(default: from the task-set's own periods, jobs and offsets)")
         parser.add_argument("--admission", default=None, help="admission-control goal as a JSON object")
         parser.add_argument("--monitor", action="append", default=[], help="extra monitor, e.g. logging")
         parser.add_argument("--notify", action="append", default=[], metavar="URL",
@@ -42,11 +45,13 @@ class Command(BaseCommand):
         try:
             job = submit_job(data, filename=filename, target=opts["target"] or None, name=opts["name"],
                              offset=opts["offset"], tries=opts["tries"], priority=opts["priority"],
-                             admission=admission, monitors=opts["monitor"], notify=opts["notify"])
+                             admission=admission, monitors=opts["monitor"], notify=opts["notify"],
+                             time_limit=opts["time_limit"])
         except TaskFileError as error:
             raise CommandError(f"{filename}: invalid task-set file:\n{error}") from None
         except ValidationError as error:
-            raise CommandError("; ".join(f"--{k}: {' '.join(v)}" for k, v in error.message_dict.items())) from None
+            raise CommandError("; ".join(f"--{k.replace('_', '-')}: {' '.join(v)}"
+                                         for k, v in error.message_dict.items())) from None
         if not opts["wait"]:
             self.stdout.write(str(job.pk))
             return
