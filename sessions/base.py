@@ -23,12 +23,17 @@ from sessions.events import RawEvent
 from sessions.etm import EtmError, ExecutionTimeModel
 
 
+# Looked up once, here: a forked child calls it without loading anything
+# (a dlopen right after fork can hang on a lock another thread held).
+_prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+PR_SET_PDEATHSIG = 1
+
+
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
     """``preexec_fn`` for a target's process (QEMU, a helper): the kernel sends
     ``sig`` when the thread that started it dies, even by SIGKILL, so no target
     outlives its machine. Linux only (prctl PR_SET_PDEATHSIG)."""
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, sig)
+    _prctl(PR_SET_PDEATHSIG, sig)
 
 
 # A task as every kind receives it (``Session.start``): its "id" and these
