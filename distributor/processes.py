@@ -122,7 +122,7 @@ class Launcher:
 
     def stop(self) -> None:
         """Forward the stop (a kill as SIGHUP) and wait; kill what is left."""
-        told = {child.pid: False for child in self.children}
+        told: dict[int, str | None] = {child.pid: None for child in self.children}  # the mode each was told
         deadline = time.monotonic() + stop_budget(self.grace)
         while time.monotonic() < deadline and any(child.poll() is None for child in self.children):
             for child in self.children:
