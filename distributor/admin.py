@@ -22,7 +22,7 @@ from distributor.labels import label_stored
 from distributor.queue import resubmit_job
 from distributor.models import (
     Attempt, AuditEntry, Binary, BootImage, Calibration, DistributorConfig, EtmModel, EtmVersion, Event, Host, Job,
-    Machine, Notification, Target, Task, TaskJob, TaskSet,
+    Machine, Notification, Slot, Target, Task, TaskJob, TaskSet,
 )
 from distributor.models.targets import Upload
 
@@ -333,16 +333,74 @@ class BootImageAdmin(BinaryAdmin):
     pass
 
 
+class DistributorConfigForm(forms.ModelForm):
+    class Meta:
+        model = DistributorConfig
+        fields = "__all__"
+
+    def clean_max_machines(self) -> int:
+        try:
+            return self.instance.check_max(self.cleaned_data["max_machines"])
+        except ValidationError as error:
+            raise ValidationError(error.message_dict["max_machines"]) from None
+
+
 @admin.register(DistributorConfig)
 class DistributorConfigAdmin(admin.ModelAdmin):
     list_display = ("__str__", "max_machines", "halted", "default_tries", "heartbeat_timeout_s", "target_timeout_s",
                     "idle_timeout_s", "updated_at")
+    # Halted is set by kill/shut down and lifted by resume (the dashboard, the
+    # API, manage.py distributor); the machine count goes through the
+    # reconciler as from the dashboard; both are recorded in the audit trail.
+    readonly_fields = ("halted", "updated_at")
+    form = DistributorConfigForm
+
+    def save_model(self, request: HttpRequest, config: DistributorConfig, form, change: bool) -> None:
+        actor, changes = user_actor(request.user), form_changes(form)
+        if not change:
+            super().save_model(request, config, form, change)
+            record(actor, "settings", "distributor settings", changes)
+            return
+        wanted = changes.pop("max_machines", None)
+        if changes:
+            config.save(update_fields=[*changes, "updated_at"])
+            record(actor, "settings", "distributor settings", changes)
+        if wanted is not None:
+            reconciler.set_max_machines_for(actor, wanted[1])
 
     def has_add_permission(self, request) -> bool:
         return not DistributorConfig.objects.exists()
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(Slot)
+class SlotAdmin(ReadOnlyAdmin):
+    """A pool slot's health changes through its own transitions: the machine
+    records failures and health checks; operators put slots into maintenance
+    and back with the two actions (as from the dashboard, the API and
+    ``manage.py distributor slot``), recorded in the audit trail."""
+
+    list_display = ("target", "index", "health", "cause", "failures_in_a_row", "next_check_at", "changed_at")
+    list_filter = ("health", "target")
+    list_select_related = ("target",)
+    actions = ("maintenance", "healthy")
+
+    @admin.action(description="Maintenance: take out of service (its machine drains)")
+    def maintenance(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._set(request, queryset, Slot.Health.MAINTENANCE)
+
+    @admin.action(description="Healthy: back in service")
+    def healthy(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._set(request, queryset, Slot.Health.HEALTHY)
+
+    def _set(self, request: HttpRequest, queryset: QuerySet, health: str) -> None:
+        slots = list(queryset.select_related("target"))
+        for slot in slots:
+            reconciler.set_slot_health(slot.target, slot.index, health, f"set by {request.user.get_username()}",
+                                       actor=user_actor(request.user))
+        self.message_user(request, f"{len(slots)} slot(s) now {health}.", messages.SUCCESS)
 
 
 # -- hosts, campaigns, notifications and the audit trail ----------------------------------

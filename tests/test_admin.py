@@ -180,3 +180,39 @@ def test_execution_time_models_are_registered_and_read_only(admin_client, db):
     assert version.note != "edited" and version.document != {}
     assert admin_client.get("/admin/distributor/etmversion/add/").status_code == 403
     assert EtmVersion.objects.count() == versions + 1
+
+
+def test_the_admin_puts_slots_into_maintenance_and_back_through_the_reconciler(admin_client, machine):
+    from distributor.models import Slot
+
+    slot = Slot.of(machine.target, 0)
+    admin_client.post("/admin/distributor/slot/", {"action": "maintenance", "_selected_action": [slot.pk]})
+    slot.refresh_from_db()
+    assert slot.health == Slot.Health.MAINTENANCE and "root-admin" in slot.cause
+    admin_client.post("/admin/distributor/slot/", {"action": "healthy", "_selected_action": [slot.pk]})
+    slot.refresh_from_db()
+    assert slot.health == Slot.Health.HEALTHY
+    assert [a for _, a, _ in _actions()] == ["slot-maintenance", "slot-healthy"]
+    page = admin_client.get(f"/admin/distributor/slot/{slot.pk}/change/").content.decode()
+    assert 'name="health"' not in page
+
+
+@pytest.mark.usefixtures("no_broker")
+def test_the_settings_row_sets_the_machine_count_through_the_reconciler_and_records_it(admin_client, db, settings):
+    from distributor.models import DistributorConfig
+
+    config = DistributorConfig.get()
+    form = {"max_machines": "3", "default_tries": "5", "heartbeat_timeout_s": "30", "launch_timeout_s": "120",
+            "target_timeout_s": "40", "idle_timeout_s": "30", "quarantine_after": "3"}
+    form = {key: value for key, value in form.items() if hasattr(config, key)}
+    response = admin_client.post(f"/admin/distributor/distributorconfig/{config.pk}/change/", {**form, "halted": "on"})
+    assert response.status_code == 302, response.content.decode()[:3000]
+    config.refresh_from_db()
+    assert (config.max_machines, config.default_tries, config.halted) == (3, 5, False)
+    assert {a: c for _, a, _ in _actions() for c in [AuditEntry.objects.get(action=a).changes]} == {
+        "settings": {"default_tries": [3, 5]}, "max": {"max_machines": [1, 3]}}
+    too_many = admin_client.post(f"/admin/distributor/distributorconfig/{config.pk}/change/",
+                                 {**form, "max_machines": str(settings.DISTRIBUTOR_CAP + 1)})
+    assert too_many.status_code == 200 and "must be between 1 and" in too_many.content.decode()
+    config.refresh_from_db()
+    assert config.max_machines == 3
