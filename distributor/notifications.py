@@ -13,6 +13,12 @@ The document (``document``): ``event`` ("job.ended"), ``job``, ``name``,
 ``state``, ``counts`` (total, finished, bad, cancelled, …), ``links`` (the
 API's job, the job page, its exports; absolute when ``DISTRIBUTOR_URL`` is
 set), ``ended_at`` and ``sent_at``.
+
+A job submitted with ``notify_bad`` also tells the same addresses when its
+task-sets turn bad: the step makes one "taskset.bad" message per address at
+most once a minute a job (``Notification.make_bad_due``), with ``bad_new``
+(turned bad since the last message), ``bad_total`` and ``links.bad``, sent
+and tried again like the end's.
 """
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ TIMEOUT_SECONDS = 10
 def step() -> list[int]:
     """Due notifications handed to the background; returns their ids."""
     Notification.make_due()
+    Notification.make_bad_due()
     claimed = Notification.claim_due()
     for pk in claimed:
         async_task("distributor.notifications.deliver", pk, group="notifications")
@@ -51,7 +58,7 @@ def deliver(notification_id: int) -> str:
         return "nothing to send"
     if notification.url.startswith("mailto:"):
         return _mail(notification)
-    body = json.dumps(document(notification.job)).encode()
+    body = json.dumps(document_of(notification)).encode()
     request = urllib.request.Request(notification.url, data=body, method="POST", headers={
         "Content-Type": "application/json", "User-Agent": "distributor-notify/1"})
     try:
@@ -65,15 +72,17 @@ def deliver(notification_id: int) -> str:
     if not 200 <= status < 300:
         return notification.refused(f"HTTP {status}", status)
     notification.delivered(status)
-    log.info("notified %s that job %s ended (HTTP %s)", notification.url, notification.job_id, status)
+    log.info("notified %s of %s of job %s (HTTP %s)", notification.url, notification.event, notification.job_id, status)
     return Notification.State.SENT
 
 
 def _mail(notification: Notification) -> str:
     job = notification.job
-    text = json.dumps(document(job), indent=2)
+    text = json.dumps(document_of(notification), indent=2)
+    subject = (f"Job #{job.pk} {job.name}: {notification.bad_new} more task-set(s) bad"
+               if notification.event == Notification.Event.TASKSET_BAD else f"Job #{job.pk} {job.name}: {job.state}")
     try:
-        send_mail(f"Job #{job.pk} {job.name}: {job.state}", text, settings.SERVER_EMAIL,
+        send_mail(subject, text, settings.SERVER_EMAIL,
                   [notification.url.removeprefix("mailto:")])
     except (OSError, smtplib.SMTPException) as error:
         return notification.refused(f"{type(error).__name__}: {error}")
@@ -81,11 +90,21 @@ def _mail(notification: Notification) -> str:
     return Notification.State.SENT
 
 
-def document(job: Job) -> dict:
+def document_of(notification: Notification) -> dict:
+    """The job's end, or (taskset.bad) the task-sets turned bad since the
+    last such message: ``bad_new``, ``bad_total`` and a link to them."""
+    if notification.event != Notification.Event.TASKSET_BAD:
+        return document(notification.job)
+    data = document(notification.job, event=Notification.Event.TASKSET_BAD)
+    data["links"]["bad"] = f"{data['links']['job']}/tasksets?state=bad"
+    return {**data, "bad_new": notification.bad_new, "bad_total": notification.bad_total}
+
+
+def document(job: Job, event: str = "job.ended") -> dict:
     job.refresh_from_db()  # its counts as they stand
     base = getattr(settings, "DISTRIBUTOR_URL", "").rstrip("/")
     return {
-        "event": "job.ended", "job": job.pk, "name": job.name, "state": job.state, "target": job.target.name,
+        "event": event, "job": job.pk, "name": job.name, "state": job.state, "target": job.target.name,
         "counts": job.progress(),
         "links": {"job": f"{base}/api/jobs/{job.pk}", "page": f"{base}/jobs/{job.pk}/",
                   "exports": {fmt: f"{base}/api/jobs/{job.pk}/export/{fmt}" for fmt in FORMATS}},

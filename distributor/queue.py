@@ -55,6 +55,7 @@ def submit_job(
     monitors: list[str] | tuple = (),
     notify: list[str] | tuple = (),
     time_limit: int | None = None,
+    notify_bad: bool = False,
     owner=None,
 ) -> Job:
     """Validate a task-set file and its options and queue it as one job.
@@ -66,6 +67,7 @@ def submit_job(
     parsed = taskfile.parse(data, filename)
     return _queue(parsed, filename=filename, target=target, name=name, offset=offset, tries=tries,
                   priority=priority, admission=admission, monitors=monitors, notify=notify, time_limit=time_limit,
+                  notify_bad=notify_bad,
                   owner=owner)
 
 
@@ -75,7 +77,8 @@ def resubmit_job(job: Job, owner=None) -> Job:
     parsed = taskfile.ParsedFile(spec=job.spec, variant_count=taskfile.variant_count(job.spec), format="json")
     return _queue(parsed, filename=job.source_name, target=job.target, name=job.name, offset=job.offset,
                   tries=job.tries, priority=job.priority, admission=job.admission, monitors=job.monitors,
-                  notify=[n.url for n in job.notifications.all()], time_limit=job.time_limit_s, owner=owner or job.owner)
+                  notify=[n.url for n in job.notifications.all() if n.event == Notification.Event.JOB_ENDED],
+                  notify_bad=job.notify_bad, time_limit=job.time_limit_s, owner=owner or job.owner)
 
 
 def reopen_job(job: Job) -> bool:
@@ -89,9 +92,10 @@ def reopen_job(job: Job) -> bool:
 
 
 def _queue(parsed: taskfile.ParsedFile, *, filename, target, name, offset, tries, priority, admission, monitors,
-           notify, owner, time_limit=None) -> Job:
+           notify, owner, time_limit=None, notify_bad=False) -> Job:
     options = check_options(parsed, target=target, offset=offset, tries=tries, priority=priority,
-                            admission=admission, monitors=monitors, notify=notify, time_limit=time_limit)
+                            admission=admission, monitors=monitors, notify=notify, time_limit=time_limit,
+                            notify_bad=notify_bad)
     notify = options.pop("notify")
     unstorable = {"name": "must be text without control characters or unpaired surrogates"} if not _storable(name) else {}
     if isinstance(name, str) and len(name) > NAME_MAX:  # it was cut silently
@@ -117,7 +121,7 @@ def _queue(parsed: taskfile.ParsedFile, *, filename, target, name, offset, tries
 
 
 def check_options(parsed: taskfile.ParsedFile, *, target, offset, tries, priority, admission, monitors,
-                  notify=(), time_limit=None) -> dict:
+                  notify=(), time_limit=None, notify_bad=False) -> dict:
     """The job options of a submission, validated; errors keyed by option."""
     from distributor.monitors import MONITORS
 
@@ -142,11 +146,15 @@ def check_options(parsed: taskfile.ParsedFile, *, target, offset, tries, priorit
     if time_limit is not None and (not _is_int(time_limit) or not 1 <= time_limit <= MAX_TIME_LIMIT_S):
         errors["time_limit"] = (f"must be a whole number of seconds from 1 to {MAX_TIME_LIMIT_S} (30 days), "
                                 "or empty for the task model's own")
+    if not isinstance(notify_bad, bool):
+        errors["notify_bad"] = "must be true or false"
+    elif notify_bad and not notify:
+        errors["notify_bad"] = "needs a notify URL (or e-mail address) to send the messages to"
     if errors:
         raise ValidationError(errors)
     return {"target": resolved, "offset": offset, "tries": tries, "priority": priority,
             "admission": admission or None, "monitors": list(monitors), "notify": list(notify),
-            "time_limit_s": time_limit}
+            "time_limit_s": time_limit, "notify_bad": notify_bad}
 
 
 def notify_error(notify) -> str | None:

@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from distributor import notifications
 from distributor.models import Job, Notification
-from distributor.queue import resubmit_job, submit_job
-from tests.inprocess import run_launched, variants_file
+from distributor.queue import claim_next, resubmit_job, submit_job
+from tests.inprocess import live_machine, run_launched, variants_file
 from webapp.models import ApiToken
 
 
@@ -177,8 +177,8 @@ def test_the_api_takes_notify_and_shows_its_delivery(client, scripted, alice):
                                                          "notify": ["https://hooks.example/a"]}),
                            content_type="application/json", headers=headers)
     assert response.status_code == 201, response.content
-    assert response.json()["notify"] == [{"url": "https://hooks.example/a", "state": "waiting", "attempts": 0,
-                                          "sent_at": None, "last_error": ""}]
+    assert response.json()["notify"] == [{"url": "https://hooks.example/a", "event": "job.ended", "state": "waiting",
+                                          "attempts": 0, "sent_at": None, "last_error": ""}]
     refused = client.post("/api/jobs", data=json.dumps({"spec": spec, "notify": ["javascript:alert(1)"]}),
                           content_type="application/json", headers=headers)
     assert refused.status_code == 400 and "notify" in refused.json()["errors"]
@@ -222,3 +222,98 @@ def test_an_email_address_is_refused_where_mail_is_not_configured(scripted, sett
     settings.EMAIL_HOST = "smtp.example.org"
     with pytest.raises(ValidationError, match="not an e-mail address"):
         submit_job(variants_file(1), target=scripted, notify=["ana@"])
+
+
+# -- when task-sets turn bad (notify_bad) ----------------------------------------------
+
+
+def _turn_bad(machine, count: int) -> None:
+    """``count`` task-sets claimed by the machine and failed for good, as a broken target's would be."""
+    for _ in range(count):
+        claim = claim_next(machine)
+        assert claim.taskset.fail(machine, "the target broke", final=True) == "bad"
+
+
+def test_task_sets_turned_bad_are_told_at_most_once_a_minute_with_the_count_since_the_last(scripted, hook, settings):
+    settings.DISTRIBUTOR_URL = "https://distributor.example"
+    job = submit_job(variants_file(8), target=scripted, name="nightly", notify=[hook.url], notify_bad=True)
+    machine = live_machine(scripted)
+    assert send_due() == []  # nothing bad yet
+    _turn_bad(machine, 2)
+    assert send_due() == ["sent"]
+    _, first = hook.posts[0]
+    assert (first["event"], first["job"], first["name"], first["bad_new"], first["bad_total"]) == (
+        "taskset.bad", job.pk, "nightly", 2, 2)
+    assert first["state"] == "running" and first["counts"]["bad"] == 2
+    assert first["links"]["bad"] == f"https://distributor.example/api/jobs/{job.pk}/tasksets?state=bad"
+
+    _turn_bad(machine, 1)
+    assert send_due() == [] and len(hook.posts) == 1  # within the minute: nothing yet
+    _turn_bad(machine, 2)
+    Job.objects.filter(pk=job.pk).update(bad_notified_at=timezone.now() - timedelta(seconds=61))  # a minute later
+    assert send_due() == ["sent"]
+    assert (hook.posts[1][1]["bad_new"], hook.posts[1][1]["bad_total"]) == (3, 5)  # the three since the last
+    Job.objects.filter(pk=job.pk).update(bad_notified_at=timezone.now() - timedelta(seconds=61))
+    assert send_due() == []  # no new bad one: no message
+
+    job.cancel()
+    assert send_due() == ["sent"] and hook.posts[2][1]["event"] == "job.ended"  # the end, once, as ever
+    assert list(job.notifications.values_list("event", "state", "bad_new")) == [
+        ("job.ended", "sent", None), ("taskset.bad", "sent", 2), ("taskset.bad", "sent", 3)]
+
+
+def test_without_notify_bad_only_the_end_is_told(scripted, hook):
+    job = submit_job(variants_file(3), target=scripted, notify=[hook.url])
+    _turn_bad(live_machine(scripted), 2)
+    assert send_due() == [] and hook.posts == []
+    job.cancel()
+    assert send_due() == ["sent"] and [d["event"] for _, d in hook.posts] == ["job.ended"]
+
+
+def test_a_refused_bad_message_is_tried_again_like_the_end(scripted, hook):
+    hook.status = 503
+    submit_job(variants_file(3), target=scripted, notify=[hook.url], notify_bad=True)
+    _turn_bad(live_machine(scripted), 1)
+    assert send_due() == ["pending"]
+    Notification.objects.filter(event="taskset.bad").update(next_try_at=timezone.now())
+    hook.status = 204
+    assert send_due() == ["sent"] and [d["bad_new"] for _, d in hook.posts] == [1, 1]
+
+
+def test_notify_bad_needs_an_address_and_is_kept_by_a_resubmission(scripted, hook, tmp_path):
+    with pytest.raises(ValidationError, match="notify_bad"):
+        submit_job(variants_file(1), target=scripted, notify_bad=True)
+    path = tmp_path / "job.json"
+    path.write_bytes(variants_file(3))
+    out = io.StringIO()
+    call_command("submit", str(path), "--target", "scripted", "--notify", hook.url, "--notify-bad", stdout=out)
+    job = Job.objects.get(pk=int(out.getvalue()))
+    assert job.notify_bad
+    _turn_bad(live_machine(scripted), 1)
+    send_due()
+    copy = resubmit_job(job)
+    assert copy.notify_bad and list(copy.notifications.values_list("url", "event")) == [(hook.url, "job.ended")]
+    with pytest.raises(CommandError, match="--notify-bad"):
+        call_command("submit", str(path), "--target", "scripted", "--notify-bad", stdout=io.StringIO())
+
+
+def test_the_api_and_the_form_take_notify_bad(client, scripted, alice):
+    token = ApiToken.issue(alice, "script")[1]
+    headers = {"Authorization": f"Bearer {token}"}
+    spec = json.loads(variants_file(1))
+    response = client.post("/api/jobs", data=json.dumps({"spec": spec, "target": "scripted", "notify_bad": True,
+                                                         "notify": ["https://hooks.example/a"]}),
+                           content_type="application/json", headers=headers)
+    assert response.status_code == 201 and response.json()["notify_bad"] is True
+    for body, field in (({"notify_bad": "yes", "notify": ["https://hooks.example/a"]}, "notify_bad"),
+                        ({"notify_bad": True}, "notify_bad")):
+        refused = client.post("/api/jobs", data=json.dumps({"spec": spec, "target": "scripted", **body}),
+                              content_type="application/json", headers=headers)
+        assert refused.status_code == 400 and field in refused.json()["errors"], refused.json()
+    client.force_login(alice)
+    form = {"text": variants_file(1).decode(), "target": "scripted", "offset": "0", "priority": "0",
+            "notify": "https://hooks.example/b", "notify_bad": "on", "action": "submit"}
+    assert client.post("/submit/", form).status_code == 302
+    assert Job.objects.order_by("-pk").first().notify_bad
+    refused = client.post("/submit/", {**form, "notify": ""})
+    assert refused.status_code == 400 and "needs a notify URL" in refused.content.decode()

@@ -45,6 +45,8 @@ class SubmitForm(forms.Form):
                              widget=forms.Textarea(attrs={"rows": 2, "class": "code",
                                                           "placeholder": "https://hooks.example/distributor"}),
                              help_text="http(s) URLs (or e-mail addresses), one a line: each gets a JSON document when the job ends")
+    notify_bad = forms.BooleanField(required=False, label="Also when task-sets turn bad",
+                                    help_text="at most one message a minute, counting the task-sets turned bad since the last")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -30,6 +30,7 @@ class Submission:
     monitors: list[str] = field(default_factory=list)
     notify: list[str] = field(default_factory=list)
     time_limit: int | None = None  # wall-clock seconds per task-set; None: from its task model
+    notify_bad: bool = False
 
 
 class SubmissionError(Exception):
@@ -63,7 +64,7 @@ def submit(sub: Submission, owner) -> Job:
     try:
         job = submit_job(sub.data, filename=sub.filename, target=sub.target, name=sub.name, offset=sub.offset,
                          tries=sub.tries, priority=sub.priority, admission=sub.admission, monitors=sub.monitors,
-                         notify=sub.notify, time_limit=sub.time_limit, owner=owner)
+                         notify=sub.notify, time_limit=sub.time_limit, notify_bad=sub.notify_bad, owner=owner)
     except taskfile.TaskFileError as error:  # checked above; kept for a file that changed meaning
         raise SubmissionError(error.errors, {}) from None
     except ValidationError as error:
@@ -76,7 +77,8 @@ def _option_errors(parsed: taskfile.ParsedFile | None, sub: Submission) -> dict[
     errors = {"filename": filename_error(sub.filename)} if filename_error(sub.filename) else {}
     try:
         check_options(stand_in, target=sub.target, offset=sub.offset, tries=sub.tries, priority=sub.priority,
-                      admission=sub.admission, monitors=sub.monitors, notify=sub.notify, time_limit=sub.time_limit)
+                      admission=sub.admission, monitors=sub.monitors, notify=sub.notify, time_limit=sub.time_limit,
+                      notify_bad=sub.notify_bad)
     except ValidationError as error:
         return {**errors, **_messages(error)}
     return errors

@@ -65,6 +65,11 @@ class Job(models.Model):
     # Cancelled "now": machines stop its running task-sets at their next look
     # and end them cancelled (Machine.orders, TaskSet.end_cancelled).
     cancel_now = models.BooleanField(default=False, help_text="cancelled now: its running task-sets are stopped too")
+    # Its notify addresses also hear of task-sets turned bad, at most once a
+    # BAD_NOTICE_PAUSE (distributor.notifications): how many were told, and when.
+    notify_bad = models.BooleanField(default=False, help_text="notify when task-sets turn bad, at most once a minute")
+    bad_notified = models.BigIntegerField(default=0, help_text="bad task-sets its notify addresses were told of")
+    bad_notified_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
@@ -201,10 +206,16 @@ class Job(models.Model):
                 return False
             TaskSet.objects.filter(job=self, state=TaskSet.State.CANCELLED).update(
                 state=TaskSet.State.QUEUED, ended_at=None, last_error="")
-            Notification.objects.filter(job=self).update(state=Notification.State.WAITING, attempts=0, due_at=None,
-                                                          next_try_at=None, sent_at=None, last_error="")
+            Notification.objects.filter(job=self, event=Notification.Event.JOB_ENDED).update(
+                state=Notification.State.WAITING, attempts=0, due_at=None, next_try_at=None, sent_at=None, last_error="")
         self.refresh_from_db()
         return True
+
+    def note_bad(self, told: int, total: int) -> bool:
+        """``total`` bad task-sets are being told of, ``told`` were before:
+        compare-and-set, so two reconcilers never tell the same ones twice."""
+        return bool(Job.objects.filter(pk=self.pk, bad_notified=told).update(
+            bad_notified=total, bad_notified_at=timezone.now()))
 
     def set_priority(self, priority: int) -> bool:
         """Move a job that has not ended in the queue (claims read the priority
@@ -225,8 +236,9 @@ class Job(models.Model):
             "variant_count": self.variant_count, "offset": self.offset, "tries": self.tries,
             "priority": self.priority, "admission": self.admission, "monitors": self.monitors,
             "time_limit_s": self.time_limit_s,
-            "cancel_now": self.cancel_now,
-            "notify": [{"url": n.url, "state": n.state, "attempts": n.attempts} for n in self.notifications.all()],
+            "cancel_now": self.cancel_now, "notify_bad": self.notify_bad,
+            "notify": [{"url": n.url, "event": n.event, "state": n.state, "attempts": n.attempts}
+                       for n in self.notifications.all()],
             **{key: moment.isoformat() if moment else None for key, moment in (
                 ("created_at", self.created_at), ("started_at", self.started_at), ("ended_at", self.ended_at))},
             "progress": self.progress(),

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -14,6 +14,10 @@ class Notification(models.Model):
     never by a machine, and tried again with a growing pause for an hour.
     Its delivery, or the last failure, is kept here and shown on the job page."""
 
+    class Event(models.TextChoices):
+        JOB_ENDED = "job.ended"  # one per address, made with the job, due when it ends
+        TASKSET_BAD = "taskset.bad"  # made when task-sets turned bad (the job's notify_bad), due at once
+
     class State(models.TextChoices):
         WAITING = "waiting"  # the job has not ended
         PENDING = "pending"  # due: sent at next_try_at
@@ -21,12 +25,17 @@ class Notification(models.Model):
         FAILED = "failed"  # still refused an hour after the job ended
 
     RETRY_FOR = timedelta(hours=1)
+    BAD_NOTICE_PAUSE = timedelta(minutes=1)  # at most one taskset.bad message a job in this time
     FIRST_PAUSE = timedelta(seconds=15)  # then 30 s, 1 min, … at most MAX_PAUSE
     MAX_PAUSE = timedelta(minutes=15)
     LEASE = timedelta(minutes=2)  # a try in a worker that died is made again after this
 
     job = models.ForeignKey("distributor.Job", on_delete=models.CASCADE, related_name="notifications")
     url = models.URLField(max_length=2000)
+    event = models.CharField(max_length=16, choices=Event.choices, default=Event.JOB_ENDED)
+    # taskset.bad: task-sets of the job that turned bad since its last such message, and all of them.
+    bad_new = models.BigIntegerField(null=True, blank=True)
+    bad_total = models.BigIntegerField(null=True, blank=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.WAITING)
     attempts = models.PositiveSmallIntegerField(default=0)
     due_at = models.DateTimeField(null=True, blank=True, help_text="when the job's end was noticed")
@@ -54,8 +63,33 @@ class Notification(models.Model):
         from distributor.models import Job
 
         now = timezone.now()
-        return cls.objects.filter(state=cls.State.WAITING, job__state__in=[Job.State.FINISHED, Job.State.CANCELLED]
+        return cls.objects.filter(state=cls.State.WAITING, event=cls.Event.JOB_ENDED,
+                                  job__state__in=[Job.State.FINISHED, Job.State.CANCELLED]
                                   ).update(state=cls.State.PENDING, due_at=now, next_try_at=now)
+
+    @classmethod
+    def make_bad_due(cls) -> list[int]:
+        """For each running job with ``notify_bad`` whose bad task-sets grew
+        and whose last such message is BAD_NOTICE_PAUSE old: one message to
+        each of its addresses, due now, counting the task-sets turned bad since
+        the last. Returns the jobs told."""
+        from distributor.models import Job
+
+        now = timezone.now()
+        jobs = Job.objects.filter(notify_bad=True, state__in=Job.ACTIVE_STATES).filter(
+            Q(bad_notified_at__isnull=True) | Q(bad_notified_at__lte=now - cls.BAD_NOTICE_PAUSE))
+        told = []
+        for job in jobs.filter(bad_count__gt=models.F("bad_notified")):
+            with transaction.atomic():  # the count told and the messages: both or neither
+                if not job.note_bad(job.bad_notified, job.bad_count):
+                    continue  # another reconciler told them
+                addresses = cls.objects.filter(job=job, event=cls.Event.JOB_ENDED).values_list("url", flat=True)
+                cls.objects.bulk_create([
+                    cls(job=job, url=url, event=cls.Event.TASKSET_BAD, state=cls.State.PENDING, due_at=now,
+                        next_try_at=now, bad_new=job.bad_count - job.bad_notified, bad_total=job.bad_count)
+                    for url in addresses])
+            told.append(job.pk)
+        return told
 
     @classmethod
     def claim_due(cls, limit: int = 50) -> list[int]:

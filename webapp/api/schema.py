@@ -57,6 +57,8 @@ OPTIONS = {
     "time_limit": {"type": "integer", "minimum": 1, "maximum": 30 * 86400, "nullable": True,
                    "description": "wall-clock seconds a task-set may run before its target counts as failed "
                                   "(default: from the task-set's own task model)"},
+    "notify_bad": {"type": "boolean", "description": "also tell the notify addresses when task-sets turn bad: "
+                                                     "at most one message a minute, with the count since the last"},
 }
 
 def _submission_body(file_field: str, file_schema: dict) -> dict:
@@ -95,9 +97,9 @@ JOB = {"type": "object", "required": ["id", "name", "state", "target", "progress
     "variant_count": {"type": "integer"}, "offset": {"type": "integer"}, "tries": {"type": "integer"},
     "priority": {"type": "integer"}, "admission": {"type": "object", "nullable": True},
     "time_limit_s": {"type": "integer", "nullable": True},
-    "monitors": {"type": "array", "items": {"type": "string"}},
+    "monitors": {"type": "array", "items": {"type": "string"}}, "notify_bad": {"type": "boolean"},
     "notify": {"type": "array", "items": {"type": "object", "properties": {
-        "url": {"type": "string"}, "state": {"type": "string", "enum": ["waiting", "pending", "sent", "failed"]},
+        "url": {"type": "string"}, "event": {"type": "string", "enum": ["job.ended", "taskset.bad"]}, "state": {"type": "string", "enum": ["waiting", "pending", "sent", "failed"]},
         "attempts": {"type": "integer"}, "sent_at": {"type": "string", "nullable": True},
         "last_error": {"type": "string"}}}},
     "created_at": {"type": "string", "format": "date-time"},

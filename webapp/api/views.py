@@ -27,7 +27,8 @@ from webapp.progress import add_rate, progress_of
 from webapp.submission import Submission, SubmissionError, check, submit
 
 MAX_TASKJOBS = 10_000
-OPTION_FIELDS = {"target", "name", "offset", "tries", "priority", "admission", "monitors", "notify", "time_limit"}
+OPTION_FIELDS = {"target", "name", "offset", "tries", "priority", "admission", "monitors", "notify", "time_limit",
+                 "notify_bad"}
 
 
 @api("GET")
@@ -169,11 +170,16 @@ def _options(data: bytes, filename: str, raw: dict, *, from_form: bool) -> Submi
     if not isinstance(notify, list) or not all(isinstance(url, str) for url in notify):
         errors["notify"] = "must be a list of URLs"
         notify = []
+    notify_bad = raw.get("notify_bad", False)
+    if from_form and isinstance(notify_bad, str) and notify_bad.lower() in ("true", "false", "1", "0", "on"):
+        notify_bad = notify_bad.lower() in ("true", "1", "on")
+    if not isinstance(notify_bad, bool):
+        errors["notify_bad"] = "must be true or false"
     if errors:
         raise ApiError(400, errors)
     return Submission(data=data, filename=filename, target=target, name=name, offset=offset, tries=tries,
                       priority=priority, admission=admission if isinstance(admission, dict) else None, monitors=monitors,
-                      notify=notify, time_limit=time_limit)
+                      notify=notify, time_limit=time_limit, notify_bad=notify_bad)
 
 
 def _submission_error(error: SubmissionError) -> ApiError:
@@ -194,7 +200,8 @@ def _job(request: HttpRequest, job: Job, progress=None) -> dict:
         "owner": job.owner.username if job.owner else None, "source_name": job.source_name,
         "variant_count": job.variant_count, "offset": job.offset, "tries": job.tries, "priority": job.priority,
         "admission": job.admission, "monitors": job.monitors, "time_limit_s": job.time_limit_s,
-        "notify": [{"url": n.url, "state": n.state, "attempts": n.attempts, "sent_at": _iso(n.sent_at),
+        "notify_bad": job.notify_bad,
+        "notify": [{"url": n.url, "event": n.event, "state": n.state, "attempts": n.attempts, "sent_at": _iso(n.sent_at),
                     "last_error": n.last_error} for n in job.notifications.all()],
         "created_at": _iso(job.created_at), "started_at": _iso(job.started_at), "ended_at": _iso(job.ended_at),
         "progress": progress.as_dict(),

@@ -102,7 +102,7 @@ def _submission(data: dict) -> Submission:
                       name=data.get("name", ""), offset=data.get("offset", 0), tries=data.get("tries"),
                       priority=data.get("priority", 0), admission=data.get("admission"),
                       monitors=data.get("monitors", []), notify=data.get("notify", []),
-                      time_limit=data.get("time_limit"))
+                      time_limit=data.get("time_limit"), notify_bad=data.get("notify_bad", False))
 
 
 def _default_target_name() -> str:

@@ -34,6 +34,8 @@ class Command(BaseCommand):
         parser.add_argument("--monitor", action="append", default=[], help="extra monitor, e.g. logging")
         parser.add_argument("--notify", action="append", default=[], metavar="URL",
                             help="POST a JSON document to this http(s) URL when the job ends (repeatable)")
+        parser.add_argument("--notify-bad", action="store_true",
+                            help="also tell the --notify addresses when task-sets turn bad (at most once a minute)")
         parser.add_argument("--wait", action="store_true", help="block until the job ends; print one JSON line")
         parser.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
         parser.add_argument("--inline", action="store_true",
@@ -46,7 +48,7 @@ class Command(BaseCommand):
             job = submit_job(data, filename=filename, target=opts["target"] or None, name=opts["name"],
                              offset=opts["offset"], tries=opts["tries"], priority=opts["priority"],
                              admission=admission, monitors=opts["monitor"], notify=opts["notify"],
-                             time_limit=opts["time_limit"])
+                             time_limit=opts["time_limit"], notify_bad=opts["notify_bad"])
         except TaskFileError as error:
             raise CommandError(f"{filename}: invalid task-set file:\n{error}") from None
         except ValidationError as error:
