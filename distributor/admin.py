@@ -55,7 +55,8 @@ class JobAdmin(admin.ModelAdmin):
     # actions (cancel, resubmit, its priority through Job.set_priority), never
     # by editing the row: only the name is a plain field.
     readonly_fields = ("state", "spec", "variant_count", "offset", "finished_count", "bad_count", "cursor",
-                       "owner", "target", "source_name", "tries", "admission", "monitors", "cancel_now",
+                       "owner", "target", "source_name", "tries", "admission", "monitors", "cancel_now", "notify_bad",
+                       "bad_notified", "bad_notified_at",
                        "created_at", "started_at", "ended_at")
     actions = ("cancel", "resubmit")
     show_full_result_count = False
