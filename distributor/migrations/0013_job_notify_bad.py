@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('distributor', '0011_slot_health_and_retries_elsewhere'),
+        ('distributor', '0012_job_time_limit'),
     ]
 
     operations = [
