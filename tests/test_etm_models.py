@@ -235,3 +235,23 @@ def test_a_calibration_is_fitted_once_when_its_job_ends(stdio_target):
         "1": {"ms": 41, "count": 2, "mean": 41.0, "min": 41, "max": 41, "spread": 0.0},
         "2": {"ms": 83, "count": 2, "mean": 83.0, "min": 83, "max": 83, "spread": 0.0}}
     assert EtmModel.objects.get(name="cal").versions.count() == 2
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_simso_simulates_with_the_stored_model_its_target_names(tmp_path):
+    """The machine resolves the target's etm from the database and hands
+    SimSo the model itself: a job of pi with arg1 3 runs the measured 40 ms."""
+    from tests.cluster import short_timeouts
+
+    short_timeouts(target_timeout_s=10)
+    EtmModel.add_version("measured", MEASURED, calibrated=True, target="sim")
+    run("target", "add", "sim", "--kind", "simso", "--set", "etm=measured")
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps({"tasksets": [{"tasks": [{"pkg": "pi", "config": {"arg1": 3}, "period": 100,
+                                                         "numberofjobs": 2}]}]}))
+    line = json.loads(run("submit", str(path), "--target", "sim", "--wait", "--inline", "--timeout", "120"))
+    assert line["state"] == "finished"
+    taskset = TaskSet.objects.get(job_id=line["job"])
+    assert [tj.end_ms - tj.start_ms for tj in taskset.taskjobs.order_by("job_number")] == [40, 40]
+    assert taskset.analysis["etm"] == {"name": "measured", "version": 1, "calibrated": True, "unknown_pkgs": []}
