@@ -24,6 +24,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from distributor.models import Calibration, EtmModel, EtmVersion, Job, Target, TaskJob, TaskSet
@@ -130,7 +131,7 @@ def finish(calibration: Calibration) -> EtmVersion | None:
             return locked.fitted
         try:
             version = fit([locked.job_id], locked.model_name)
-        except CalibrationError as error:
+        except (CalibrationError, ValidationError, EtmError) as error:  # recorded on the row; the tick goes on
             locked.done(None, str(error))
             return None
         locked.done(version)

@@ -255,3 +255,12 @@ def test_simso_simulates_with_the_stored_model_its_target_names(tmp_path):
     taskset = TaskSet.objects.get(job_id=line["job"])
     assert [tj.end_ms - tj.start_ms for tj in taskset.taskjobs.order_by("job_number")] == [40, 40]
     assert taskset.analysis["etm"] == {"name": "measured", "version": 1, "calibrated": True, "unknown_pkgs": []}
+
+
+def test_a_calibration_whose_job_measured_nothing_records_why_and_fits_nothing(stdio_target):
+    request = calibration.submit(stdio_target, ["pi"], (1, 1), 1, "empty")
+    request.job.cancel()
+    assert calibration.step() == [request.pk]
+    request = Calibration.objects.get(pk=request.pk)
+    assert request.fitted is None and "nothing to fit" in request.error and request.is_done
+    assert not EtmModel.objects.filter(name="empty").exists()

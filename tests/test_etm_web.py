@@ -153,3 +153,15 @@ def test_the_api_fits_calibrates_relabels_and_edits_a_target(client, alice, staf
     wrong = api(client, "patch", f"/api/targets/{stdio_target.pk}", staff, {"settings": {"etm": "nope"}})
     assert wrong.status_code == 400 and "no execution-time model named" in wrong.json()["errors"]["settings"]
     assert Target.objects.get(name="dry").settings["etm"] == "board-a"
+
+
+def test_a_job_too_large_to_relabel_in_a_request_is_sent_to_the_command_line(client, staff, fitted, monkeypatch):
+    monkeypatch.setattr("distributor.labels.REQUEST_RELABEL_MAX", 1)
+    monkeypatch.setattr("webapp.api.etm.REQUEST_RELABEL_MAX", 1)
+    monkeypatch.setattr("webapp.views.etm.REQUEST_RELABEL_MAX", 1)
+    refused = api(client, "post", f"/api/jobs/{fitted.pk}/relabel", staff, {"etm": "board-a"})
+    assert refused.status_code == 400 and f"manage.py relabel --job {fitted.pk}" in refused.json()["errors"]["job"]
+    client.force_login(staff)
+    page = client.post(f"/jobs/{fitted.pk}/relabel", {"etm": "board-a"}, follow=True).content.decode()
+    assert "Nothing relabelled: 2 ended task-sets" in page
+    assert not AuditEntry.objects.filter(action="relabel").exists()

@@ -14,7 +14,7 @@ from django.http import HttpRequest, JsonResponse
 from distributor import calibration
 from distributor.audit import record, user_actor
 from distributor.calibration import CalibrationError
-from distributor.labels import relabel
+from distributor.labels import REQUEST_RELABEL_MAX, relabel, selection
 from distributor.models import EtmModel, EtmVersion, Job, Target
 from distributor.models.etm import MODEL_NAME
 from sessions.etm import EtmError
@@ -153,6 +153,9 @@ def job_relabel(request: HttpRequest, job_id: int) -> JsonResponse:
     etm = _body(request, {"etm"}).get("etm")
     if etm is not None and not isinstance(etm, str):
         raise ApiError(400, {"etm": "the name of a stored model (or leave it out: the target's own)"})
+    too_many = _too_many_to_relabel(job)
+    if too_many:
+        raise ApiError(400, {"job": too_many})
     try:
         done = relabel([job.pk], etm)
     except EtmError as error:
@@ -161,3 +164,11 @@ def job_relabel(request: HttpRequest, job_id: int) -> JsonResponse:
            {"etm": etm, "tasksets": done.count, "used": sorted(f"{n} v{v}" for n, v in done.etms)})
     return JsonResponse({"job": job.pk, "relabelled": done.count,
                          "etm": [{"name": n, "version": v} for n, v in sorted(done.etms)]})
+
+
+def _too_many_to_relabel(job: Job) -> str:
+    count = selection([job.pk]).count()
+    if count <= REQUEST_RELABEL_MAX:
+        return ""
+    return (f"{count:,} ended task-sets; a request relabels at most {REQUEST_RELABEL_MAX:,}: "
+            f"python manage.py relabel --job {job.pk} --etm MODEL")

@@ -13,7 +13,7 @@ from distributor import calibration
 from distributor.audit import record, user_actor
 from distributor.calibration import CalibrationError
 from distributor.forms import TargetForm
-from distributor.labels import relabel
+from distributor.labels import REQUEST_RELABEL_MAX, relabel, selection
 from distributor.models import EtmModel, Job, Target
 from distributor.models.etm import MODEL_NAME
 from sessions.etm import EtmError
@@ -105,6 +105,11 @@ def relabel_job(request: HttpRequest, job_id: int) -> HttpResponse:
     if not (request.user.is_staff or job.owner_id == request.user.pk):
         raise PermissionDenied("only its owner or staff may relabel a job")
     name = request.POST.get("etm", "").strip() or None
+    count = selection([job.pk]).count()
+    if count > REQUEST_RELABEL_MAX:
+        messages.error(request, f"Nothing relabelled: {count:,} ended task-sets; a page relabels at most "
+                                f"{REQUEST_RELABEL_MAX:,}. Use python manage.py relabel --job {job.pk} --etm MODEL.")
+        return redirect("job", job.pk)
     try:
         done = relabel([job.pk], name)
     except EtmError as error:
