@@ -16,6 +16,7 @@ import pytest
 from django.core.management import call_command
 
 from distributor import exports
+from distributor.analysis import ANALYSIS_VERSION
 from distributor.models import Target, TaskSet
 from tests.cluster import short_timeouts, store_binaries
 from tests.peer import PeerFarm
@@ -150,7 +151,7 @@ def test_a_random_simso_job_labels_every_set_consistently(tmp_path):
             if row[exact] == "1":
                 assert row[verdict] == ("1" if schedulable else "0"), (verdict, row)
                 counts[exact] += 1
-        assert row["analysis_version"] == "2" and row["etm_name"] == "genode-defaults"
+        assert row["analysis_version"] == str(ANALYSIS_VERSION) and row["etm_name"] == "genode-defaults"
         if not schedulable:
             assert row["first_miss_kind"] in ("DEADLINE", "EXIT_PERIOD", "EXIT_CRITICAL", "NOT_SCHEDULED")
             assert row["first_miss_task"] != "" and row["first_miss_job"] != "" and row["first_miss_ms"] != ""
