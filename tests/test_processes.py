@@ -43,6 +43,38 @@ def test_the_clean_up_asks_every_kind_and_one_failing_stops_no_other(db, monkeyp
     assert "tidy: deleted what dead machines left: tap7" in caplog.text
 
 
+@pytest.fixture
+def own_handlers():
+    """Signal handlers a test installs in this process are put back after it."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def test_a_first_signal_stops_in_the_chosen_mode_and_a_second_one_kills(own_handlers):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as inherited from nohup or a script's background job
+    stop = processes.StopSignals("drain")
+    stop.install()
+    signal.raise_signal(signal.SIGINT)
+    assert (stop.requested, stop.mode) == (1, "drain")
+    signal.raise_signal(signal.SIGTERM)
+    assert (stop.requested, stop.mode) == (2, "kill")
+
+
+def test_sighup_means_the_launcher_is_gone_and_asks_for_a_kill(own_handlers):
+    stop = processes.StopSignals("drain")
+    stop.install()
+    signal.raise_signal(signal.SIGHUP)
+    assert (stop.requested, stop.mode) == (1, "kill")
+
+
+def test_the_watchdog_asks_for_a_kill_once_the_parent_is_not_the_launcher():
+    owned = processes.OwnedCluster("drain")
+    owned._watch(launcher=os.getppid() + 1_000_000)  # a pid that is not this process's parent
+    assert (owned.signals.requested, owned.signals.mode) == (1, "kill")
+
+
 # -- whole processes ---------------------------------------------------------------
 
 def job_with_long_tasksets(duration_ms: int) -> Job:
