@@ -6,10 +6,12 @@ Builds a scratch database (a fresh DATA_DIR under /tmp, removed at the end,
 unless DATA_DIR is set: then a campaign built there before is measured again
 without rebuilding; SQLite unless DATABASE_URL is set — give it a scratch
 database) with
-one job of ``--tasksets`` task-sets (3 tasks, 12 task-jobs each), two more
-active jobs and ``--machines`` busy machines, then requests the dashboard
-fragment, the big job's page and a task-set page through Django's test
-client and prints p50/p95 per page. The target is 200 ms each.
+one job of ``--tasksets`` task-sets (3 tasks, 12 task-jobs each, analytic
+labels as the engine stores them), two more active jobs and ``--machines``
+busy machines, then requests the dashboard fragment, the big job's page (with
+its agreement matrix over every finished set), its three plots, its results
+from the API and a task-set page through Django's test client and prints
+p50/p95 per page. The target is 200 ms each for the pages kept open.
 
 ``build()`` is also what tests/test_web_*.py use to make their (small) data.
 """
@@ -61,9 +63,11 @@ def build(tasksets: int, machines: int, *, owner=None, events_every: int = 100, 
         Machine(target=target, slot=slot, host="bench", state=Machine.State.BUSY, heartbeat_at=now, started_at=now,
                 activity="running", tasksets_done=slot * 100) for slot in range(first_slot, first_slot + machines)])
     first_running = tasksets - running
+    labels = _labeller()
     for start in range(0, tasksets, BATCH):
         variants = range(start, min(start + BATCH, tasksets))
-        rows = TaskSet.objects.bulk_create([_taskset(job, v, first_running, bad, pool, now, tasksets) for v in variants])
+        rows = TaskSet.objects.bulk_create([_taskset(job, v, first_running, bad, pool, now, tasksets, labels)
+                                            for v in variants])
         tasks = Task.objects.bulk_create([
             Task(taskset=ts, task_id=i, pkg="hey", arg1=ts.variant, priority=i, deadline=0, period=PERIODS[i], offset=0,
                  numberofjobs=JOBS_PER_TASK, criticaltime=0, quota="100M", caps=235, cores=1, coreoffset=0)
@@ -84,7 +88,28 @@ def build(tasksets: int, machines: int, *, owner=None, events_every: int = 100, 
     return {"target": target, "job": job, "queued": small, "machines": pool, "taskset": sample}
 
 
-def _taskset(job, variant: int, first_running: int, bad: int, pool: list, now, total: int):
+def _labeller():
+    """The analysis of a variant as the engine stores it (distributor.analysis),
+    computed for 40 distinct arg1 values and reused: the labels then spread
+    over utilisation bins and verdicts without analysing 10^5 sets."""
+    from functools import cache
+
+    from distributor.analysis import analyse
+    from sessions import etm
+
+    model = etm.load()
+
+    @cache
+    def labels(arg1: int) -> dict:
+        tasks = [{"id": i, "pkg": "pi" if i == 0 else "hey", "arg1": arg1 if i == 0 else 1, "period": p,
+                  "numberofjobs": JOBS_PER_TASK, "priority": i, "deadline": 0, "offset": 0, "criticaltime": 0,
+                  "cores": 1, "coreoffset": 0} for i, p in enumerate(PERIODS)]
+        return analyse(tasks, model)
+
+    return lambda variant: labels(variant % 40)
+
+
+def _taskset(job, variant: int, first_running: int, bad: int, pool: list, now, total: int, labels):
     from distributor.models import TaskSet
 
     ended = now - timedelta(seconds=(total - variant) * 0.3)
@@ -93,11 +118,12 @@ def _taskset(job, variant: int, first_running: int, bad: int, pool: list, now, t
                        machine=pool[variant - first_running], started_at=now - timedelta(seconds=42))
     if variant % 50 == 49 and variant // 50 < bad:
         return TaskSet(job=job, variant=variant, state=TaskSet.State.BAD, attempts=3, started_at=ended, ended_at=ended,
-                       last_error="target silent for 40 s", machine=pool[variant % len(pool)] if pool else None)
+                       last_error="target silent for 40 s", machine=pool[variant % len(pool)] if pool else None,
+                       analysis=labels(variant))
     outcome = TaskSet.Outcome.SCHEDULABLE if variant % 3 else TaskSet.Outcome.UNSCHEDULABLE
     return TaskSet(job=job, variant=variant, state=TaskSet.State.FINISHED, outcome=outcome, attempts=1,
                    machine=pool[variant % len(pool)] if pool else None, started_at=ended - timedelta(seconds=2),
-                   ended_at=ended)
+                   ended_at=ended, analysis=labels(variant))
 
 
 def _time(client, url: str, count: int) -> list[float]:
@@ -159,6 +185,11 @@ def measure(args: argparse.Namespace) -> None:
         "dashboard fragment": "/dashboard/live",
         "job page": f"/jobs/{data['job'].pk}/",
         "job page, bad task-sets": f"/jobs/{data['job'].pk}/?state=bad",
+        "job page, disagreeing": f"/jobs/{data['job'].pk}/?state=finished&disagrees=1",
+        "schedulability.svg": f"/jobs/{data['job'].pk}/schedulability.svg",
+        "response-times.svg": f"/jobs/{data['job'].pk}/response-times.svg",
+        "exit-types.svg": f"/jobs/{data['job'].pk}/exit-types.svg",
+        "API results": f"/api/jobs/{data['job'].pk}/results",
         "task-set page": f"/tasksets/{data['taskset'].pk}/",
     }
     print(f"{'page':<26} {'p50 ms':>8} {'p95 ms':>8}")

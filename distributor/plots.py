@@ -2,9 +2,10 @@
 
 Hand-written SVG rather than a plotting library: three simple chart types do
 not justify a dependency of matplotlib's size in the web process, and SVG
-text is easy to test, to cache and to download. Every function reads its rows
-through chunked iterators or database aggregates, so a job of millions of
-task-jobs is plotted in flat memory.
+text is easy to test, to cache and to download. Every plot is drawn from
+grouped queries (``distributor.results`` for the labels; the response-time
+quartiles from a sample of at most RESPONSE_SAMPLE task-jobs), so a job of
+millions of task-sets is plotted in flat memory.
 
 Entry points: ``plot_svg(name, job=…)`` / ``plot_svg(name, campaign=…)`` with a
 name from ``PLOTS``; each returns a complete ``<svg>`` document as text.
@@ -15,26 +16,21 @@ import math
 from collections import defaultdict
 from xml.sax.saxutils import escape, quoteattr
 
-from django.db.models import Count, ExpressionWrapper, F, IntegerField, Max, Min, Q, QuerySet
-from django.db.models.functions import Mod
+from django.db.models import Count, ExpressionWrapper, F, IntegerField, Max, Min, QuerySet
+from django.db.models.functions import Mod, Trunc
 
+from distributor import results
 from distributor.models import ExitType, TaskJob, TaskSet
+from distributor.results import tasksets_for
 
 WIDTH, HEIGHT = 640, 360
 LEFT, RIGHT, TOP, BOTTOM = 56, 150, 28, 44
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
-UTILISATION_BIN = 0.05
 RESPONSE_SAMPLE = 200_000
-TIME_BINS = 30
-TIME_UNITS = (("seconds", 1, 300), ("minutes", 60, 300 * 60), ("hours", 3600, 96 * 3600), ("days", 86400, math.inf))
-VERDICTS = (("measured", "measured"), ("rta", "RTA"), ("edf", "EDF demand"), ("simulation", "simulation"))
-
-
-def tasksets_for(job=None, campaign=None) -> QuerySet:
-    """The task-sets a plot covers: one job's, or every level's of a campaign."""
-    if campaign is not None:
-        return TaskSet.objects.filter(job_id__in=campaign.levels.values("job_id"))
-    return TaskSet.objects.filter(job=job)
+# Exit types are counted per second, minute, hour or day of the task-sets'
+# ends, the finest that gives at most 60 bars: (truncation, seconds, unit, longest span).
+TIME_BINS = (("second", 1, "seconds", 60), ("minute", 60, "minutes", 3600), ("hour", 3600, "hours", 60 * 3600),
+             ("day", 86400, "days", math.inf))
 
 
 # -- SVG pieces -----------------------------------------------------------------
@@ -122,37 +118,46 @@ def _fmt(value: float) -> str:
 # -- schedulability against utilisation ------------------------------------------
 
 
-def schedulability_svg(job=None, campaign=None) -> str:
+SERIES = (("measured", "measured"), ("rta", "RTA"), ("edf", "EDF demand"), ("simulation", "simulation"),
+          ("verdict", "overall verdict"))
+
+
+def schedulability_svg(job=None, campaign=None, summary: results.Results | None = None) -> str:
     """Share of schedulable task-sets per utilisation bin: measured, and as
-    predicted by each analytic verdict (RTA, EDF demand, simulation)."""
+    predicted by each analytic verdict (RTA, EDF demand, simulation, overall),
+    with the number of measured sets above each bin."""
     title = "Schedulable task-sets by utilisation"
-    counts: dict[str, dict[int, list[int]]] = {key: defaultdict(lambda: [0, 0]) for key, _ in VERDICTS}
-    timed = (TaskSet.Outcome.SCHEDULABLE, TaskSet.Outcome.UNSCHEDULABLE)  # resource is no timing result
-    rows = (tasksets_for(job, campaign).filter(state=TaskSet.State.FINISHED, outcome__in=timed)
-            .values_list("outcome", "analysis"))
-    for outcome, analysis in rows.iterator(chunk_size=2000):
-        if not analysis or analysis.get("utilisation") is None:
-            continue
-        bucket = int(analysis["utilisation"] / UTILISATION_BIN)
-        predictions = {"measured": outcome == TaskSet.Outcome.SCHEDULABLE,
-                       **{key: analysis[key]["verdict"] for key, _ in VERDICTS[1:]}}
-        for key, value in predictions.items():
-            if value is not None:
-                counts[key][bucket][0] += bool(value)
-                counts[key][bucket][1] += 1
-    if not counts["measured"]:
+    bins = (summary or results.summarise(tasksets_for(job, campaign))).bins
+    if not bins:
         return _empty(title)
-    top = max(b for series in counts.values() for b in series) + 1
-    canvas = _Canvas(title, (0, max(1.2, top * UTILISATION_BIN)), (0, 1), "utilisation U", "schedulable share")
+    width = 1 / results.BINS_PER_UNIT
+    top = max(bins) + 1
+    canvas = _Canvas(title, (0, max(1.2, top * width)), (0, 1), "utilisation U", "schedulable share")
     legend = []
     # analytic series dashed, each differently, so that equal curves stay visible
-    for (key, name), colour, dash in zip(VERDICTS, COLOURS, ("", "8 4", "3 3", "1 4")):
-        if counts[key]:
-            points = [((b + 0.5) * UTILISATION_BIN, yes / total) for b, (yes, total) in sorted(counts[key].items())]
+    for (key, name), colour, dash in zip(SERIES, COLOURS, ("", "8 4", "3 3", "1 4", "6 2 1 2")):
+        points = [((b + 0.5) * width, yes / total) for b, counts in sorted(bins.items())
+                  for yes, total in [counts[key]] if total]
+        if points:
             canvas.polyline(points, colour, name, dash)
             legend.append((name, colour))
     canvas.legend(legend)
+    for b, counts in sorted(bins.items()):
+        yes, total = counts["measured"]
+        canvas.parts.append(f'<text class="count" x="{canvas.x((b + 0.5) * width)}" y="{TOP + 10}" '
+                            f'text-anchor="middle" font-size="9">{_compact(total)}<title>U {b * width:g}–'
+                            f'{(b + 1) * width:g}: {yes} of {total} measured schedulable</title></text>')
+    canvas.parts.append(f'<text x="{WIDTH - RIGHT + 12}" y="{HEIGHT - BOTTOM}" font-size="9">numbers on top:</text>'
+                        f'<text x="{WIDTH - RIGHT + 12}" y="{HEIGHT - BOTTOM + 12}" font-size="9">'
+                        f'task-sets per bin</text>')
     return canvas.svg()
+
+
+def _compact(count: int) -> str:
+    for size, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if count >= 10 * size:
+            return f"{count // size}{suffix}"
+    return str(count)
 
 
 # -- response times per package ---------------------------------------------------
@@ -201,7 +206,7 @@ def _box(canvas: _Canvas, index: int, pkg: str, extremes: dict, values: list[int
                 f"{pkg}: {extremes['count']} task-jobs, median {quartiles[1]:g} ms, max {extremes['high']} ms")
     canvas.parts.append(f'<path class="median" d="M{canvas.x(centre - 0.3)},{canvas.y(quartiles[1])}'
                         f'H{canvas.x(centre + 0.3)}" stroke="black" stroke-width="2"/>')
-    canvas.parts.append(f'<text x="{x}" y="{HEIGHT - BOTTOM + 28}" text-anchor="middle">{escape(pkg)}</text>')
+    canvas.parts.append(f'<text x="{x}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle">{escape(pkg)}</text>')
 
 
 def _quantile(values: list[int], q: float) -> float:
@@ -215,33 +220,37 @@ def _quantile(values: list[int], q: float) -> float:
 
 
 def exit_types_svg(job=None, campaign=None) -> str:
-    """Stacked bars: task-jobs by exit type, binned by the time their task-set
-    ended, which shows a target going bad (or a level getting harder)."""
+    """Stacked bars: task-jobs by exit type, per second, minute, hour or day
+    their task-set ended (grouped in the database), which shows a target
+    going bad (or a level getting harder)."""
     title = "Exit types over time"
-    kinds = list(ExitType.values)
-    rows = tasksets_for(job, campaign).filter(state=TaskSet.State.FINISHED, ended_at__isnull=False).annotate(
-        **{f"n_{kind}": Count("taskjobs", filter=Q(taskjobs__exit_type=kind)) for kind in kinds})
-    span = rows.aggregate(first=Min("ended_at"), last=Max("ended_at"))
+    ended = tasksets_for(job, campaign).filter(state=TaskSet.State.FINISHED, ended_at__isnull=False)
+    span = ended.aggregate(first=Min("ended_at"), last=Max("ended_at"))
     if span["first"] is None:
         return _empty(title)
-    seconds = max((span["last"] - span["first"]).total_seconds(), 0.001)
-    unit, scale = next((u, f) for u, f, limit in TIME_UNITS if seconds <= limit)
-    bins: dict[int, list[int]] = defaultdict(lambda: [0] * len(kinds))
-    for ended_at, *counts in rows.values_list("ended_at", *(f"n_{kind}" for kind in kinds)).iterator(chunk_size=2000):
-        slot = min(int((ended_at - span["first"]).total_seconds() / seconds * TIME_BINS), TIME_BINS - 1)
-        bins[slot] = [a + b for a, b in zip(bins[slot], counts)]
-    used = [k for k, kind in enumerate(kinds) if any(counts[k] for counts in bins.values())]
-    canvas = _Canvas(title, (0, seconds / scale), (0, max(1, max(sum(c) for c in bins.values()))),
-                     f"{unit} since {span['first']:%Y-%m-%d %H:%M:%S} UTC", "task-jobs")
-    width = seconds / scale / TIME_BINS
+    seconds = (span["last"] - span["first"]).total_seconds()
+    truncation, step, unit, _ = next(row for row in TIME_BINS if seconds <= row[3])
+    rows = (TaskJob.objects.filter(taskset__in=ended).order_by()
+            .values(slot=Trunc("taskset__ended_at", truncation), kind=F("exit_type")).annotate(n=Count("id")))
+    bins: dict[float, dict[str, int]] = defaultdict(dict)
+    for row in rows:
+        bins[row["slot"]][row["kind"]] = row["n"]
+    if not bins:
+        return _empty(title)
+    first = min(bins)
+    kinds = [kind for kind in ExitType.values if any(kind in counts for counts in bins.values())]
+    kinds += sorted({kind for counts in bins.values() for kind in counts} - set(kinds))
+    length = max((slot - first).total_seconds() for slot in bins) / step + 1
+    canvas = _Canvas(title, (0, length), (0, max(sum(c.values()) for c in bins.values())),
+                     f"{unit} since {first:%Y-%m-%d %H:%M:%S} UTC", "task-jobs")
+    colour = {kind: COLOURS[k % len(COLOURS)] for k, kind in enumerate(kinds)}
     for slot, counts in sorted(bins.items()):
-        base = 0
-        for k in used:
-            if counts[k]:
-                canvas.rect(slot * width, (slot + 0.9) * width, base, base + counts[k], COLOURS[k % len(COLOURS)],
-                            f"{kinds[k]}: {counts[k]}")
-                base += counts[k]
-    canvas.legend([(kinds[k], COLOURS[k % len(COLOURS)]) for k in used])
+        x, base = (slot - first).total_seconds() / step, 0
+        for kind in kinds:
+            if counts.get(kind):
+                canvas.rect(x + 0.05, x + 0.95, base, base + counts[kind], colour[kind], f"{kind}: {counts[kind]}")
+                base += counts[kind]
+    canvas.legend([(kind, colour[kind]) for kind in kinds])
     return canvas.svg()
 
 

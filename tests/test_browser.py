@@ -240,3 +240,47 @@ def test_a_user_who_is_not_staff_cannot_change_machines(server, browser):
     page.reload()
     assert "at most 1 of 42" in page.content()
     _assert_no_csp_violation(page)
+
+
+# A sweep of utilisation (pi's execution time grows with arg1) on SimSo: 30
+# task-sets from U ≈ 0.3 to ≈ 1.7, some schedulable, some not.
+SWEEP = {"name": "utilisation sweep", "tasksets": [{"tasks": [
+    {"pkg": "pi", "config": {"arg1": {"range": [0, 120, 4]}}, "period": 40, "priority": 1, "numberofjobs": 3},
+    {"pkg": "tumatmul", "config": {"arg1": 10}, "period": 100, "priority": 2, "numberofjobs": 2},
+    {"pkg": "hey", "config": {"arg1": 1}, "period": 50, "priority": 3, "numberofjobs": 2},
+]}]}
+
+
+def test_the_job_page_shows_its_results_as_plots_and_an_agreement_matrix(server, browser, tmp_path):
+    import json
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = _log_in(browser, server, "alice", "alice-password-1")
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps(SWEEP))
+    page.goto(f"{server}/submit/")
+    page.set_input_files("#id_file", str(sweep))
+    page.click("button[value=submit]")
+    page.wait_for_url("**/jobs/*/")
+    _wait_in(page, "document.querySelector('#job-percent').textContent.trim() === '100.0%'", 240)
+    page.reload()
+    cover = page.locator("#results-cover").inner_text()
+    assert "These figures cover 30 finished task-sets of 30 started" in cover, cover
+    assert page.locator("#agreement table.matrix").count() == 6
+    # Each plot is an SVG file of its own that the browser drew: no script involved.
+    plots = page.locator("#results .plots img")
+    assert plots.count() == 3
+    _wait_in(page, "[...document.querySelectorAll('#results .plots img')].every(i => i.complete && i.naturalWidth === 640)", 30)
+    page.locator("#results").screenshot(path=str(SHOTS / "job-results.png"))
+    svg = page.request.get(server + plots.first.get_attribute("src"))
+    assert svg.ok and svg.headers["content-type"] == "image/svg+xml" and 'data-name="measured"' in svg.text()
+    # A number of the matrix opens the list of exactly the task-sets it counts.
+    cell = page.locator('table.matrix[data-test="verdict"] tr[data-outcome="unschedulable"] td[data-verdict="no"] a.count')
+    count = int(cell.inner_text())
+    assert count > 0
+    cell.click()
+    page.wait_for_url("**verdict=no**")
+    assert page.locator("#taskset-table tbody tr").count() == count
+    assert page.locator("select[name=verdict]").input_value() == "no"
+    _assert_no_csp_violation(page)
+    page.close()

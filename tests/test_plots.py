@@ -37,9 +37,11 @@ def titles(root: ET.Element) -> list[str]:
 def test_schedulability_plot_draws_measured_and_analytic_series(job):
     root = parse(plots.plot_svg("schedulability", job=job))
     names = [line.get("data-name") for line in root.iter(f"{SVG}polyline")]
-    assert names == ["measured", "RTA", "simulation"]  # no EDF: no set is scheduled by deadline
+    assert names == ["measured", "RTA", "simulation", "overall verdict"]  # no EDF: no set is scheduled by deadline
     measured = root.find(f"{SVG}polyline[@data-name='measured']")
     assert len(measured.get("points").split()) >= 2  # the sets fall into more than one U bin
+    counts = [int(text.text) for text in root.iter(f"{SVG}text") if text.get("class") == "count"]
+    assert sum(counts) == 4  # every finished set with a timing outcome, once, above its bin
 
 
 def test_response_time_plot_has_a_box_per_package_with_true_counts(job, monkeypatch):

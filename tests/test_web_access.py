@@ -21,7 +21,8 @@ EVERYONE = {"logout", "profile", "token-create", "token-revoke", "dashboard", "d
             "campaign-stop", "campaign-continue", "campaign-plot", "api-campaigns", "api-campaign",
             "api-campaign-stop", "api-campaign-continue", "api-targets", "api-target", "api-binaries", "api-images",
             "api-machines", "api-machine", "etms", "etm", "etm-plot", "job-relabel", "api-etms", "api-etm",
-            "api-etm-export", "api-job-relabel", "api-slots"}
+            "api-etm-export", "api-job-relabel", "api-slots",
+            "job-plot", "campaign-tasksets", "api-job-results", "api-campaign-results"}
 
 
 def _walk(patterns, prefix: str = "", namespace: str = ""):

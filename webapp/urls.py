@@ -4,8 +4,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from webapp.api import (audit as api_audit, etm as etm_api, machines as api_machines, slots as api_slots,
-                        targets as api_targets, uploads as api_uploads, views as api)
+from webapp.api import (audit as api_audit, etm as etm_api, machines as api_machines, results as api_results,
+                        slots as api_slots, targets as api_targets, uploads as api_uploads, views as api)
 from webapp.views import accounts, audit, campaigns, dashboard, etm, jobs, machines, targets, tasksets, uploads
 
 api_urls = [
@@ -24,6 +24,7 @@ api_urls = [
     path("jobs/<int:job_id>/priority", api.job_priority, name="api-job-priority"),
     path("jobs/<int:job_id>/tasksets", api.job_tasksets, name="api-job-tasksets"),
     path("jobs/<int:job_id>/export/<str:format>", api.job_export, name="api-job-export"),
+    path("jobs/<int:job_id>/results", api_results.job_results, name="api-job-results"),
     path("tasksets/<int:taskset_id>", api.taskset, name="api-taskset"),
     path("campaigns", api.campaigns, name="api-campaigns"),
     path("campaigns/<int:campaign_id>", api.campaign, name="api-campaign"),
@@ -42,6 +43,7 @@ api_urls = [
     path("etms/<str:name>/fit", etm_api.model_fit, name="api-etm-fit"),
     path("etms/<str:name>/calibrate", etm_api.model_calibrate, name="api-etm-calibrate"),
     path("jobs/<int:job_id>/relabel", etm_api.job_relabel, name="api-job-relabel"),
+    path("campaigns/<int:campaign_id>/results", api_results.campaign_results, name="api-campaign-results"),
 ]
 
 urlpatterns = [
@@ -65,6 +67,7 @@ urlpatterns = [
     path("jobs/<int:job_id>/cancel", jobs.cancel, name="job-cancel"),
     path("jobs/<int:job_id>/resubmit", jobs.resubmit, name="job-resubmit"),
     path("jobs/<int:job_id>/export/<str:format>", jobs.export, name="job-export"),
+    path("jobs/<int:job_id>/<str:name>.svg", jobs.job_plot, name="job-plot"),
 
     path("campaigns/", campaigns.campaigns, name="campaigns"),
     path("campaigns/new", campaigns.campaign_new, name="campaign-new"),
@@ -72,6 +75,7 @@ urlpatterns = [
     path("campaigns/<int:campaign_id>/stop", campaigns.campaign_stop, name="campaign-stop"),
     path("campaigns/<int:campaign_id>/continue", campaigns.campaign_continue, name="campaign-continue"),
     path("campaigns/<int:campaign_id>/<str:name>.svg", campaigns.campaign_plot, name="campaign-plot"),
+    path("campaigns/<int:campaign_id>/tasksets", campaigns.campaign_tasksets, name="campaign-tasksets"),
 
     path("tasksets/<int:taskset_id>/", tasksets.taskset, name="taskset"),
     path("tasksets/<int:taskset_id>/gantt.svg", tasksets.taskset_gantt, name="taskset-gantt"),

@@ -2,8 +2,10 @@
 describes (tests/test_api_fuzz.py fuzzes every operation against it)."""
 from __future__ import annotations
 
+from distributor import plots
 from distributor.exports import FORMATS
 from distributor.models import Job, Machine, TaskSet
+from distributor.results import TEST_KEYS, VERDICTS
 from webapp.downloads import CONTENT_TYPES
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -122,6 +124,46 @@ TASKSET = {"type": "object", "required": ["id", "job", "variant", "state"], "pro
                                   "kind": {"type": "string"}, "at_ms": {"type": "integer"}}},
     "started_at": {"type": "string", "nullable": True}, "ended_at": {"type": "string", "nullable": True},
     "analysis": {"type": "object", "nullable": True}, "url": {"type": "string"},
+}}
+
+LABEL_FILTERS = [
+    _query("test", {"type": "string", "enum": list(TEST_KEYS)},
+           "with verdict: only task-sets for which this test (verdict: the overall one) said verdict"),
+    _query("verdict", {"type": "string", "enum": list(VERDICTS)}, "with test: yes, no, unknown or na (not applicable)"),
+    _query("exact", {"type": "string", "enum": ["0", "1", "true", "false"]},
+           "1: only the test's exact verdicts (verdict yes or no)"),
+    _query("disagrees", {"type": "string", "enum": ["0", "1", "true", "false"]},
+           "1: only task-sets whose overall verdict contradicts the measured outcome"),
+]
+
+
+def _by_outcome(cell: dict) -> dict:
+    return {"type": "object", "description": "measured outcome → test → verdict",
+            "properties": {o: {"type": "object", "properties": {t: cell for t in TEST_KEYS}}
+                           for o in TaskSet.Outcome.values}}
+
+
+SERIES_COUNT = {"type": "object", "properties": {"schedulable": {"type": "integer"}, "of": {"type": "integer"}}}
+RESULTS = {"type": "object", "required": ["finished", "labelled", "agreement", "schedulability", "plots"], "properties": {
+    "job": {"type": "integer"}, "campaign": {"type": "integer"},
+    "started": {"type": "integer", "description": "task-sets started; the figures cover the finished ones"},
+    "finished": {"type": "integer"}, "labelled": {"type": "integer", "description": "finished, with labels, no error"},
+    "disagree": {"type": "integer", "description": "finished sets whose overall verdict contradicts the measurement"},
+    "disagree_exact": {"type": "integer"},
+    "tests": {"type": "object", "additionalProperties": {"type": "string"}},
+    "agreement": _by_outcome({"type": "object", "properties": {v: {"type": "integer"} for v in VERDICTS}}),
+    "agreement_exact": _by_outcome({"type": "object", "properties": {v: {"type": "integer"} for v in ("yes", "no")}}),
+    "schedulability": {"type": "array", "description": "utilisation bins: per series (measured, rta, edf, "
+                       "simulation, verdict) how many sets were (said to be) schedulable of how many",
+                       "items": {"type": "object", "properties": {
+                           "utilisation_from": {"type": "number"}, "utilisation_to": {"type": "number"},
+                           **{series: SERIES_COUNT for series in ("measured", "rta", "edf", "simulation", "verdict")}}}},
+    "tasksets": {"nullable": True, "description": "a job's: the API listing of each cell's task-sets",
+                 **_by_outcome({"type": "object", "properties": {v: {"type": "string"} for v in VERDICTS}})},
+    "disagree_tasksets": {"type": "string", "nullable": True},
+    "tasksets_page": {"type": "string", "description": "a campaign's: its task-set list on the web"},
+    "plots": {"type": "object", "properties": {name: {"type": "string"} for name in plots.PLOTS},
+              "description": "each plot's SVG address"},
 }}
 
 
@@ -297,7 +339,7 @@ def schema(base_url: str) -> dict:
                     "file_errors": {"type": "array", "items": {"type": "object", "properties": {
                         "path": {"type": "string"}, "message": {"type": "string"}}}}}},
                 "Job": JOB, "TaskSet": TASKSET, "Campaign": CAMPAIGN, "Target": TARGET, "Upload": UPLOAD,
-                "Machine": MACHINE,
+                "Machine": MACHINE, "Results": RESULTS,
             },
         },
         "paths": {
@@ -354,9 +396,16 @@ def schema(base_url: str) -> dict:
                 "parameters": [_id("job_id"),
                                _query("state", {"type": "string", "enum": TaskSet.State.values}, "only this state"),
                                _query("outcome", {"type": "string", "enum": TaskSet.Outcome.values}, "only this outcome"),
-                               *PAGING],
+                               *LABEL_FILTERS, *PAGING],
                 "responses": {"200": {"description": "a page of task-sets", **_json(_listing({"$ref": "#/components/schemas/TaskSet"}))},
                               **_errors(400, 404)}}},
+            "/jobs/{job_id}/results": {"get": {
+                "operationId": "getJobResults",
+                "summary": "The job page's results: the agreement matrix (measured outcome against each test's "
+                           "verdict, all and exact only), the schedulability bins with counts, the plots' SVGs",
+                "parameters": [_id("job_id")],
+                "responses": {"200": {"description": "the figures", **_json({"$ref": "#/components/schemas/Results"})},
+                              **_errors(404)}}},
             "/jobs/{job_id}/export/{format}": {"get": {
                 "operationId": "exportJob",
                 "summary": "A job's export, the same bytes as its page's link: taskjobs-csv and tasksets-csv "
@@ -391,6 +440,11 @@ def schema(base_url: str) -> dict:
                 "operationId": "getCampaign", "summary": "A campaign's options, levels, their jobs and progress",
                 "parameters": [_id("campaign_id")],
                 "responses": {"200": {"description": "the campaign", **_json({"$ref": "#/components/schemas/Campaign"})},
+                              **_errors(404)}}},
+            "/campaigns/{campaign_id}/results": {"get": {
+                "operationId": "getCampaignResults", "summary": "The same figures over every level of a campaign",
+                "parameters": [_id("campaign_id")],
+                "responses": {"200": {"description": "the figures", **_json({"$ref": "#/components/schemas/Results"})},
                               **_errors(404)}}},
             "/campaigns/{campaign_id}/stop": {"post": {
                 "operationId": "stopCampaign", "summary": "Stop a campaign (owner or staff); with cancel_level (the "

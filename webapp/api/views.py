@@ -24,6 +24,7 @@ from webapp.api.schema import schema
 from webapp.downloads import export_response
 from webapp.limits import size_message
 from webapp.progress import add_rate, progress_of
+from webapp.results import FilterError, label_filters
 from webapp.submission import Submission, SubmissionError, check, submit
 
 MAX_TASKJOBS = 10_000
@@ -286,7 +287,11 @@ def job_tasksets(request: HttpRequest, job_id: int) -> JsonResponse:
             if value not in values:
                 raise ApiError(400, {key: f"must be one of {', '.join(values)}"})
             rows = rows.filter(**{key: value})
-    page = _page(request, rows)
+    try:
+        _, by_labels = label_filters(request.GET, strict=True)
+    except FilterError as error:
+        raise ApiError(400, {error.field: error.message}) from None
+    page = _page(request, by_labels(rows))
     return JsonResponse(_listing(page, [_taskset(request, ts) for ts in page.object_list]))
 
 

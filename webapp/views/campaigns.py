@@ -3,21 +3,28 @@ results' plots, its jobs), a form that starts a random or a growing one, and
 stop / continue (a stopped campaign continues where it stopped)."""
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
+from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from distributor import plots
 from distributor.campaigns import generate, options, services
 from distributor.campaigns.models import Campaign
-from distributor.models import Job
+from distributor.models import Job, TaskSet
+from distributor.results import TESTS, VERDICT_NAMES, tasksets_for
 from distributor.taskfile import TaskFileError
 from webapp.access import login_required
 from webapp.forms import GrowCampaignForm, RandomCampaignForm
 from webapp.progress import progress_of
+from webapp.results import label_filters, page_context
 
+TASKSETS_PER_PAGE = 50
 FORMS = {Campaign.Kind.RANDOM: RandomCampaignForm, Campaign.Kind.GROW: GrowCampaignForm}
 
 
@@ -35,8 +42,11 @@ def campaign(request: HttpRequest, campaign_id: int) -> HttpResponse:
     bars = progress_of(jobs)
     for level in report["levels"]:
         level["bar"] = bars.get(level["job"])
+    tasksets = tasksets_for(campaign=row)
     return render(request, "web/campaign.html", {
-        "campaign": row, "report": report, "plots": list(plots.PLOTS), "may_change": _may_change(request, row),
+        "campaign": row, "report": report, "may_change": _may_change(request, row),
+        "results": page_context(tasksets, reverse("campaign-tasksets", args=[row.pk]),
+                                lambda name: reverse("campaign-plot", args=[row.pk, name]), tasksets.count()),
     })
 
 
@@ -45,7 +55,29 @@ def campaign_plot(request: HttpRequest, campaign_id: int, name: str) -> HttpResp
     row = get_object_or_404(Campaign, pk=campaign_id)
     if name not in plots.PLOTS:
         raise Http404(f"unknown plot {name!r}")
-    return HttpResponse(plots.plot_svg(name, campaign=row), content_type="image/svg+xml")
+    response = HttpResponse(plots.plot_svg(name, campaign=row), content_type="image/svg+xml")
+    response["Content-Disposition"] = f'inline; filename="campaign-{row.pk}-{name}.svg"'
+    return response
+
+
+@login_required
+def campaign_tasksets(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    """The task-sets of every level, filtered like a job's list (where the
+    campaign page's agreement matrix links)."""
+    row = get_object_or_404(Campaign, pk=campaign_id)
+    get, where, values = request.GET, {}, {}
+    for key, choices in (("state", TaskSet.State.values), ("outcome", TaskSet.Outcome.values)):
+        if get.get(key) in choices:
+            where[key] = values[key] = get[key]
+    labels, apply = label_filters(get)
+    values.update(labels)
+    rows = apply(tasksets_for(campaign=row).filter(**where)).select_related("job").order_by("job_id", "variant")
+    page = Paginator(rows, TASKSETS_PER_PAGE).get_page(get.get("page"))
+    return render(request, "web/campaign_tasksets.html", {
+        "campaign": row, "page": page, "filters": values, "query": urlencode(values),
+        "states": TaskSet.State.choices, "outcomes": TaskSet.Outcome.choices,
+        "tests": TESTS, "verdicts": list(VERDICT_NAMES.items()),
+    })
 
 
 @login_required

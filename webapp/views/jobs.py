@@ -9,11 +9,13 @@ from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from distributor import exports
+from distributor import exports, plots
 from distributor.audit import record, user_actor
 from distributor.queue import resubmit_job
+from distributor.results import TESTS, VERDICT_NAMES
 from distributor.models import Job, Target, TaskSet
 from webapp.access import login_required
 from webapp.downloads import export_response
@@ -21,6 +23,7 @@ from webapp.forms import SubmitForm
 from webapp.limits import body_limit
 from webapp.params import whole_number
 from webapp.progress import add_rate, progress_of
+from webapp.results import label_filters, page_context
 from webapp.submission import Submission, SubmissionError, check, submit as submit_submission
 
 JOBS_PER_PAGE = 25
@@ -157,9 +160,9 @@ def _with_progress(job: Job) -> Job:
 def job(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _with_progress(_job_or_404(job_id))
     filters = _taskset_filters(request)
-    tasksets = TaskSet.objects.filter(job=job, **filters["where"]).select_related("machine__target").order_by("variant")
-    paginator = Paginator(tasksets, TASKSETS_PER_PAGE)
-    if not filters["where"]:
+    tasksets = filters["apply"](TaskSet.objects.filter(job=job, **filters["where"]))
+    paginator = Paginator(tasksets.select_related("machine__target").order_by("variant"), TASKSETS_PER_PAGE)
+    if not filters["values"]:
         # A row exists for every variant ever started, and only for those:
         # the cursor counts them without counting 10^5 rows on every view.
         paginator.count = job.cursor - job.offset
@@ -169,7 +172,21 @@ def job(request: HttpRequest, job_id: int) -> HttpResponse:
         "states": TaskSet.State.choices, "outcomes": TaskSet.Outcome.choices,
         "exports": exports.FORMATS, "can_cancel": _may_change(request, job) and job.is_active,
         "notifications": list(job.notifications.all()),
+        "tests": TESTS, "verdicts": list(VERDICT_NAMES.items()),
+        "results": page_context(TaskSet.objects.filter(job=job), reverse("job", args=[job.pk]),
+                                lambda name: reverse("job-plot", args=[job.pk, name]), job.cursor - job.offset),
     })
+
+
+@login_required
+def job_plot(request: HttpRequest, job_id: int, name: str) -> HttpResponse:
+    """A plot of the job's results as an SVG file of its own (linked from the page, downloadable)."""
+    job = get_object_or_404(Job, pk=job_id)
+    if name not in plots.PLOTS:
+        raise Http404(f"unknown plot {name!r}")
+    response = HttpResponse(plots.plot_svg(name, job=job), content_type="image/svg+xml")
+    response["Content-Disposition"] = f'inline; filename="job-{job.pk}-{name}.svg"'
+    return response
 
 
 def _taskset_filters(request: HttpRequest) -> dict:
@@ -188,8 +205,10 @@ def _taskset_filters(request: HttpRequest) -> dict:
     if get.get("error") == "1":
         values["error"] = "1"
         where["last_error__gt"] = ""
+    labels, apply = label_filters(get)
+    values.update(labels)
     query = "&".join(f"{key}={value}" for key, value in values.items())
-    return {"where": where, "values": values, "query": query}
+    return {"where": where, "values": values, "query": query, "apply": apply}
 
 
 # htmx stops polling on this status: a job that has ended will not change.
