@@ -82,7 +82,8 @@ def build(tasksets: int, machines: int, *, owner=None, events_every: int = 100, 
             for ts in rows if ts.variant % events_every == 0 for seq in range(2 * TASKS * JOBS_PER_TASK)])
         log(f"  {min(start + BATCH, tasksets):,} task-sets")
     for machine, taskset in zip(pool, TaskSet.objects.filter(job=job, state=TaskSet.State.RUNNING).order_by("variant")):
-        Machine.objects.filter(pk=machine.pk).update(current=taskset, current_since=now - timedelta(seconds=42),
+        # from the clock now, not the build's start: a page read right after shows 42 s
+        Machine.objects.filter(pk=machine.pk).update(current=taskset, current_since=timezone.now() - timedelta(seconds=42),
                                                     activity=f"running job {job.pk} variant {taskset.variant}")
     sample = TaskSet.objects.filter(job=job, state=TaskSet.State.FINISHED).order_by("variant").first()
     return {"target": target, "job": job, "queued": small, "machines": pool, "taskset": sample}

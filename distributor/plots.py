@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from datetime import timedelta
 from xml.sax.saxutils import escape, quoteattr
 
-from django.db.models import Count, ExpressionWrapper, F, IntegerField, Max, Min, QuerySet
-from django.db.models.functions import Mod, Trunc
+from django.db.models import Case, Count, ExpressionWrapper, F, IntegerField, Max, Min, QuerySet, Value, When
+from django.db.models.functions import Mod
 
 from distributor import results
 from distributor.models import ExitType, TaskJob, TaskSet
@@ -27,10 +28,8 @@ WIDTH, HEIGHT = 640, 360
 LEFT, RIGHT, TOP, BOTTOM = 56, 150, 28, 44
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
 RESPONSE_SAMPLE = 200_000
-# Exit types are counted per second, minute, hour or day of the task-sets'
-# ends, the finest that gives at most 60 bars: (truncation, seconds, unit, longest span).
-TIME_BINS = (("second", 1, "seconds", 60), ("minute", 60, "minutes", 3600), ("hour", 3600, "hours", 60 * 3600),
-             ("day", 86400, "days", math.inf))
+TIME_BINS = 30
+TIME_UNITS = (("seconds", 1, 300), ("minutes", 60, 300 * 60), ("hours", 3600, 96 * 3600), ("days", 86400, math.inf))
 
 
 # -- SVG pieces -----------------------------------------------------------------
@@ -220,35 +219,39 @@ def _quantile(values: list[int], q: float) -> float:
 
 
 def exit_types_svg(job=None, campaign=None) -> str:
-    """Stacked bars: task-jobs by exit type, per second, minute, hour or day
-    their task-set ended (grouped in the database), which shows a target
-    going bad (or a level getting harder)."""
+    """Stacked bars: task-jobs by exit type, binned by the time their
+    task-set ended (TIME_BINS bins, grouped in the database), which shows a
+    target going bad (or a level getting harder)."""
     title = "Exit types over time"
     ended = tasksets_for(job, campaign).filter(state=TaskSet.State.FINISHED, ended_at__isnull=False)
     span = ended.aggregate(first=Min("ended_at"), last=Max("ended_at"))
     if span["first"] is None:
         return _empty(title)
-    seconds = (span["last"] - span["first"]).total_seconds()
-    truncation, step, unit, _ = next(row for row in TIME_BINS if seconds <= row[3])
+    seconds = max((span["last"] - span["first"]).total_seconds(), 0.001)
+    unit, scale = next((u, f) for u, f, limit in TIME_UNITS if seconds <= limit)
+    # the bin of a task-set's end as plain comparisons: no date function per row
+    edges = [span["first"] + timedelta(seconds=seconds * k / TIME_BINS) for k in range(1, TIME_BINS)]
+    slot = Case(*(When(taskset__ended_at__lt=edge, then=Value(k)) for k, edge in enumerate(edges)),
+                default=Value(TIME_BINS - 1), output_field=IntegerField())
     rows = (TaskJob.objects.filter(taskset__in=ended).order_by()
-            .values(slot=Trunc("taskset__ended_at", truncation), kind=F("exit_type")).annotate(n=Count("id")))
-    bins: dict[float, dict[str, int]] = defaultdict(dict)
+            .values(slot=slot, kind=F("exit_type")).annotate(n=Count("id")))
+    bins: dict[int, dict[str, int]] = defaultdict(dict)
     for row in rows:
         bins[row["slot"]][row["kind"]] = row["n"]
     if not bins:
         return _empty(title)
-    first = min(bins)
     kinds = [kind for kind in ExitType.values if any(kind in counts for counts in bins.values())]
     kinds += sorted({kind for counts in bins.values() for kind in counts} - set(kinds))
-    length = max((slot - first).total_seconds() for slot in bins) / step + 1
-    canvas = _Canvas(title, (0, length), (0, max(sum(c.values()) for c in bins.values())),
-                     f"{unit} since {first:%Y-%m-%d %H:%M:%S} UTC", "task-jobs")
+    canvas = _Canvas(title, (0, seconds / scale), (0, max(sum(c.values()) for c in bins.values())),
+                     f"{unit} since {span['first']:%Y-%m-%d %H:%M:%S} UTC", "task-jobs")
+    width = seconds / scale / TIME_BINS
     colour = {kind: COLOURS[k % len(COLOURS)] for k, kind in enumerate(kinds)}
-    for slot, counts in sorted(bins.items()):
-        x, base = (slot - first).total_seconds() / step, 0
+    for slot_number, counts in sorted(bins.items()):
+        base = 0
         for kind in kinds:
             if counts.get(kind):
-                canvas.rect(x + 0.05, x + 0.95, base, base + counts[kind], colour[kind], f"{kind}: {counts[kind]}")
+                canvas.rect(slot_number * width, (slot_number + 0.9) * width, base, base + counts[kind], colour[kind],
+                            f"{kind}: {counts[kind]}")
                 base += counts[kind]
     canvas.legend([(kind, colour[kind]) for kind in kinds])
     return canvas.svg()

@@ -15,14 +15,16 @@ NULL; both mean "no value" here.
 """
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from django.db.models import BooleanField, Count, ExpressionWrapper, F, FloatField, Q, QuerySet
+from django.db.models import BooleanField, Count, ExpressionWrapper, FloatField, Q, QuerySet
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Floor
 
 from distributor.models import TaskSet
+from distributor.models.fields import JSONValues
 
 # (key in the analysis dict, name on a page); "verdict" is the overall one.
 TESTS = (
@@ -140,13 +142,17 @@ def _category(row: dict, test: str) -> str:
 def facts(rows: QuerySet) -> list[dict]:
     """One grouped query over ``rows``' finished task-sets: a row per
     distinct (outcome, utilisation bin, every test's verdict, applies and
-    exactness) with its count ``n``."""
-    finished = with_labels(rows.filter(state=TaskSet.State.FINISHED)).order_by()
-    columns = {name: F(name) for name in PATHS if name not in ("l_utilisation",)}
-    bin_of = Floor(Cast("l_utilisation", FloatField()) * BINS_PER_UNIT + 1e-9)
-    return list(finished.values("outcome", **columns,
-                                labelled=ExpressionWrapper(Q(analysis__isnull=False), output_field=BooleanField()),
-                                bin=bin_of).annotate(n=Count("id")))
+    exactness) with its count ``n``; the label keys are read in one pass
+    over each document (``JSONValues``), the bin in a second."""
+    names = [name for name in PATHS if name != "l_utilisation"]
+    keys = JSONValues("analysis", [tuple(PATHS[name].split("__")[1:]) for name in names])
+    bin_of = Floor(Cast(KT("analysis__utilisation"), FloatField()) * BINS_PER_UNIT + 1e-9)
+    grouped = (rows.filter(state=TaskSet.State.FINISHED).order_by()
+               .values("outcome", keys=keys, bin=bin_of,
+                       labelled=ExpressionWrapper(Q(analysis__isnull=False), output_field=BooleanField()))
+               .annotate(n=Count("id")))
+    return [{**row, **dict(zip(names, json.loads(row.pop("keys") or "null") or [None] * len(names)))}
+            for row in grouped]
 
 
 @dataclass
