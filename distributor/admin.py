@@ -15,7 +15,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from distributor import reconciler
-from distributor.audit import form_changes, record, record_upload, user_actor
+from distributor.audit import UPLOAD_ACTIONS, form_changes, record, record_upload, user_actor
 from distributor.campaigns.models import Campaign, CampaignLevel, CampaignSet
 from distributor.forms import TargetForm
 from distributor.labels import label_stored
@@ -319,6 +319,15 @@ class BinaryAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj=None) -> tuple[str, ...]:
         return (("name",) if obj else ()) + self.readonly_fields
+
+    def delete_model(self, request: HttpRequest, obj: Upload) -> None:
+        name, action = obj.name, UPLOAD_ACTIONS[obj._meta.model_name].replace("-upload", "-remove")
+        super().delete_model(request, obj)
+        record(user_actor(request.user), action, name)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for obj in queryset:
+            self.delete_model(request, obj)
 
     def save_model(self, request: HttpRequest, obj: Upload, form, change: bool) -> None:
         if "file" not in form.changed_data:

@@ -216,3 +216,11 @@ def test_the_settings_row_sets_the_machine_count_through_the_reconciler_and_reco
     assert too_many.status_code == 200 and "must be between 1 and" in too_many.content.decode()
     config.refresh_from_db()
     assert config.max_machines == 3
+
+
+@pytest.mark.parametrize("model, action", [(Binary, "binary-remove"), (BootImage, "image-remove")])
+def test_deleting_an_upload_in_the_admin_is_recorded(admin_client, media, model, action):
+    item, _ = model.store("hey", SimpleUploadedFile("hey", b"bytes"))
+    admin_client.post(f"/admin/distributor/{model._meta.model_name}/{item.pk}/delete/", {"post": "yes"})
+    assert not model.objects.exists()
+    assert _actions() == [("root-admin", action, "hey")]
