@@ -275,9 +275,11 @@ class UploadAdminForm(forms.ModelForm):
     file itself is stored by the model's ``store`` in ``save_model``."""
 
     name = forms.CharField(required=False, max_length=100, help_text="default: the file's name")
+    # Not a model field: the content goes to the database through Upload.store.
+    file = forms.FileField(required=False, help_text="a new upload, or a replacement of this one's content")
 
     class Meta:
-        fields = ("name", "file")
+        fields = ("name",)
 
     def clean_file(self):
         upload = self.cleaned_data.get("file")
@@ -293,6 +295,8 @@ class UploadAdminForm(forms.ModelForm):
     def clean(self):
         data = super().clean()
         model: type[Upload] = self._meta.model
+        if not self.instance.pk and data.get("file") is None and not self.has_error("file"):
+            self.add_error("file", "This field is required.")
         if self.instance.pk:  # a file is replaced under its name; a new name is a new upload
             data["name"] = self.instance.name
         elif data.get("file") is not None:
@@ -334,7 +338,7 @@ class BinaryAdmin(admin.ModelAdmin):
             return  # nothing but the name could differ, and it is read-only once stored
         item, replaced = type(obj).store(form.cleaned_data["name"], form.cleaned_data["file"], request.user)
         record_upload(user_actor(request.user), item, replaced)
-        obj.pk, obj.file, obj.sha256, obj.size = item.pk, item.file, item.sha256, item.size
+        obj.pk, obj.sha256, obj.size = item.pk, item.sha256, item.size
         obj.uploaded_at, obj.uploaded_by = item.uploaded_at, item.uploaded_by
 
 

@@ -27,12 +27,13 @@ from distributor.analysis import analyse
 from distributor.environment import host_environment
 from distributor.files import UploadedFiles
 from distributor.labels import etm_for
-from distributor.models import Attempt, DistributorConfig, Event, Fenced, Job, Machine, Orders, Slot, Task, TaskSet
+from distributor.models import (Attempt, DistributorConfig, Event, Fenced, HostTargetFault, Job, Machine, Orders, Slot,
+                                Task, TaskSet)
 from distributor.models.rows import database_time
 from distributor.monitors import MonitorGroup
 from distributor.queue import Claim, claim_next
 from distributor.reconciler import tick
-from sessions import EventTracker, SessionInfo, Stopped, TargetFailure, TaskSetError, get_session_class
+from sessions import EventTracker, HostFault, SessionInfo, Stopped, TargetFailure, TaskSetError, get_session_class
 from sessions.etm import EtmError
 from sessions.outcomes import expected_span_ms, judge_set
 
@@ -177,6 +178,10 @@ class MachineWorker:
         except Fenced as fenced:
             final, error = None, str(fenced)
             self.log.warning("lease lost: %s", fenced)
+        except HostFault as fault:
+            final, error = Machine.State.FAILED, f"this host cannot run the target: {fault}"
+            self.log.error("%s", error)
+            self.went_idle = True  # its task-set is back in the queue: another host's machine is wanted now
         except Exception as crash:  # noqa: BLE001 - recorded on the row, shown in the UI
             final, error = Machine.State.FAILED, _describe(crash)
             self.log.exception("machine failed")
@@ -228,6 +233,11 @@ class MachineWorker:
 
     # -- the target -------------------------------------------------------------
 
+    def _host_fault(self, fault: HostFault) -> None:
+        """This host cannot run this target: the reconciler places the target's
+        machines elsewhere until the operator resumes the host."""
+        HostTargetFault.record(self.machine.host, self.machine.target_id, str(fault))
+
     def _boot(self) -> None:
         """Start the target, retrying with a short back-off; no fixed delays."""
         for attempt in range(1, BOOT_TRIES + 1):
@@ -235,6 +245,9 @@ class MachineWorker:
             self.machine.starting(f"starting target (try {attempt})")
             try:
                 self.session.start_host()
+            except HostFault as fault:
+                self._host_fault(fault)
+                raise
             except (TargetFailure, OSError) as failure:
                 self.log.warning("target start failed (try %d): %s", attempt, failure)
                 self.machine.starting(last_error=f"target start failed: {failure}")
@@ -297,6 +310,9 @@ class MachineWorker:
                 self._run_check(tasks)
         except (Stopped, Fenced):
             raise
+        except HostFault as fault:  # this host's fault, not the slot's: the check is not failed
+            self._host_fault(fault)
+            raise
         except Exception as failure:  # noqa: BLE001 - any failure fails the check
             cause = _describe(failure)
             Slot.check_failed(target, index, cause)
@@ -344,6 +360,12 @@ class MachineWorker:
             tracker = self._execute(taskset, tasks, events, monitors)
         except (Stopped, Fenced):
             if taskset.put_back(self.machine):  # its events go with it: the task-set starts afresh
+                monitors.taskset_stop(taskset)
+            raise
+        except HostFault as fault:
+            # Recorded before the task-set is back, so no tick places it on this host again.
+            self._host_fault(fault)
+            if taskset.put_back(self.machine):  # no try used: neither the task-set's fault nor the target's
                 monitors.taskset_stop(taskset)
             raise
         except Cancelled:

@@ -27,7 +27,7 @@ from django_q.tasks import async_task
 from distributor.audit import record
 from distributor.environment import host_environment
 from distributor.labels import label_stored
-from distributor.models import DistributorConfig, Host, Job, Machine, Slot, Target, TaskSet
+from distributor.models import DistributorConfig, Host, HostTargetFault, Job, Machine, Slot, Target, TaskSet
 from distributor.models.hosts import seconds_ago
 from sessions import get_session_class
 
@@ -210,19 +210,23 @@ def _launch_health_checks(room: int, hosts: "HostLoad") -> list[int]:
 
 
 class HostLoad:
-    """Live hosts and their free workers: machines go where there is room."""
+    """Live hosts and their free workers: machines go where there is room, on
+    hosts the operator has not drained and that can run their target (no
+    HostTargetFault for the pair)."""
 
     def __init__(self, config: DistributorConfig):
-        live = Host.live(config.heartbeat_timeout_s)
+        live = Host.live(config.heartbeat_timeout_s).filter(drained=False)
         self.capacity = {host.name: host.capacity for host in live}
         self.load = {name: 0 for name in self.capacity}
         for host in Machine.objects.filter(state__in=Machine.LIVE_STATES, host__in=self.capacity).values_list("host", flat=True):
             self.load[host] += 1
+        self.faults = HostTargetFault.pairs()
 
     def pick(self, target: Target) -> str | None:
         """The allowed host with the most free workers (a pool may be bound to one host)."""
         free = {name: self.capacity[name] - self.load[name] for name in self.capacity
-                if (not target.host or target.host == name) and self.load[name] < self.capacity[name]}
+                if (not target.host or target.host == name) and self.load[name] < self.capacity[name]
+                and (name, target.pk) not in self.faults}
         return max(sorted(free), key=free.get) if free else None
 
     def add(self, host: str) -> None:
@@ -320,6 +324,33 @@ def resume() -> None:
     DistributorConfig.objects.filter(pk=config.pk).update(halted=False)
     Machine.order(Machine.objects.filter(stop_mode=Machine.StopMode.DRAIN), Machine.StopMode.NONE)
     tick()
+
+
+def drain_host(host: Host, actor: str) -> int:
+    """No new machines on ``host``; those it runs finish their task-set and
+    stop (their work goes to other hosts). Returns the machines told."""
+    with transaction.atomic():
+        host.drain()
+        here = Machine.objects.filter(host=host.name)
+        Machine.cancel_launches(here, "its host was drained before start")
+        count = Machine.order(here.filter(stop_mode=Machine.StopMode.NONE), Machine.StopMode.DRAIN)
+    record(actor, "host-drain", host.name, {"machines": count})
+    tick()
+    return count
+
+
+def resume_host(host: Host, actor: str) -> int:
+    """``host`` takes machines again, for every target; returns the faults lifted."""
+    lifted = host.resume()
+    record(actor, "host-resume", host.name, {"faults_lifted": lifted})
+    tick()
+    return lifted
+
+
+def forget_host(host: Host, actor: str) -> None:
+    """A dead host's rows gone (the caller checked that it is dead)."""
+    host.forget()
+    record(actor, "host-forget", host.name)
 
 
 def reboot_all() -> int:

@@ -3,7 +3,9 @@ hosts, the live machines and the queue (the dashboard, the API and
 ``distributor status``). Read-only: the reconciler changes things."""
 from __future__ import annotations
 
-from distributor.models import DistributorConfig, Host, Job, Machine, Slot
+from django.utils import timezone
+
+from distributor.models import DistributorConfig, Host, HostTargetFault, Job, Machine, Slot
 
 
 def overview() -> dict:
@@ -16,11 +18,9 @@ def overview() -> dict:
     # Busy while a machine runs a task-set or work waits; machines merely
     # waiting for work do not make the distributor busy.
     busy = any(m.state == Machine.State.BUSY for m in machines) or any(job.progress()["queued"] for job in jobs)
-    live_hosts = set(Host.live(config.heartbeat_timeout_s).values_list("name", flat=True))
     return {
         "state": "halted" if config.halted else ("busy" if busy else "idle"),
-        "hosts": [{"name": h.name, "capacity": h.capacity, "alive": h.name in live_hosts,
-                   "machines": sum(m.host == h.name for m in machines)} for h in Host.objects.order_by("name")],
+        "hosts": hosts(config, machines),
         "max_machines": config.max_machines,
         "cap": config.cap,
         "halted": config.halted,
@@ -49,6 +49,27 @@ def _slot_status(target: str, index: int, slot: Slot | None) -> dict:
             "failures_in_a_row": slot.failures_in_a_row,
             "next_check": slot.next_check_at.isoformat() if slot.next_check_at else None,
             "since": slot.changed_at.isoformat()}
+
+
+def hosts(config: DistributorConfig, machines: list[Machine]) -> list[dict]:
+    """Each host: its health (ok, drained, faulty: the targets it cannot run,
+    and why; silent: no heartbeat), capacity, live machines, heartbeat age."""
+    live = set(Host.live(config.heartbeat_timeout_s).values_list("name", flat=True))
+    faults: dict[str, list[dict]] = {}
+    for fault in HostTargetFault.objects.select_related("target").order_by("target__name"):
+        faults.setdefault(fault.host, []).append({"target": fault.target.name, "cause": fault.cause,
+                                                  "seen_at": fault.seen_at.isoformat()})
+    now = timezone.now()
+    rows = []
+    for host in Host.objects.order_by("name"):
+        alive, its_faults = host.name in live, faults.get(host.name, [])
+        health = "silent" if not alive else "drained" if host.drained else "faulty" if its_faults else "ok"
+        rows.append({
+            "name": host.name, "health": health, "alive": alive, "drained": host.drained, "faults": its_faults,
+            "capacity": host.capacity, "machines": sum(m.host == host.name for m in machines),
+            "heartbeat_age_s": round((now - host.heartbeat_at).total_seconds(), 1) if host.heartbeat_at else None,
+        })
+    return rows
 
 
 def _machine_status(machine: Machine) -> dict:

@@ -6,7 +6,7 @@ session of that kind for its slot.
 """
 from __future__ import annotations
 
-from sessions.base import Session, SessionInfo, Stopped, TargetFailure, TaskSetError
+from sessions.base import HostFault, Session, SessionInfo, Stopped, TargetFailure, TaskSetError
 from sessions.events import EventTracker, RawEvent
 
 SESSION_KINDS: dict[str, type[Session]] = {}
@@ -27,5 +27,6 @@ def get_session_class(kind: str) -> type[Session]:
 # Importing a kind's module registers it.
 from sessions import board, genode, simso, qemu, stdio  # noqa: E402,F401
 
-__all__ = ["EventTracker", "RawEvent", "SESSION_KINDS", "Session", "SessionInfo", "Stopped", "TargetFailure", "TaskSetError",
+__all__ = ["EventTracker", "HostFault", "RawEvent", "SESSION_KINDS", "Session", "SessionInfo", "Stopped", "TargetFailure",
+           "TaskSetError",
            "get_session_class", "register"]

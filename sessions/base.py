@@ -18,7 +18,7 @@ from pathlib import Path
 from collections.abc import Mapping, Sequence
 from typing import Callable, NamedTuple, Protocol
 
-from sessions.errors import Stopped, TargetFailure, TaskSetError  # noqa: F401 - every kind raises them from here
+from sessions.errors import HostFault, Stopped, TargetFailure, TaskSetError  # noqa: F401 - every kind raises them from here
 from sessions.events import RawEvent
 from sessions.etm import EtmError, ExecutionTimeModel
 
@@ -86,12 +86,13 @@ class Files(Protocol):
         name is absent. Asked before every task-set, so it must be cheap."""
 
     def binaries(self, names: Sequence[str]) -> dict[str, StoredFile]:
-        """The binaries among ``names`` with their bytes (one deleted since is
-        absent); a TaskSetError names one whose stored file cannot be read or
-        does not match its checksum."""
+        """The binaries among ``names`` with their bytes, verified against their
+        checksums (one deleted since is absent); HostFault names one this host
+        cannot get or verify."""
 
     def boot_image(self, name: str) -> Path | None:
-        """The file of the uploaded boot image ``name``; None if there is none."""
+        """A local copy of the uploaded boot image ``name`` (verified against its
+        checksum); None if there is none; HostFault when this host cannot get it."""
 
 
 class NoFiles:

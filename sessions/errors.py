@@ -21,3 +21,11 @@ class TaskSetError(ValueError):
 
 class Stopped(Exception):
     """The machine was told to stop now (kill); raised from a wait."""
+
+
+class HostFault(Exception):
+    """This host cannot run the target, found before the target is contacted:
+    an uploaded file it cannot fetch or verify, no bridge or DHCP set up, no
+    QEMU binary. Neither the task-set's fault nor the target's: the task-set
+    goes back to the queue untouched (no try used), the machine stops and the
+    host is marked unable to run that target, whose machines go to other hosts."""

@@ -25,6 +25,7 @@ import ctypes
 import os
 import re
 import shlex
+import shutil
 import signal
 import threading
 import time
@@ -36,7 +37,7 @@ from pathlib import Path
 import pexpect
 
 from sessions import qemu_network, register
-from sessions.base import HostEnvironment, TargetFailure, boolean_setting, integer_setting, seconds_setting
+from sessions.base import HostEnvironment, HostFault, TargetFailure, boolean_setting, integer_setting, seconds_setting
 from sessions.console import RotatingConsole
 from sessions.events import RawEvent
 from sessions.genode import GenodeSession
@@ -265,6 +266,7 @@ class QemuSession(GenodeSession):
                             f"site allows (DISTRIBUTOR_QEMU_HOST_IMAGES is {'on' if host_paths else 'off'})")
 
     def _spawn(self) -> None:
+        self._check_host()
         tap = qemu_network.create_tap(self.net_slot, self.net) if self.settings["tap"] else None
         argv = self.command(tap)
         self.boots += 1
@@ -281,6 +283,18 @@ class QemuSession(GenodeSession):
         self.console = ConsoleReader(self.child, log, self.settings["boot_marker"], self._drop_connection)
         self.console.start()
         self.log.info("QEMU pid %s started: %s", self.child.pid, shlex.join(argv))
+
+    def _check_host(self) -> None:
+        """What this host must have before a guest boots, each missing one a
+        HostFault (the pool's machines go to other hosts): the QEMU binary and,
+        with a tap, the DHCP server on the bridge (``manage.py network up``;
+        the bridge itself is checked as the tap is made)."""
+        if shutil.which(self.settings["qemu"]) is None:
+            raise HostFault(f"settings.qemu: {self.settings['qemu']!r} is not installed on host "
+                            f"{self.info.host.name or 'this host'} (apt-get install qemu-system-arm)")
+        if self.settings["tap"] and not qemu_network.dnsmasq_running(self.net):
+            raise qemu_network.NetworkError(f"no DHCP server for bridge {self.net.bridge!r} on this host: run "
+                                            "`python manage.py network up` first")
 
     def _wait_for_marker(self, deadline: float) -> None:
         while not self.console.marker.wait(min(READ_WAKE_S, max(0.0, deadline - time.monotonic()))):

@@ -49,14 +49,15 @@ from pathlib import Path
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from sessions.base import HostEnvironment
+from sessions.base import HostEnvironment, HostFault
 
 DNSMASQ = "dnsmasq"
 DHCP_LEASE = "12h"
 
 
-class NetworkError(Exception):
-    """The network could not be set up or torn down; the message names why."""
+class NetworkError(HostFault):
+    """The network could not be set up or torn down; the message names why.
+    A host's fault: a machine that meets it leaves its task-set untouched."""
 
 
 @dataclass(frozen=True)

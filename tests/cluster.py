@@ -139,22 +139,13 @@ def short_timeouts(**overrides):
 
 
 def store_binaries(binaries: dict[str, bytes]):
-    """Binary rows with files where the clusters look (DATA_DIR/uploads);
-    a generator for fixtures: yields the rows, deletes the files after."""
-    import hashlib
-
+    """Binary rows with their content in the database, where every host's
+    clusters read it; a generator for fixtures: yields the rows."""
     from django.core.files.base import ContentFile
 
     from distributor.models import Binary
 
-    rows = []
-    for name, data in binaries.items():
-        row = Binary(name=name, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-        row.file.save(f"{name}.bin", ContentFile(data), save=True)
-        rows.append(row)
-    yield rows
-    for row in rows:
-        row.file.delete(save=False)
+    yield [Binary.store(name, ContentFile(data))[0] for name, data in binaries.items()]
 
 
 def join_machine_threads(threads, timeout: float = 10) -> None:

@@ -68,7 +68,7 @@ def test_adding_an_upload_in_the_admin_computes_its_size_and_checksum(admin_clie
     assert response.status_code == 302, response.content.decode()[:2000]
     item = model.objects.get(name=name)
     assert (item.size, item.sha256) == (11, hashlib.sha256(b"first bytes").hexdigest())
-    assert item.stored_path().read_bytes() == b"first bytes"
+    assert b"".join(item.blob().chunks()) == b"first bytes"
     assert _actions() == [("root-admin", action, name)]
 
 
@@ -80,7 +80,7 @@ def test_replacing_an_uploads_file_in_the_admin_recomputes_its_checksum(admin_cl
     assert response.status_code == 302, response.content.decode()[:2000]
     item.refresh_from_db()
     assert (item.name, item.size, item.sha256) == ("hey", 13, hashlib.sha256(b"the new bytes").hexdigest())
-    assert item.stored_path().read_bytes() == b"the new bytes"
+    assert b"".join(item.blob().chunks()) == b"the new bytes"
     assert AuditEntry.objects.get().changes["replaced"] is True
 
 

@@ -4,20 +4,13 @@ mismatch is a 400 naming sha256 and nothing is stored."""
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from distributor.models import AuditEntry, Binary, BootImage
+from distributor.models import AuditEntry, Binary, Blob, BootImage
 from webapp.models import ApiToken
-
-
-@pytest.fixture(autouse=True)
-def media_root(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "uploads"
 
 
 @pytest.fixture
@@ -35,9 +28,9 @@ def _upload(client, url: str, token: str | None, data: bytes, filename: str, **f
     return client.post(url, {"file": SimpleUploadedFile(filename, data), **fields}, headers=headers)
 
 
-def _stored_files() -> list[Path]:
-    root = Path(settings.MEDIA_ROOT)
-    return [path for path in root.rglob("*") if path.is_file()] if root.exists() else []
+def _stored_files() -> list[str]:
+    """The contents in the database (uploads live there, issue 18)."""
+    return list(Blob.objects.values_list("sha256", flat=True))
 
 
 def test_staff_upload_a_binary_with_its_sha256(client, staff_token, staff):
@@ -49,8 +42,7 @@ def test_staff_upload_a_binary_with_its_sha256(client, staff_token, staff):
                                                       "uploaded_by": "sam", "replaced": False, "uploaded_at": None}
     stored = Binary.objects.get(name="hey")
     assert (stored.sha256, stored.size, stored.uploaded_by) == (digest, len(data), staff)
-    with stored.file.open("rb") as handle:
-        assert handle.read() == data
+    assert b"".join(stored.blob().chunks()) == data
     entry = AuditEntry.objects.get()
     assert (entry.actor, entry.action, entry.subject, entry.changes) == (
         "sam", "binary-upload", "hey", {"sha256": digest, "size": len(data), "replaced": False})

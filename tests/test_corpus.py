@@ -13,7 +13,6 @@ every case.
 """
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 import re
@@ -36,7 +35,7 @@ from django.core.management import CommandError, call_command
 from distributor.files import UploadedFiles
 from distributor.hosts import beat
 from distributor.machine import run_machine
-from distributor.models import Attempt, Binary, DistributorConfig, Job, Machine, Target, Task, TaskJob, TaskSet
+from distributor.models import Attempt, Binary, Blob, DistributorConfig, Job, Machine, Target, Task, TaskJob, TaskSet
 from distributor.queue import submit_job
 from sessions import SessionInfo, TargetFailure, get_session_class
 from sessions.events import EventTracker
@@ -363,6 +362,7 @@ def test_a_100_mb_binary_upload_is_refused_and_nothing_is_kept(client, staff, se
     assert "the limit is 67,108,864 bytes" in html.unescape(response.content.decode())
     assert Binary.objects.count() == 0
     assert not settings.MEDIA_ROOT.exists() or not any(settings.MEDIA_ROOT.rglob("*"))
+    assert not Blob.objects.exists()
 
 
 # == API requests ================================================================
@@ -698,10 +698,8 @@ class FakeTarget:
 
 @pytest.fixture
 def hey_binary(db, settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-    data = b"\x7fELF hey"
-    row = Binary(name="hey", sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-    row.file.save("hey.bin", ContentFile(data), save=True)
+    settings.DATA_DIR = tmp_path  # this host's cache
+    row = Binary.store("hey", ContentFile(b"\x7fELF hey"))[0]
     return row
 
 
@@ -736,10 +734,8 @@ JOB_FILE = json.dumps({"name": "corpus", "tasksets": [{"tasks": [
 @pytest.fixture
 def engine_world(transactional_db, settings, tmp_path):
     """One genode target pool; launches are run here in threads, not queued."""
-    settings.MEDIA_ROOT = tmp_path / "media"
-    data = b"\x7fELF hey"
-    row = Binary(name="hey", sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-    row.file.save("hey.bin", ContentFile(data), save=True)
+    settings.DATA_DIR = tmp_path  # this host's cache
+    Binary.store("hey", ContentFile(b"\x7fELF hey"))[0]
     DistributorConfig.get()
     DistributorConfig.objects.update(target_timeout_s=1, idle_timeout_s=0)
     beat()

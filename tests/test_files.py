@@ -7,19 +7,18 @@ import pytest
 from django.core.files.base import ContentFile
 
 from distributor.files import UploadedFiles
-from distributor.models import Binary, BootImage
-from sessions import TaskSetError
+from distributor.models import Binary, Blob, BlobChunk, BootImage
+from distributor.models.blobs import CHUNK_BYTES
+from sessions import HostFault
 
 
 @pytest.fixture
 def media(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path
+    settings.DATA_DIR = tmp_path  # this host's cache is DATA_DIR/cache
 
 
-def upload(model, name: str, data: bytes, **fields):
-    row = model(name=name, sha256=hashlib.sha256(data).hexdigest(), size=len(data), **fields)
-    row.file.save(f"{name}.bin", ContentFile(data), save=True)
-    return row
+def upload(model, name: str, data: bytes):
+    return model.store(name, ContentFile(data))[0]
 
 
 def test_checksums_leave_unknown_names_out(db, media):
@@ -35,20 +34,61 @@ def test_binaries_come_with_their_bytes_in_the_order_asked(db, media):
     assert files["pi"].data == b"pi bytes" and files["pi"].sha256 == hashlib.sha256(b"pi bytes").hexdigest()
 
 
-def test_a_damaged_binary_is_the_users_error_naming_it(db, media, tmp_path):
-    row = upload(Binary, "hey", b"hey bytes")
-    (tmp_path / row.file.name).write_bytes(b"other bytes")
-    with pytest.raises(TaskSetError, match="binary 'hey' does not match its checksum; upload it again"):
-        UploadedFiles().binaries(["hey"])
-    (tmp_path / row.file.name).unlink()
-    with pytest.raises(TaskSetError, match="binary 'hey' cannot be read"):
-        UploadedFiles().binaries(["hey"])
+# -- issue 18, point 1: content in the database, a verified copy per host ----------------------------
 
 
-def test_a_boot_image_is_found_by_name(db, media, tmp_path):
-    image = upload(BootImage, "image.elf", b"\x7fELF")
-    assert UploadedFiles().boot_image("image.elf") == tmp_path / image.file.name
+def test_content_is_stored_once_in_chunks_and_comes_back_whole(db, media):
+    data = bytes(range(256)) * (CHUNK_BYTES // 256 * 2 + 3)  # two full chunks and a bit
+    image = upload(BootImage, "image.elf", data)
+    upload(BootImage, "same.elf", data)
+    assert Blob.objects.count() == 1 and BlobChunk.objects.filter(blob=image.sha256).count() == 3
+    assert max(len(chunk) for chunk in BlobChunk.objects.values_list("data", flat=True)) == CHUNK_BYTES
+    assert b"".join(image.blob().chunks()) == data
+
+
+def test_a_replaced_upload_drops_content_nothing_names_any_more(db, media):
+    upload(Binary, "hey", b"first")
+    upload(Binary, "other", b"shared")
+    upload(Binary, "hey", b"shared")
+    assert set(Blob.objects.values_list("sha256", flat=True)) == {hashlib.sha256(b"shared").hexdigest()}
+    _, replaced = Binary.store("hey", ContentFile(b"second"))
+    assert replaced and Blob.objects.count() == 2, "the shared content stays: 'other' names it"
+
+
+def test_the_first_use_fetches_a_copy_into_this_hosts_cache(db, media, tmp_path):
+    image = upload(BootImage, "image.elf", b"\x7fELF kernel")
+    path = UploadedFiles().boot_image("image.elf")
+    assert path == tmp_path / "cache" / image.sha256
+    assert path.read_bytes() == b"\x7fELF kernel"
     assert UploadedFiles().boot_image("nothere") is None
+    assert not [p for p in path.parent.iterdir() if p.name != image.sha256], "no temporary file left"
+
+
+def test_a_damaged_cached_copy_is_fetched_again(db, media, tmp_path):
+    row = upload(Binary, "hey", b"hey bytes")
+    cached = tmp_path / "cache" / row.sha256
+    assert UploadedFiles().binaries(["hey"])["hey"].data == b"hey bytes"
+    cached.write_bytes(b"hey bytez")
+    assert UploadedFiles().binaries(["hey"])["hey"].data == b"hey bytes"
+    assert cached.read_bytes() == b"hey bytes"
+
+
+def test_content_this_host_cannot_get_is_a_host_fault_naming_the_upload(db, media, tmp_path):
+    row = upload(Binary, "hey", b"hey bytes")
+    BlobChunk.objects.filter(blob=row.sha256).update(data=b"hey bytez")
+    with pytest.raises(HostFault, match="binary 'hey': its content in the database does not match its sha256"):
+        UploadedFiles().binaries(["hey"])
+    Blob.objects.all().delete()
+    with pytest.raises(HostFault, match="binary 'hey': its content .* is not in the database; upload it again"):
+        UploadedFiles().binaries(["hey"])
+    assert not (tmp_path / "cache" / row.sha256).exists()
+
+
+def test_a_cache_this_host_cannot_write_is_a_host_fault(db, media, tmp_path):
+    image = upload(BootImage, "image.elf", b"\x7fELF")
+    (tmp_path / "cache" / image.sha256 / "in-the-way").mkdir(parents=True)
+    with pytest.raises(HostFault, match="boot image 'image.elf': cannot keep a copy in .*cache on this host"):
+        UploadedFiles().boot_image("image.elf")
 
 
 # -- issue 16, point 7: only the uploads folder, by stored id; image names are no paths ----------
@@ -94,22 +134,6 @@ def test_a_legacy_image_named_like_a_host_path_is_never_resolved(db, media):
     assert UploadedFiles().boot_image("/etc/passwd") is None
 
 
-@pytest.mark.parametrize("stored", ["../../etc/passwd", "/etc/passwd", "images/../../etc/passwd", "binaries/x",
-                                    "images/.hidden", "images/a/b"])
-def test_a_row_whose_file_leaves_its_uploads_folder_opens_nothing(db, media, stored):
-    from sessions import TargetFailure
-
-    image = upload(BootImage, "image.elf", b"\x7fELF")
-    BootImage.objects.filter(pk=image.pk).update(file=stored)
-    with pytest.raises(TargetFailure, match="boot image 'image.elf': the stored file .* (is not an upload|leaves)"):
-        UploadedFiles().boot_image("image.elf")
-    binary = upload(Binary, "hey", b"hey")
-    other_folder = {"binaries/x": "images/x"}  # the binary's own folder is binaries/
-    Binary.objects.filter(pk=binary.pk).update(file=other_folder.get(stored, stored.replace("images/", "binaries/", 1)))
-    with pytest.raises(TaskSetError, match="pkg: binary 'hey': the stored file"):
-        UploadedFiles().binaries(["hey"])
-
-
 def test_a_qemu_pool_boots_uploads_only_unless_the_site_allows_host_paths(db, media, settings, tmp_path):
     import logging
 
@@ -128,7 +152,7 @@ def test_a_qemu_pool_boots_uploads_only_unless_the_site_allows_host_paths(db, me
         return QemuSession(info).command(None)
 
     argv = command("image.elf")
-    assert argv[argv.index("-kernel") + 1] == str(tmp_path / image.file.name)
+    assert argv[argv.index("-kernel") + 1] == str(tmp_path / "cache" / image.sha256)
     for value in (str(host_file), "/etc/passwd", "../../etc/passwd"):
         with pytest.raises(TargetFailure, match=r"settings.kernel: .* is neither an uploaded boot image nor a host "
                                                 r"path this site allows \(DISTRIBUTOR_QEMU_HOST_IMAGES is off\)"):

@@ -23,13 +23,8 @@ BINARIES = {"hey": b"\x7fELF hey binary", "pi": b"\x7fELF pi binary " * 100}
 
 @pytest.fixture
 def binaries(db, settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path
-    rows = {}
-    for name, data in BINARIES.items():
-        row = Binary(name=name, sha256=_sha(data), size=len(data))
-        row.file.save(f"{name}.bin", ContentFile(data), save=True)
-        rows[name] = row
-    return rows
+    settings.DATA_DIR = tmp_path  # this host's cache
+    return {name: Binary.store(name, ContentFile(data))[0] for name, data in BINARIES.items()}
 
 
 @pytest.fixture
@@ -120,10 +115,7 @@ def test_it_sends_each_binary_once_per_boot(session, peer):
 def test_a_replaced_binary_is_sent_again(session, peer, binaries):
     run_taskset(session, TASKS)
     new = b"\x7fELF hey, version 2"
-    row = binaries["hey"]
-    row.file.save("hey2.bin", ContentFile(new), save=False)
-    row.sha256, row.size = _sha(new), len(new)
-    row.save()
+    Binary.store("hey", ContentFile(new))
 
     run_taskset(session, TASKS)
 

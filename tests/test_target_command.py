@@ -8,7 +8,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from distributor.models import Binary, Job, Target
+from distributor.models import Binary, Blob, BootImage, Job, Target
 
 
 def run(*args) -> str:
@@ -113,13 +113,7 @@ def test_remove_refuses_a_pool_that_jobs_use(db):
 # -- binary -------------------------------------------------------------------
 
 
-@pytest.fixture
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-    return settings.MEDIA_ROOT
-
-
-def test_binary_add_keeps_name_checksum_and_a_generated_file_name(db, media, tmp_path):
+def test_binary_add_keeps_name_checksum_and_the_content_in_the_database(db, tmp_path):
     source = tmp_path / "hey"
     source.write_bytes(b"\x7fELF hey")
 
@@ -127,26 +121,22 @@ def test_binary_add_keeps_name_checksum_and_a_generated_file_name(db, media, tmp
 
     binary = Binary.objects.get()
     assert (binary.name, binary.size, binary.sha256) == ("hey", 8, hashlib.sha256(b"\x7fELF hey").hexdigest())
-    stored = media / binary.file.name
-    assert stored.parent == media / "binaries" and stored.name != "hey"
-    assert stored.read_bytes() == b"\x7fELF hey"
+    assert b"".join(binary.blob().chunks()) == b"\x7fELF hey"
     assert "binary hey: 8 bytes" in output and "(added)" in output
 
 
-def test_binary_add_replaces_the_same_name_and_drops_the_old_file(db, media, tmp_path,
-                                                                  django_capture_on_commit_callbacks):
+def test_binary_add_replaces_the_same_name_and_drops_the_old_content(db, tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     first.write_bytes(b"one")
     second.write_bytes(b"two!")
     run("binary", "add", str(first), "--name", "pi")
-    old = media / Binary.objects.get().file.name
+    old = Binary.objects.get().sha256
 
-    with django_capture_on_commit_callbacks(execute=True):  # the old file goes after the commit
-        assert "(replaced)" in run("binary", "add", str(second), "--name", "pi")
+    assert "(replaced)" in run("binary", "add", str(second), "--name", "pi")
 
     binary = Binary.objects.get()
     assert (binary.size, binary.sha256) == (4, hashlib.sha256(b"two!").hexdigest())
-    assert not old.exists()
+    assert not Blob.objects.filter(pk=old).exists()
     assert "pi" in run("binary", "list") and binary.sha256 in run("binary", "list")
 
 
@@ -155,7 +145,7 @@ def test_binary_add_replaces_the_same_name_and_drops_the_old_file(db, media, tmp
     ("../etc", "name: '../etc' must be"),
     ("héllo", "name: 'héllo' must be"),
 ])
-def test_binary_add_refuses_names_the_target_would_cut(db, media, tmp_path, name, message):
+def test_binary_add_refuses_names_the_target_would_cut(db, tmp_path, name, message):
     source = tmp_path / "file"
     source.write_bytes(b"x")
 
@@ -164,12 +154,28 @@ def test_binary_add_refuses_names_the_target_would_cut(db, media, tmp_path, name
     assert not Binary.objects.exists()
 
 
-def test_binary_add_names_an_unreadable_file(db, media, tmp_path):
+def test_binary_add_names_an_unreadable_file(db, tmp_path):
     with pytest.raises(CommandError, match="file: cannot read"):
         run("binary", "add", str(tmp_path / "missing"), "--name", "x")
     (tmp_path / "empty").write_bytes(b"")
     with pytest.raises(CommandError, match="file: .* is empty"):
         run("binary", "add", str(tmp_path / "empty"))
+
+
+def test_image_add_streams_a_boot_image_into_the_database_under_the_web_uploads_rules(db, tmp_path, settings):
+    source = tmp_path / "image.elf"
+    source.write_bytes(b"\x7fELF kernel")
+    assert "boot image image.elf: 11 bytes" in run("image", "add", str(source))
+    image = BootImage.objects.get()
+    assert b"".join(image.blob().chunks()) == b"\x7fELF kernel"
+    assert "(replaced)" in run("image", "add", str(source), "--name", "image.elf")
+    assert image.sha256 in run("image", "list")
+    with pytest.raises(CommandError, match="name: '../x' must be"):
+        run("image", "add", str(source), "--name", "../x")
+    settings.IMAGE_MAX_BYTES = 4
+    with pytest.raises(CommandError, match="file: .* is 11 bytes; the limit is 4"):
+        run("image", "add", str(source), "--name", "other")
+    assert BootImage.objects.count() == 1
 
 
 def test_names_with_a_trailing_newline_are_refused(tmp_path, db):

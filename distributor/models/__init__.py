@@ -3,11 +3,12 @@
 it (targets, machines). The database is the only truth: every state change is
 a conditional UPDATE on these rows."""
 from distributor.models.config import DistributorConfig
+from distributor.models.blobs import Blob, BlobChunk
 from distributor.models.targets import Binary, BootImage, Target
 from distributor.models.jobs import Job, Tally
 from distributor.models.tasksets import Attempt, Task, TaskSet
 from distributor.models.results import Event, ExitType, TaskJob
-from distributor.models.hosts import Host
+from distributor.models.hosts import Host, HostTargetFault
 from distributor.models.machines import Fenced, Machine, Orders
 from distributor.models.notifications import Notification
 from distributor.models.audit import AuditEntry
@@ -18,6 +19,8 @@ __all__ = [
     "Attempt",
     "AuditEntry",
     "Binary",
+    "Blob",
+    "BlobChunk",
     "Calibration",
     "BootImage",
     "DistributorConfig",
@@ -27,6 +30,7 @@ __all__ = [
     "ExitType",
     "Fenced",
     "Host",
+    "HostTargetFault",
     "Job",
     "Machine",
     "Notification",

@@ -1,11 +1,8 @@
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import ClassVar, Self
 
 from django.conf import settings
@@ -15,6 +12,7 @@ from django.db import models, transaction
 from django.db.models import Q
 
 from distributor.environment import host_environment
+from distributor.models.blobs import Blob
 from distributor.models.etm import EtmModel
 from distributor.models.rows import fetch, placeholders, table
 from distributor.taskfile import PKG_NAME, DepthError, Expander, TaskFileError, check_depth, parse
@@ -23,8 +21,6 @@ from sessions import SESSION_KINDS, get_session_class
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 # A boot image's name: a binary's rule, longer (no "/", no leading dot, no "..").
 IMAGE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}$")
-# The file an upload is stored in: its kind's folder and a generated id (never a
-# name a user gave); sessions open nothing else (distributor/files.py).
 # Settings of every pool, whatever its kind: how the distributor treats its
 # slots (distributor/models/slots.py) and when it reboots its targets. They
 # live in ``settings`` beside the kind's own so that every way a target is
@@ -35,7 +31,6 @@ POOL_SETTINGS = {
     "health_check": None,  # a task-set file (JSON) known to pass; None: the last task-set finished on the pool
     "reboot_every_taskset": False,  # reboot the target between every two task-sets
 }
-STORED_FILE = re.compile(r"^(?P<folder>[a-z]+)/(?P<id>[A-Za-z0-9_][A-Za-z0-9_.-]{0,99})$")
 
 
 class Target(models.Model):
@@ -161,11 +156,11 @@ def _pool_setting_errors(settings: dict) -> dict[str, str]:
 
 
 class Upload(models.Model):
-    """A file uploaded for targets (a task binary, a boot image). It is stored
-    under a generated name, never the user's, which could name a path; its
-    SHA-256 and size let a user check what a target runs and a session notice
-    a damaged file. Each kind declares ``file`` with its own folder and may
-    narrow ``name``; ``check_name`` holds its naming rule."""
+    """A file uploaded for targets (a task binary, a boot image): a name for
+    its content, which lives in the database (Blob, by ``sha256``) where every
+    host reads it; no host's path is ever stored (issue 18). The SHA-256 and
+    size let a user check what a target runs and a host verify its cached
+    copy. Each kind may narrow ``name``; ``check_name`` holds its naming rule."""
 
     name = models.CharField(max_length=100, unique=True)
     sha256 = models.CharField(max_length=64)
@@ -173,7 +168,6 @@ class Upload(models.Model):
     uploaded_at = models.DateTimeField(auto_now=True)
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
 
-    file: models.FileField
     # The setting that bounds an upload's size through the web (BINARY_MAX_BYTES, IMAGE_MAX_BYTES).
     max_bytes_setting: ClassVar[str]
     name_help: ClassVar[str] = "default: the file's name"
@@ -197,53 +191,36 @@ class Upload(models.Model):
         if not name or len(name) > cls._meta.get_field("name").max_length:
             raise ValidationError({"name": f"{name!r} must be 1-{cls._meta.get_field('name').max_length} characters"})
 
-    def stored_path(self) -> Path:
-        """The stored file, which must be its kind's folder and a generated id
-        inside the uploads folder: a row naming anything else (a path, "..")
-        opens nothing. ValueError says why."""
-        folder = type(self)._meta.get_field("file").upload_to.strip("/")
-        match = STORED_FILE.fullmatch(self.file.name or "")
-        if not match or match["folder"] != folder or ".." in match["id"]:
-            raise ValueError(f"the stored file {self.file.name!r} is not an upload of its own folder")
-        root = (Path(settings.MEDIA_ROOT) / folder).resolve()
-        path = (root / match["id"]).resolve()
-        if path.parent != root:
-            raise ValueError(f"the stored file {self.file.name!r} leaves the uploads folder")
-        return path
-
     @classmethod
     def store(cls, name: str, content: File, user=None) -> tuple[Self, bool]:
-        """Save the bytes under a fresh name, then point the row of ``name``
-        at them (a new row, or the old one replaced: True). The old file goes
-        only once the committed row no longer names it; the new one goes if
-        the row cannot be saved."""
-        digest = hashlib.sha256()
-        for chunk in content.chunks():
-            digest.update(chunk)
-        content.seek(0)
-        new_file = ""
-        try:
-            with transaction.atomic():
-                item = cls.objects.select_for_update().filter(name=name).first() or cls(name=name)
-                replaced, old_file = item.pk is not None, item.file.name if item.pk else ""
-                item.sha256, item.size, item.uploaded_by = digest.hexdigest(), content.size, user
-                item.file.save(uuid.uuid4().hex, content, save=False)
-                new_file = item.file.name
-                item.save()
-        except BaseException:
-            if new_file:
-                item.file.storage.delete(new_file)
-            raise
-        if old_file:
-            transaction.on_commit(lambda: item.file.storage.delete(old_file))
+        """Store the content (once per checksum, streamed: flat memory) and
+        point the row of ``name`` at it (a new row, or the old one replaced:
+        True), all in one transaction. Content no upload names any more goes
+        with it."""
+        with transaction.atomic():
+            blob = Blob.store(content)
+            item = cls.objects.select_for_update().filter(name=name).first() or cls(name=name)
+            replaced, old_sha256 = item.pk is not None, item.sha256
+            item.sha256, item.size, item.uploaded_by = blob.sha256, blob.size, user
+            item.save()
+            if replaced and old_sha256 != blob.sha256:
+                Blob.delete_unused({old_sha256}, used=contents_in_use({old_sha256}))
         return item, replaced
+
+    def blob(self) -> Blob | None:
+        return Blob.objects.filter(pk=self.sha256).first()
+
+
+def contents_in_use(sha256s: set[str]) -> set[str]:
+    """The contents among ``sha256s`` that a binary or a boot image names."""
+    return (set(Binary.objects.filter(sha256__in=sha256s).values_list("sha256", flat=True))
+            | set(BootImage.objects.filter(sha256__in=sha256s).values_list("sha256", flat=True)))
 
 
 class Binary(Upload):
     """A task binary sent to Genode targets (SEND_BINARIES)."""
 
     name = models.CharField(max_length=15, unique=True)
-    file = models.FileField(upload_to="binaries/")
 
     max_bytes_setting = "BINARY_MAX_BYTES"
     name_help = "default: the file's name; at most 15 bytes"
@@ -271,8 +248,6 @@ class Binary(Upload):
 
 class BootImage(Upload):
     """A kernel or image booted by QEMU pools (the seeds' image.elf)."""
-
-    file = models.FileField(upload_to="images/")
 
     max_bytes_setting = "IMAGE_MAX_BYTES"
     name_help = "default: the file's name; 1-100 ASCII letters, digits, '_', '.', '+' or '-'"

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 from distributor import reconciler
 from distributor.audit import recent as recent_actions, user_actor
 from distributor.models import DistributorConfig, Job, Machine, Slot, Target
-from distributor.status import slot_health
+from distributor.status import hosts, slot_health
 from webapp.access import login_required, staff_required
 from webapp.progress import add_rate, progress_of
 
@@ -61,6 +61,7 @@ def overview() -> dict:
         "failures": failures,
         "actions": recent_actions(),
         "slots": slot_health(machines),
+        "hosts": hosts(config, machines),
         "now": now,
     }
 

@@ -2,20 +2,22 @@
 
 The name is what tasks call ``pkg`` and what the target receives in a
 15-byte field, so it is checked here instead of being cut on the wire (the
-seeds cut silently). Files are stored under MEDIA_ROOT/binaries with a
-generated name, never the user's, so a name cannot reach outside the folder;
-the checksum lets sessions notice a damaged file and resend a replaced one.
+seeds cut silently). The content is stored in the database, a chunk at a
+time (Upload.store), where every host's machines read it; the checksum lets
+a host verify its copy and a session resend a replaced one.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
+from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.management.base import BaseCommand, CommandError
 
 from distributor.audit import cli_actor, record_upload
 from distributor.models import Binary
+from distributor.models.targets import Upload
 
 MAX_BINARY_BYTES = 256 * 1024 * 1024
 
@@ -37,8 +39,7 @@ class Command(BaseCommand):
         path = Path(options["file"])
         name = options["name"] or path.name
         check_name(name)
-        data = _read(path)
-        binary, replaced = store_binary(name, data)
+        binary, replaced = store_file(Binary, name, path, MAX_BINARY_BYTES)
         record_upload(cli_actor(), binary, replaced)
         self.stdout.write(f"binary {binary.name}: {binary.size} bytes, sha256 {binary.sha256}"
                           f" ({'replaced' if replaced else 'added'})")
@@ -60,19 +61,21 @@ def check_name(name: str) -> None:
         raise CommandError(f"name: {error.message_dict['name'][0]} (use --name)") from None
 
 
-def _read(path: Path) -> bytes:
+def store_file(model: type[Upload], name: str, path: Path, limit: int) -> tuple[Upload, bool]:
+    """Store the file at ``path`` as the upload ``name`` of ``model``, streamed
+    (flat memory whatever its size); True when it replaced one."""
     try:
         size = path.stat().st_size
-        if size > MAX_BINARY_BYTES:
-            raise CommandError(f"file: {path} is {size} bytes; the limit is {MAX_BINARY_BYTES}")
-        data = path.read_bytes()
-    except IsADirectoryError:
-        raise CommandError(f"file: {path} is a directory") from None
+        if path.is_dir():
+            raise CommandError(f"file: {path} is a directory")
+        if size > limit:
+            raise CommandError(f"file: {path} is {size} bytes; the limit is {limit}")
+        if not size:
+            raise CommandError(f"file: {path} is empty")
+        with path.open("rb") as handle:
+            return model.store(name, File(handle, name=path.name))
     except OSError as error:
         raise CommandError(f"file: cannot read {path}: {error.strerror or error}") from None
-    if not data:
-        raise CommandError(f"file: {path} is empty")
-    return data
 
 
 def store_binary(name: str, data: bytes) -> tuple[Binary, bool]:

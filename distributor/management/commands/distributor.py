@@ -1,4 +1,5 @@
-"""python manage.py distributor status|max N|kill|shutdown|resume|reboot|slot TARGET:N maintenance|healthy|tick|audit [--json] [--since DATE]"""
+"""python manage.py distributor status|max N|kill|shutdown|resume|reboot|slot TARGET:N maintenance|healthy|tick
+|audit [--json] [--since DATE]|host NAME drain|resume|forget"""
 from __future__ import annotations
 
 import json
@@ -8,8 +9,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 from distributor import reconciler
 from distributor.audit import cli_actor, entries, parse_since
-from distributor.models import Target
+from distributor.models import DistributorConfig, Host, Target
 from distributor.status import overview
+
+HOST_ACTIONS = ("drain", "resume", "forget")
 
 
 class Command(BaseCommand):
@@ -34,6 +37,10 @@ class Command(BaseCommand):
         audit.add_argument("--json", action="store_true", help="print a JSON array")
         audit.add_argument("--since", default=None, metavar="DATE", help="YYYY-MM-DD or an ISO date-time")
         audit.add_argument("--action", dest="only_action", default="", help="only this action (max, kill, reboot, …)")
+        host = sub.add_parser("host", help="one host: drain (no new machines there), resume (lift the drain and "
+                                           "its faults), forget (a dead host's rows)")
+        host.add_argument("name")
+        host.add_argument("host_action", choices=HOST_ACTIONS, metavar="{drain,resume,forget}")
 
     def handle(self, *args, action, **opts):
         if action == "status":
@@ -60,6 +67,27 @@ class Command(BaseCommand):
             self._slot(opts["slot"], opts["health"], opts["cause"])
         elif action == "tick":
             self.stdout.write(json.dumps(reconciler.tick()))
+        elif action == "host":
+            self._host(opts["name"], opts["host_action"])
+
+    def _host(self, name: str, action: str) -> None:
+        host = Host.objects.filter(name=name).first()
+        if host is None:
+            known = ", ".join(Host.objects.order_by("name").values_list("name", flat=True)) or "none"
+            raise CommandError(f"host: no host named {name!r} (known: {known})")
+        if action == "drain":
+            told = reconciler.drain_host(host, cli_actor())
+            self.stdout.write(f"host {name} drained: no new machines there; {told} machine(s) finish their "
+                              f"task-set and stop")
+        elif action == "resume":
+            lifted = reconciler.resume_host(host, cli_actor())
+            self.stdout.write(f"host {name} resumed ({lifted} fault(s) lifted)")
+        else:
+            timeout = DistributorConfig.get().heartbeat_timeout_s
+            if host.is_live(timeout):
+                raise CommandError(f"host: {name} is alive (it beat within {timeout} s): stop it before forgetting it")
+            reconciler.forget_host(host, cli_actor())
+            self.stdout.write(f"host {name} forgotten")
 
     def _audit(self, opts: dict) -> None:
         try:
@@ -99,6 +127,11 @@ class Command(BaseCommand):
             return
         self.stdout.write(f"{status['state']}: max {status['max_machines']} of cap {status['cap']}, "
                           f"{len(status['machines'])} machine(s) live")
+        for h in status["hosts"]:
+            self.stdout.write(f"  host {h['name']}: {h['health']}, {h['machines']} of {h['capacity']} machine(s), "
+                              f"heartbeat {_age(h['heartbeat_age_s'])}")
+            for fault in h["faults"]:
+                self.stdout.write(f"    cannot run target {fault['target']}: {fault['cause']}")
         for m in status["machines"]:
             mode = f" [{m['stop_mode']}]" if m["stop_mode"] else ""
             self.stdout.write(f"  machine {m['id']} {m['target']}:{m['slot']} {m['state']}{mode} — {m['activity']}"
@@ -108,3 +141,7 @@ class Command(BaseCommand):
         for j in status["jobs"]:
             self.stdout.write(f"  job {j['id']} {j['name']}: {j['finished']} finished, {j['bad']} bad, "
                               f"{j['running']} running, {j['queued']} queued of {j['total']} ({j['percent']}%)")
+
+
+def _age(seconds: float | None) -> str:
+    return "never" if seconds is None else f"{seconds:.0f} s ago"

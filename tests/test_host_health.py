@@ -1,0 +1,153 @@
+"""A host's own fault is the host's, not the task-set's (issue 18, point 2).
+
+A failure before the target is contacted (an uploaded file this host cannot
+cache, no QEMU binary, no bridge or DHCP) puts the task-set back untouched,
+marks the host unable to run that target with the cause, and the reconciler
+places that target's machines on other hosts only; the operator sees it in
+``distributor status`` and on the dashboard, and drains, resumes or forgets
+a host with ``distributor host NAME drain|resume|forget``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from distributor import reconciler
+from distributor.hosts import beat
+from distributor.models import Attempt, AuditEntry, Binary, Host, HostTargetFault, Job, Machine, Target, TaskSet
+from distributor.queue import submit_job
+from distributor.status import overview
+from sessions import HostFault, SessionInfo
+from tests.inprocess import run_launched, variants_file
+from tests.peer import TaskLoaderPeer
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_broker")]
+HEY = b"\x7fELF hey, the one binary"
+
+
+def distributor(*args: str) -> str:
+    out = io.StringIO()
+    call_command("distributor", *args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.fixture
+def data_dir(settings, tmp_path):
+    settings.DATA_DIR = tmp_path  # this host's cache: DATA_DIR/cache
+    return tmp_path
+
+
+def test_a_binary_this_host_cannot_cache_costs_no_try_and_keeps_the_target_off_the_host(data_dir):
+    sha256 = Binary.store("hey", ContentFile(HEY))[0].sha256
+    (data_dir / "cache" / sha256 / "in-the-way").mkdir(parents=True)  # the copy cannot be written here
+    with TaskLoaderPeer("127.0.0.9", slow_start_seconds=0.1) as peer:
+        target = Target.objects.create(name="lab", kind="genode", addresses=[peer.address])
+        job = submit_job(variants_file(3), target=target, tries=1)
+        run_launched()
+
+        host = settings.DISTRIBUTOR_HOST
+        assert TaskSet.objects.filter(job=job).count() > 0
+        assert set(TaskSet.objects.filter(job=job).values_list("state", "attempts", "runs")) == {
+            (TaskSet.State.QUEUED, 0, 0)}, "back in the queue untouched: no try used"
+        assert not Attempt.objects.exists()
+        fault = HostTargetFault.objects.get()
+        assert (fault.host, fault.target_id) == (host, target.pk)
+        assert "binary 'hey': cannot keep a copy in" in fault.cause
+        machine = Machine.objects.get()
+        assert machine.state == Machine.State.FAILED and "this host cannot run the target" in machine.last_error
+        assert reconciler.tick()["launched"] == [], "no machine of that target on the faulty host"
+        assert peer.received_binaries() == [], "the target was never contacted"
+
+        # The operator sees it, fixes the cause and resumes the host.
+        status = {h["name"]: h for h in overview()["hosts"]}[host]
+        assert status["health"] == "faulty" and status["faults"][0]["target"] == "lab"
+        text = distributor("status")
+        assert f"host {host}: faulty" in text and "cannot run target lab: binary 'hey'" in text
+        (data_dir / "cache" / sha256 / "in-the-way").rmdir()
+        (data_dir / "cache" / sha256).rmdir()
+        assert "(1 fault(s) lifted)" in distributor("host", host, "resume")
+        run_launched()
+
+    job.refresh_from_db()
+    assert job.state == Job.State.FINISHED and job.bad_count == 0 and job.finished_count == job.total == 3
+    assert set(TaskSet.objects.filter(job=job).values_list("runs", flat=True)) == {1}
+    assert peer.boots[-1].binaries["hey"] == HEY
+    assert (data_dir / "cache" / sha256).read_bytes() == HEY
+
+
+def test_other_hosts_take_the_targets_machines_and_other_targets_stay(scripted):
+    Host.objects.all().delete()
+    beat(capacity=4, name="alpha")
+    beat(capacity=4, name="beta")
+    other = Target.objects.create(name="other", kind="scripted")
+    HostTargetFault.record("beta", scripted.pk, "settings.qemu: 'qemu-system-arm' is not installed")
+    reconciler.set_max_machines(8)
+    submit_job(variants_file(20), target=scripted)
+    submit_job(variants_file(20), target=other)
+    placed = set(Machine.objects.values_list("target__name", "host"))
+    assert placed == {("scripted", "alpha"), ("other", "beta")}, "alpha full with scripted, beta takes only other"
+    assert Machine.objects.filter(target=scripted).count() == 4
+
+
+def test_drain_resume_and_forget_a_host(scripted):
+    Host.objects.all().delete()
+    beat(capacity=2, name="alpha")
+    beat(capacity=2, name="beta")
+    reconciler.set_max_machines(4)
+    submit_job(variants_file(20), target=scripted)
+    assert Machine.objects.filter(host="beta").count() == 2
+    Machine.objects.filter(host="beta").update(state=Machine.State.IDLE)  # picked up by beta's workers
+
+    assert "host beta drained" in distributor("host", "beta", "drain")
+    assert set(Machine.objects.filter(host="beta").values_list("stop_mode", flat=True)) == {Machine.StopMode.DRAIN}
+    Machine.objects.filter(host="beta").update(state=Machine.State.STOPPED)
+    reconciler.tick()
+    assert not Machine.objects.filter(host="beta", state__in=Machine.LIVE_STATES).exists()
+    assert {h["name"]: h["health"] for h in overview()["hosts"]} == {"alpha": "ok", "beta": "drained"}
+
+    assert "host beta resumed" in distributor("host", "beta", "resume")
+    reconciler.tick()
+    assert Machine.objects.filter(host="beta", state=Machine.State.LAUNCHING).exists()
+
+    with pytest.raises(CommandError, match="host: beta is alive .* stop it before forgetting it"):
+        distributor("host", "beta", "forget")
+    with pytest.raises(CommandError, match=r"host: no host named 'gamma' \(known: alpha, beta\)"):
+        distributor("host", "gamma", "drain")
+    HostTargetFault.record("beta", scripted.pk, "no bridge")
+    Host.objects.filter(name="beta").update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    assert "host beta forgotten" in distributor("host", "beta", "forget")
+    assert list(Host.objects.values_list("name", flat=True)) == ["alpha"] and not HostTargetFault.objects.exists()
+    assert json.loads(distributor("status", "--json"))["hosts"][0]["heartbeat_age_s"] < 5
+    trail = [(e.action, e.subject) for e in AuditEntry.objects.order_by("at", "id")]
+    assert trail[-3:] == [("host-drain", "beta"), ("host-resume", "beta"), ("host-forget", "beta")]
+    assert AuditEntry.objects.get(action="host-drain").actor.startswith("cli:")
+
+
+def test_the_dashboard_shows_each_hosts_health_capacity_machines_and_heartbeat(client, staff, scripted):
+    Host.objects.all().delete()
+    beat(capacity=3, name="alpha")
+    HostTargetFault.record("alpha", scripted.pk, "no DHCP server for bridge 'br0' on this host")
+    client.force_login(staff)
+    page = client.get("/dashboard/live").content.decode()
+    row = page[page.index('data-host="alpha"'):]
+    row = row[:row.index("</tr>")]
+    assert "faulty" in row and "0 / 3" in row and "s ago" in row and "no DHCP server for bridge" in row
+
+
+def test_a_missing_qemu_binary_is_a_host_fault(db, settings):
+    from distributor.environment import host_environment
+    from sessions.qemu import QemuSession
+
+    settings.DISTRIBUTOR_NETNS = ""
+    info = SessionInfo(machine_id=1, slot=0, address="", log=logging.getLogger("t"), host=host_environment(),
+                       settings={"kernel": "image.elf", "qemu": "qemu-system-nowhere", "tap": False})
+    with pytest.raises(HostFault, match="settings.qemu: 'qemu-system-nowhere' is not installed on host"):
+        QemuSession(info).start_host()
