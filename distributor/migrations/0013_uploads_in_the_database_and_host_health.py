@@ -31,6 +31,14 @@ def move_uploads_into_the_database(apps, schema_editor):
                     BlobChunk.objects.create(blob=blob, index=index, data=chunk)
 
 
+def store_chunks_uncompressed(apps, schema_editor):
+    """PostgreSQL: chunks are stored out of line without trying to compress
+    them (images and binaries hardly compress; the attempt costs CPU on every
+    upload)."""
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute("ALTER TABLE distributor_blobchunk ALTER COLUMN data SET STORAGE EXTERNAL")
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -71,6 +79,7 @@ class Migration(migrations.Migration):
                 'constraints': [models.UniqueConstraint(fields=('blob', 'index'), name='one_chunk_per_index')],
             },
         ),
+        migrations.RunPython(store_chunks_uncompressed, migrations.RunPython.noop),
         migrations.RunPython(move_uploads_into_the_database, migrations.RunPython.noop),
         migrations.RemoveField(
             model_name='binary',
