@@ -31,13 +31,17 @@ def test_database_url() -> str:
 class Cluster:
     """One qcluster (the default one, or a host's machines cluster)."""
 
-    def __init__(self, name: str | None = None, host: str | None = None, workers: int = 4, extra_env: dict | None = None):
+    def __init__(self, name: str | None = None, host: str | None = None, workers: int = 4, extra_env: dict | None = None,
+                 data_dir: Path | None = None):
         self.host = host or settings.DISTRIBUTOR_HOST
         self.name = name
         self.workers = workers
         self.extra_env = extra_env or {}
+        # A host's own data folder (two hosts have two disks); the test's by default.
+        self.data_dir = Path(data_dir or settings.DATA_DIR)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process: subprocess.Popen | None = None
-        self.log_path = Path(settings.DATA_DIR) / f"cluster-{name or 'default'}-{self.host}.log"
+        self.log_path = self.data_dir / f"cluster-{name or 'default'}-{self.host}.log"
 
     @classmethod
     def machines(cls, host: str | None = None, **kwargs) -> "Cluster":
@@ -48,7 +52,7 @@ class Cluster:
         env = {k: v for k, v in os.environ.items() if k != "Q_CLUSTER_NAME"}
         env.update({
             "DATABASE_URL": test_database_url(),
-            "DATA_DIR": str(settings.DATA_DIR),
+            "DATA_DIR": str(self.data_dir),
             # django-q2 signs launch messages with it: the cluster must share it
             "SECRET_KEY": settings.SECRET_KEY,
             "DISTRIBUTOR_HOST": self.host,

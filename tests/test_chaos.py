@@ -1,7 +1,8 @@
 """Chaos: two hosts, a faulty farm of targets and SIGKILLs; nothing lost, nothing twice.
 
 Issue 8's chaos test. Two machines clusters with different host names
-(``chaos-a`` and ``chaos-b``, three workers each) run one job against six
+(``chaos-a`` and ``chaos-b``, three workers each, each with its own data
+folder: the binaries reach them through the database) run one job against six
 task-loader peers (tests/peer) that hang, drop the connection, send garbage
 or report EXIT_ERROR on a few per cent of their runs. While the job runs,
 host A is killed with SIGKILL (its whole process group: a host crash) and
@@ -30,6 +31,7 @@ task-sets do not give on an idle machine).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -206,17 +208,19 @@ def configured(transactional_db):
 
 @pytest.fixture
 def binaries(transactional_db):
-    """Stored where the clusters look (DATA_DIR/uploads)."""
+    """Stored in the database, where both hosts fetch them into their own caches."""
     yield from store_binaries(BINARIES)
 
 
 @pytest.fixture
-def hosts(configured, binaries, broker):
-    """Two machines clusters; every process they ever start carries a marker."""
+def hosts(configured, binaries, broker, tmp_path):
+    """Two machines clusters, each with a data folder of its own (two hosts
+    have two disks); every process they ever start carries a marker."""
     marker = uuid.uuid4().hex
     broker_env, launches = broker
     env = {**broker_env, "CHAOS_RUN": marker}
-    clusters = {name: Cluster.machines(host=name, workers=WORKERS, extra_env=env) for name in HOSTS}
+    clusters = {name: Cluster.machines(host=name, workers=WORKERS, extra_env=env, data_dir=tmp_path / name)
+                for name in HOSTS}
     try:
         yield clusters, marker, launches
     finally:
@@ -414,6 +418,9 @@ def test_two_hosts_crashes_and_faulty_targets_lose_and_duplicate_nothing(hosts):
     assert lost, "no task-set was lost with its machine"
     assert results.filter(machine__host="chaos-a", ended_at__gt=restarted_at).exists(), "host A worked after its restart"
     assert results.filter(machine__host="chaos-b", ended_at__range=(crashed_at, restarted_at)).exists()
+    for cluster in clusters.values():  # each host fetched the binaries into its own folder
+        for name, data in BINARIES.items():
+            assert (cluster.data_dir / "cache" / hashlib.sha256(data).hexdigest()).read_bytes() == data, cluster.host
     queues = {f"django_q:machines-{host}:q" if connection.vendor == "postgresql" else f"machines-{host}" for host in HOSTS}
     assert queues <= set(launches()), Counter(launches())
 
