@@ -22,7 +22,6 @@ peer's own work, since the peer runs in the same process.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import time
@@ -42,8 +41,7 @@ def upload_binaries() -> None:
     from distributor.models import Binary
 
     for name, data in BINARIES.items():
-        row = Binary(name=name, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-        row.file.save(f"bench-{name}.bin", ContentFile(data), save=True)
+        Binary.store(name, ContentFile(data))
 
 
 def main() -> None:

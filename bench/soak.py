@@ -29,7 +29,6 @@ beforehand), else the ORM broker.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import signal
@@ -103,8 +102,7 @@ def upload_binaries() -> None:
     from distributor.models import Binary
 
     for name, data in {"hey": b"\x7fELF hey " * 40, "pi": b"\x7fELF pi " * 200}.items():
-        row = Binary(name=name, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-        row.file.save(f"{name}.bin", ContentFile(data), save=True)
+        Binary.store(name, ContentFile(data))
 
 
 def clear_queues() -> None:
