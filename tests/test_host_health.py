@@ -142,6 +142,18 @@ def test_the_dashboard_shows_each_hosts_health_capacity_machines_and_heartbeat(c
     assert "faulty" in row and "0 / 3" in row and "s ago" in row and "no DHCP server for bridge" in row
 
 
+def test_the_api_status_lists_each_hosts_health(client, alice, scripted):
+    from webapp.models import ApiToken
+
+    Host.objects.all().delete()
+    beat(capacity=3, name="alpha")
+    HostTargetFault.record("alpha", scripted.pk, "no bridge 'br0'")
+    token = ApiToken.issue(alice, "script")[1]
+    hosts = client.get("/api/status", headers={"Authorization": f"Bearer {token}"}).json()["hosts"]
+    assert [(h["name"], h["health"], h["capacity"], h["machines"]) for h in hosts] == [("alpha", "faulty", 3, 0)]
+    assert hosts[0]["faults"][0] | {"seen_at": None} == {"target": "scripted", "cause": "no bridge 'br0'", "seen_at": None}
+
+
 def test_a_missing_qemu_binary_is_a_host_fault(db, settings):
     from distributor.environment import host_environment
     from sessions.qemu import QemuSession

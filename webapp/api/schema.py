@@ -511,6 +511,16 @@ def schema(base_url: str) -> dict:
                 "responses": {"200": {"description": "status", **_json({"type": "object", "properties": {
                     "state": {"type": "string", "enum": ["busy", "idle", "halted"]}, "max_machines": {"type": "integer"},
                     "cap": {"type": "integer"}, "halted": {"type": "boolean"},
+                    "hosts": {"type": "array", "items": {"type": "object", "properties": {
+                        "name": {"type": "string"},
+                        "health": {"type": "string", "enum": ["ok", "drained", "faulty", "silent"]},
+                        "alive": {"type": "boolean"}, "drained": {"type": "boolean"},
+                        "faults": {"type": "array", "description": "the targets this host cannot run, and why",
+                                   "items": {"type": "object", "properties": {
+                                       "target": {"type": "string"}, "cause": {"type": "string"},
+                                       "seen_at": {"type": "string", "format": "date-time"}}}},
+                        "capacity": {"type": "integer"}, "machines": {"type": "integer"},
+                        "heartbeat_age_s": {"type": "number", "nullable": True}}}},
                     "machines": {"type": "array", "items": {"type": "object"}},
                     "jobs": {"type": "array", "items": {"type": "object"}},
                     "slots": {"type": "array", "items": _SLOT}}})}, **_errors()}}},
