@@ -300,7 +300,7 @@ def test_qemu_dies_with_its_machine_worker_even_on_sigkill(guest, pool_network, 
         from django.conf import settings
         settings.DISTRIBUTOR_NETNS = {pool_network.netns!r}
         settings.DISTRIBUTOR_QEMU_HOST_IMAGES = True
-        settings.DATA_DIR = {str(tmp_path)!r}
+        settings.DATA_DIR = {str(pool_network.state_dir.parent.parent)!r}  # where network up keeps dnsmasq's pid
         from distributor.environment import host_environment
         from sessions import SessionInfo
         from sessions.qemu import QemuSession
