@@ -1,5 +1,5 @@
 """An existing installation's uploads move from DATA_DIR/uploads into the
-database (migration 0013, issue 18): nothing to do by hand, and a file that
+database (migration 0014, issue 18): nothing to do by hand, and a file that
 is gone or damaged leaves its row without content rather than stopping the
 migration."""
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-BEFORE = [("distributor", "0012_job_time_limit")]
-AFTER = [("distributor", "0013_uploads_in_the_database_and_host_health")]
+BEFORE = [("distributor", "0013_job_notify_bad")]
+AFTER = [("distributor", "0014_uploads_in_the_database_and_host_health")]
 
 
 def migrate(targets):

@@ -50,7 +50,7 @@ def _sha256(path: Path) -> str:
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('distributor', '0012_job_time_limit'),
+        ('distributor', '0013_job_notify_bad'),
     ]
 
     operations = [
