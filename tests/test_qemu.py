@@ -328,3 +328,20 @@ def test_qemu_dies_with_its_machine_worker_even_on_sigkill(guest, pool_network, 
     finally:
         process.kill()
     assert network.cleanup_taps([0, 1], pool_network) == ["tap2"]
+
+
+@pytest.mark.qemu
+@pytest.mark.network
+@pytest.mark.slow
+def test_reboot_boots_a_fresh_guest_which_gets_its_binaries_again(machine, binaries):
+    session = ready(machine)
+    run_taskset(session, [task(0, "hey", arg1=1)])
+    boots, pid = session.boots, session.child.pid
+    assert session.sent_binaries
+
+    session.reboot()  # what a machine does on `distributor reboot` or with reboot_every_taskset
+
+    assert session.boots == boots + 1 and session.qemu_alive() and session.child.pid != pid
+    assert not session.sent_binaries, "a fresh guest has none of the binaries"
+    tracker = run_taskset(session, [task(0, "hey", arg1=1)])
+    assert exit_types(tracker, 0) == ["EXIT"] and "hey" in session.sent_binaries
