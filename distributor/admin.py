@@ -153,14 +153,20 @@ class TaskSetAdmin(admin.ModelAdmin):
 
     @admin.action(description="Requeue bad task-sets (one more try)")
     def requeue_bad(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = sum(taskset.requeue_bad() for taskset in queryset)
+        requeued = [taskset.pk for taskset in queryset if taskset.requeue_bad()]
+        count = len(requeued)
+        if requeued:
+            record(user_actor(request.user), "taskset-requeue", "task-sets " + ", ".join(map(str, requeued)))
         reconciler.wake()
         self.message_user(request, f"Requeued {count} task-set(s); only bad ones of unfinished or finished jobs qualify.")
 
     @admin.action(description="Mark queued task-sets bad")
     def mark_queued_bad(self, request: HttpRequest, queryset: QuerySet) -> None:
         reason = f"marked bad by {request.user.get_username()}"
-        count = sum(taskset.give_up(reason, labeller=label_stored) for taskset in queryset.select_related("job"))
+        given_up = [ts.pk for ts in queryset.select_related("job") if ts.give_up(reason, labeller=label_stored)]
+        count = len(given_up)
+        if given_up:
+            record(user_actor(request.user), "taskset-bad", "task-sets " + ", ".join(map(str, given_up)))
         self.message_user(request, f"Marked {count} task-set(s) bad; only queued ones qualify.")
 
 

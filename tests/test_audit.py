@@ -234,3 +234,39 @@ def test_the_admin_shows_the_trail_read_only(client, django_user_model):
     assert client.post(f"/admin/distributor/auditentry/{entry.pk}/delete/", {"post": "yes"}).status_code == 403
     client.post(f"/admin/distributor/auditentry/{entry.pk}/change/", {"action": "resume"})
     assert AuditEntry.objects.get().action == "kill"
+
+
+def test_campaign_stop_and_continue_are_recorded_from_the_command_the_web_and_the_api(cli_login, client, alice):
+    from tests.test_campaign_pages import dry_target, grow
+
+    campaign = grow(dry_target("dry"))
+    call_command("campaign", "stop", str(campaign.pk), "--cancel-level", stdout=io.StringIO())
+    call_command("campaign", "continue", str(campaign.pk), stdout=io.StringIO())
+    campaign.owner = alice
+    campaign.save(update_fields=["owner"])
+    client.force_login(alice)
+    client.post(f"/campaigns/{campaign.pk}/stop")
+    client.post(f"/campaigns/{campaign.pk}/continue")
+    headers = {"Authorization": f"Bearer {ApiToken.issue(alice, 'script')[1]}"}
+    client.post(f"/api/campaigns/{campaign.pk}/stop", headers=headers)
+    client.post(f"/api/campaigns/{campaign.pk}/continue", headers=headers)
+    subject = f"campaign {campaign.pk}"
+    assert trail() == [(cli_login, "campaign-stop", subject), (cli_login, "campaign-continue", subject),
+                       ("alice", "campaign-stop", subject), ("alice", "campaign-continue", subject),
+                       ("alice", "campaign-stop", subject), ("alice", "campaign-continue", subject)]
+
+
+def test_the_admins_taskset_actions_are_recorded(client, django_user_model, stdio_target):
+    from distributor.models import TaskSet
+    from tests.test_relabel import finished_job
+
+    client.force_login(django_user_model.objects.create_superuser("root-admin", password="root-admin-password-1"))
+    job = finished_job(stdio_target, 1)
+    taskset = TaskSet.objects.get(job=job)
+    TaskSet.objects.filter(pk=taskset.pk).update(state=TaskSet.State.BAD)
+    client.post("/admin/distributor/taskset/", {"action": "requeue_bad", "_selected_action": [taskset.pk]})
+    taskset.refresh_from_db()
+    assert taskset.state == TaskSet.State.QUEUED
+    client.post("/admin/distributor/taskset/", {"action": "mark_queued_bad", "_selected_action": [taskset.pk]})
+    assert trail() == [("root-admin", "taskset-requeue", f"task-sets {taskset.pk}"),
+                       ("root-admin", "taskset-bad", f"task-sets {taskset.pk}")]

@@ -390,6 +390,8 @@ def campaign_stop(request: HttpRequest, campaign_id: int) -> JsonResponse:
     if not isinstance(cancel_level, bool):
         raise ApiError(400, {"cancel_level": "must be true or false"})
     stopped = campaign_services.stop(row, cancel_level=cancel_level)
+    if stopped:
+        record(user_actor(request.user), "campaign-stop", f"campaign {row.pk}", {"cancel_level": cancel_level})
     return JsonResponse({"stopped": stopped, "campaign": _campaign(request, row, campaign_services.status(row))})
 
 
@@ -398,6 +400,8 @@ def campaign_continue(request: HttpRequest, campaign_id: int) -> JsonResponse:
     row = _changeable_campaign(request, campaign_id)
     _fields(request, set())
     continued = campaign_services.resume(row)
+    if continued:
+        record(user_actor(request.user), "campaign-continue", f"campaign {row.pk}")
     return JsonResponse({"continued": continued, "campaign": _campaign(request, row, campaign_services.status(row))})
 
 

@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from distributor import plots
+from distributor.audit import record, user_actor
 from distributor.campaigns import generate, options, services
 from distributor.campaigns.models import Campaign
 from distributor.models import Job, TaskSet
@@ -125,6 +126,7 @@ def _changeable(request: HttpRequest, campaign_id: int) -> Campaign:
 def campaign_stop(request: HttpRequest, campaign_id: int) -> HttpResponse:
     row = _changeable(request, campaign_id)
     if services.stop(row, cancel_level=True):
+        record(user_actor(request.user), "campaign-stop", f"campaign {row.pk}", {"cancel_level": True})
         messages.success(request, f"Stopped campaign #{row.pk}: its level's queued task-sets are cancelled; "
                                   "Continue runs them.")
     else:
@@ -137,6 +139,7 @@ def campaign_stop(request: HttpRequest, campaign_id: int) -> HttpResponse:
 def campaign_continue(request: HttpRequest, campaign_id: int) -> HttpResponse:
     row = _changeable(request, campaign_id)
     if services.resume(row):
+        record(user_actor(request.user), "campaign-continue", f"campaign {row.pk}")
         messages.success(request, f"Campaign #{row.pk} continues where it stopped.")
     else:
         messages.info(request, f"Campaign #{row.pk} was not stopped.")

@@ -6,6 +6,7 @@ import json
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from distributor.audit import cli_actor, record
 from distributor.campaigns import generate, services
 from distributor.campaigns.models import Campaign
 from distributor.models import Target
@@ -133,10 +134,14 @@ class Command(BaseCommand):
 
     def _stop(self, opts):
         stopped = services.stop(self._campaign(opts["campaign"]), cancel_level=opts["cancel_level"])
+        if stopped:
+            record(cli_actor(), "campaign-stop", f"campaign {opts['campaign']}", {"cancel_level": opts["cancel_level"]})
         self.stdout.write("stopped" if stopped else "it was not running")
 
     def _continue(self, opts):
         continued = services.resume(self._campaign(opts["campaign"]))
+        if continued:
+            record(cli_actor(), "campaign-continue", f"campaign {opts['campaign']}")
         self.stdout.write("continues where it stopped" if continued else "it was not stopped")
 
     # -- lookups ---------------------------------------------------------------
