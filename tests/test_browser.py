@@ -284,3 +284,21 @@ def test_the_job_page_shows_its_results_as_plots_and_an_agreement_matrix(server,
     assert page.locator("select[name=verdict]").input_value() == "no"
     _assert_no_csp_violation(page)
     page.close()
+
+
+def test_staff_see_their_actions_on_the_dashboard_and_the_audit_page(server, browser):
+    page = _log_in(browser, server, "sam", "sam-password-1")
+    page.fill("#max-machines", "3")
+    page.click("#max-form button[type=submit]")
+    page.wait_for_url(f"{server}/")
+    recent = page.locator("#recent-actions")
+    recent.wait_for(timeout=10_000)
+    assert "max" in recent.inner_text() and "sam" in recent.inner_text() and "[1, 3]" in recent.inner_text()
+    page.click("nav >> text=Audit")
+    page.wait_for_url(f"{server}/audit/")
+    row = page.locator("#audit tbody tr").first
+    assert "sam" in row.inner_text() and "max machines" in row.inner_text()
+    page.select_option("select[name=action]", "max")
+    page.wait_for_url("**/audit/?action=max**")
+    assert page.locator("#audit tbody tr").count() == 1
+    _assert_no_csp_violation(page)
