@@ -12,7 +12,8 @@ task-set that finished on its first run (``runs == 1``: never put back,
 failed or lost), and that no other job of the same task-set on the same core
 overlapped (so it ran uninterrupted: preemption would add to it). Per
 package and ``arg1`` the point keeps count, mean, min, max and spread
-(standard deviation), and uses the maximum as the execution time; the
+(standard deviation), and uses the maximum as the execution time (or the
+mean: ``etm fit --statistic mean``; a model keeps its statistic); the
 package's line is the least-squares fit of those figures against arg1. A
 fit starts from the model's newest version (or genode-defaults' default for
 a new model), so packages it did not measure keep their figures.
@@ -31,7 +32,7 @@ from distributor.models import Calibration, EtmModel, EtmVersion, Job, Target, T
 from distributor.models.etm import DEFAULT_MODEL, resolve
 from distributor.queue import submit_job
 from distributor.taskfile import PKG_NAME
-from sessions.etm import EtmError
+from sessions.etm import STATISTICS, EtmError
 
 MAX_ARGS = 1000  # task-sets of one calibration job: packages × arg1 values
 MAX_JOBS = 10_000
@@ -166,11 +167,13 @@ def _overlapped(jobs: list[tuple], index: int) -> bool:
                for k, (_, other_start, other_end, _, _, other_core) in enumerate(jobs) if k != index)
 
 
-def point(times: list[int]) -> dict:
-    """A measured point: the maximum used, and what describes the measurements."""
+def point(times: list[int], statistic: str = "max") -> dict:
+    """A measured point: the statistic used (the maximum by default, or the
+    mean), and what describes the measurements."""
     mean = sum(times) / len(times)
     spread = math.sqrt(sum((t - mean) ** 2 for t in times) / len(times))
-    return {"ms": max(times), "count": len(times), "mean": round(mean, DECIMALS), "min": min(times),
+    used = max(times) if statistic == "max" else round(mean, DECIMALS)
+    return {"ms": used, "count": len(times), "mean": round(mean, DECIMALS), "min": min(times),
             "max": max(times), "spread": round(spread, DECIMALS)}
 
 
@@ -188,7 +191,7 @@ def line(points: dict[int, dict]) -> dict:
     return {"base_ms": round(base, DECIMALS), "per_arg_ms": round(slope, DECIMALS)}
 
 
-def fit(job_ids: list[int], name: str, note: str | None = None) -> EtmVersion:
+def fit(job_ids: list[int], name: str, note: str | None = None, statistic: str | None = None) -> EtmVersion:
     """The next version of model ``name`` from the jobs' measurements.
     Calibrated on their target when they all ran on one. Raises
     CalibrationError when a job is unknown or nothing was measured."""
@@ -200,9 +203,13 @@ def fit(job_ids: list[int], name: str, note: str | None = None) -> EtmVersion:
     if not found:
         raise CalibrationError("job", "no task-job of these jobs ended EXIT uninterrupted: nothing to fit")
     document = _base_document(name)
+    statistic = statistic or document.get("statistic", "max")
+    if statistic not in STATISTICS:
+        raise CalibrationError("statistic", f"{statistic!r}: one of {', '.join(STATISTICS)}")
+    document["statistic"] = statistic
     by_pkg: dict[str, dict[int, dict]] = defaultdict(dict)
     for (pkg, arg1), times in sorted(found.items()):
-        by_pkg[pkg][arg1] = point(times)
+        by_pkg[pkg][arg1] = point(times, statistic)
     for pkg, points in by_pkg.items():
         document["packages"][pkg] = {**line(points), "points": {str(arg1): p for arg1, p in points.items()}}
     targets = {job.target.name for job in jobs}

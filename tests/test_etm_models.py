@@ -264,3 +264,14 @@ def test_a_calibration_whose_job_measured_nothing_records_why_and_fits_nothing(s
     request = Calibration.objects.get(pk=request.pk)
     assert request.fitted is None and "nothing to fit" in request.error and request.is_done
     assert not EtmModel.objects.filter(name="empty").exists()
+
+
+def test_fit_with_the_mean_as_statistic_keeps_it_for_the_next_fit(stdio_target):
+    job = finished_calibration_job(stdio_target, {1: [40, 44, 45]})
+    line = json.loads(run("etm", "fit", "--job", str(job.pk), "--name", "avg", "--statistic", "mean"))
+    document = EtmModel.objects.get(name="avg").latest.document
+    assert line["version"] == 1 and document["statistic"] == "mean"
+    assert document["packages"]["pi"]["points"]["1"]["ms"] == 43.0 and ExecutionTimeModel.from_dict(
+        document).execution_time_ms("pi", 1) == 43
+    calibration.fit([job.pk], "avg")
+    assert EtmModel.objects.get(name="avg").latest.document["statistic"] == "mean"

@@ -51,6 +51,8 @@ class Command(BaseCommand):
         fit = actions.add_parser("fit", help="fit the next version from finished jobs' measurements")
         fit.add_argument("--job", action="append", default=[], help="a finished job (repeatable)")
         fit.add_argument("--name", required=True, help="the model to fit the next version of")
+        fit.add_argument("--statistic", choices=("max", "mean"), default=None,
+                         help="the figure a point uses (default: the model's own, else max)")
         calibrate = actions.add_parser("calibrate", help="submit a calibration job; its end fits the model")
         calibrate.add_argument("--target", required=True)
         calibrate.add_argument("--pkg", required=True, help="package(s), comma-separated")
@@ -133,7 +135,7 @@ class Command(BaseCommand):
         if not options["job"]:
             raise CommandError("--job: give at least one finished job")
         try:
-            version = calibration.fit(job_ids(options["job"]), options["name"])
+            version = calibration.fit(job_ids(options["job"]), options["name"], statistic=options["statistic"])
         except CalibrationError as error:
             raise CommandError(f"--{error.field}: {error.message}") from None
         except ValidationError as error:
