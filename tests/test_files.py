@@ -55,6 +55,17 @@ def test_a_replaced_upload_drops_content_nothing_names_any_more(db, media):
     assert replaced and Blob.objects.count() == 2, "the shared content stays: 'other' names it"
 
 
+def test_a_deleted_upload_takes_its_content_unless_another_names_it(db, media, admin_client):
+    upload(Binary, "hey", b"shared")
+    upload(BootImage, "image.elf", b"shared")
+    upload(Binary, "pi", b"pi alone")
+    Binary.objects.get(name="hey").delete()
+    assert Blob.objects.count() == 2, "the image still names the shared content"
+    pi = Binary.objects.get(name="pi")
+    assert admin_client.post(f"/admin/distributor/binary/{pi.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert list(Blob.objects.values_list("sha256", flat=True)) == [hashlib.sha256(b"shared").hexdigest()]
+
+
 def test_the_first_use_fetches_a_copy_into_this_hosts_cache(db, media, tmp_path):
     image = upload(BootImage, "image.elf", b"\x7fELF kernel")
     path = UploadedFiles().boot_image("image.elf")

@@ -207,6 +207,13 @@ class Upload(models.Model):
                 Blob.delete_unused({old_sha256}, used=contents_in_use({old_sha256}))
         return item, replaced
 
+    def delete(self, *args, **kwargs):
+        """The row, and its content when no other upload names it."""
+        with transaction.atomic():
+            result = super().delete(*args, **kwargs)
+            Blob.delete_unused({self.sha256}, used=contents_in_use({self.sha256}))
+        return result
+
     def blob(self) -> Blob | None:
         return Blob.objects.filter(pk=self.sha256).first()
 
