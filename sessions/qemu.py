@@ -252,8 +252,8 @@ class QemuSession(GenodeSession):
         return argv + list(s["extra_args"])
 
     def _image(self, value: str, setting: str) -> str:
-        """The stored file of the uploaded boot image of that name (from the
-        uploads folder, by its stored id); a host path only where the site
+        """This host's verified copy of the uploaded boot image of that name
+        (``Files.boot_image``: from the database); a host path only where the site
         allows them (DISTRIBUTOR_QEMU_HOST_IMAGES): whoever may edit a pool
         must not make QEMU read any file of the host."""
         image = self.info.files.boot_image(value)

@@ -156,7 +156,8 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
-# Uploaded binaries and images live under DATA_DIR, never under a static root.
+# Where uploaded binaries and images were kept before they moved into the
+# database (migration 0014 reads it once); a host's copies are in DATA_DIR/cache.
 MEDIA_ROOT = DATA_DIR / "uploads"
 
 # Upload limits: a task-set file is small even when it expands to 10^9 variants.

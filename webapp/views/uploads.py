@@ -1,7 +1,8 @@
 """Task binaries and boot images: listed for everyone, uploaded by staff.
 
-Files are stored under generated names (never the uploaded name, which could
-name a path) with their SHA-256, so a user can check what a target runs.
+The content is stored in the database by its SHA-256 (never under a name a
+user gave, which could name a path), so every host's machines reach it and a
+user can check what a target runs.
 Both kinds go through one form and one view; the URL names the kind.
 """
 from __future__ import annotations
