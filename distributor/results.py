@@ -19,9 +19,8 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from django.db.models import BooleanField, Count, ExpressionWrapper, FloatField, Q, QuerySet
+from django.db.models import BooleanField, Count, ExpressionWrapper, Q, QuerySet
 from django.db.models.fields.json import KT
-from django.db.models.functions import Cast, Floor
 
 from distributor.models import TaskSet
 from distributor.models.fields import JSONValues
@@ -56,7 +55,7 @@ def tasksets_for(job=None, campaign=None) -> QuerySet:
 
 
 def _paths() -> dict[str, str]:
-    paths = {"l_error": "analysis__error", "l_utilisation": "analysis__utilisation"}
+    paths = {"l_error": "analysis__error"}
     for key in TEST_KEYS:
         if key == "verdict":
             paths.update(l_verdict_v="analysis__verdict", l_verdict_e="analysis__verdict_exact")
@@ -142,16 +141,16 @@ def _category(row: dict, test: str) -> str:
 def facts(rows: QuerySet) -> list[dict]:
     """One grouped query over ``rows``' finished task-sets: a row per
     distinct (outcome, utilisation bin, every test's verdict, applies and
-    exactness) with its count ``n``; the label keys are read in one pass
-    over each document (``JSONValues``), the bin in a second."""
-    names = [name for name in PATHS if name != "l_utilisation"]
-    keys = JSONValues("analysis", [tuple(PATHS[name].split("__")[1:]) for name in names])
-    bin_of = Floor(Cast(KT("analysis__utilisation"), FloatField()) * BINS_PER_UNIT + 1e-9)
+    exactness) with its count ``n``; on SQLite each document is parsed
+    twice, not once per key (``JSONValues``)."""
+    names = list(PATHS)
+    keys = JSONValues("analysis", [tuple(PATHS[name].split("__")[1:]) for name in names],
+                      bin_of=("utilisation", BINS_PER_UNIT))
     grouped = (rows.filter(state=TaskSet.State.FINISHED).order_by()
-               .values("outcome", keys=keys, bin=bin_of,
+               .values("outcome", keys=keys,
                        labelled=ExpressionWrapper(Q(analysis__isnull=False), output_field=BooleanField()))
                .annotate(n=Count("id")))
-    return [{**row, **dict(zip(names, json.loads(row.pop("keys") or "null") or [None] * len(names)))}
+    return [{**row, **dict(zip([*names, "bin"], json.loads(row["keys"] or "null") or [None] * (len(names) + 1)))}
             for row in grouped]
 
 
