@@ -232,9 +232,15 @@ def _cursor_rows(sql: str, params) -> Iterator[tuple]:
 
 
 def _copy_csv(header: list[str], sql: str, params) -> Iterator[str]:
+    return (chunk.decode() for chunk in _copy_bytes(header, sql, params))
+
+
+def _copy_bytes(header: list[str], sql: str, params) -> Iterator[bytes | bytearray]:
+    """The CSV as COPY sends it, in chunks of whole lines: UTF-8 bytes (the
+    Parquet export parses them as they are; the CSV export decodes them)."""
     buffer = io.StringIO()
     _csv_writer(buffer).writerow(header)
-    yield buffer.getvalue()
+    yield buffer.getvalue().encode()
     connection.ensure_connection()
     chunk = bytearray()
     with connection.connection.cursor() as cursor:
@@ -242,10 +248,10 @@ def _copy_csv(header: list[str], sql: str, params) -> Iterator[str]:
             for data in copy:
                 chunk += data
                 if len(chunk) >= CHUNK_BYTES:
-                    yield chunk.decode()
-                    chunk.clear()
+                    yield chunk
+                    chunk = bytearray()  # a new one: the one handed on may still be read
     if chunk:
-        yield chunk.decode()
+        yield chunk
 
 
 # -- tasksets-csv -----------------------------------------------------------------
@@ -401,8 +407,7 @@ def _parquet_batches(format: str, selection: Selection, method: str = "auto"):
         schema = parquet.schema([(name, column_type(name)) for name in TASKJOB_COLUMNS])
         sql, params = taskjob_rows(selection).query.sql_with_params()
         if method == "copy" or (method == "auto" and connection.vendor == "postgresql"):
-            text = _copy_csv(list(TASKJOB_COLUMNS), sql, params)
-            return schema, parquet.batches_from_csv(schema, (chunk.encode() for chunk in text))
+            return schema, parquet.batches_from_csv(schema, _copy_bytes(list(TASKJOB_COLUMNS), sql, params))
         return schema, parquet.batches_from_rows(schema, _cursor_rows(sql, params))
     if format == "tasksets-parquet":
         header, rows = _taskset_table(selection)
