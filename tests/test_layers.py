@@ -59,12 +59,12 @@ READ_ONLY_EXCEPTIONS = {
     # .query.sql_with_params()), read through a server-side cursor. Reads only.
     ("distributor/exports.py", "_cursor_rows", "connection.chunked_cursor"),
     ("distributor/exports.py", "_cursor_rows", "cursor.execute"),
-    # taskjobs-csv on PostgreSQL: the same ORM-built SELECT inside COPY (…) TO
+    # taskjobs-csv and taskjobs-parquet on PostgreSQL: the same ORM-built SELECT inside COPY (…) TO
     # STDOUT, which the ORM cannot say; the server formats the CSV
     # (bench/export_rate.py). Reads only.
-    ("distributor/exports.py", "_copy_csv", "connection.connection"),
-    ("distributor/exports.py", "_copy_csv", "connection.connection.cursor"),
-    ("distributor/exports.py", "_copy_csv", "cursor.copy"),
+    ("distributor/exports.py", "_copy_bytes", "connection.connection"),
+    ("distributor/exports.py", "_copy_bytes", "connection.connection.cursor"),
+    ("distributor/exports.py", "_copy_bytes", "cursor.copy"),
     # The SQLite export: statements on the export file's own connection
     # (sqlite3.connect(path) of the file being written), not on the
     # distributor's database.
