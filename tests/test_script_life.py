@@ -3,9 +3,11 @@ token from the command line, a job submitted with a notify URL and waited for
 (a local server receives one POST naming it finished), listed as JSON,
 every export link of the API downloaded over HTTP with the token alone, and
 the Parquet export loaded in pandas with numbers as numbers. Every step is a
-separate process, as a script on another machine would run it."""
+separate process, as a script on another machine would run it. An operator's
+script sets up a pool and a binary (with its sha256) over HTTP the same way."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -21,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from distributor import exports
-from distributor.models import Host, Target
+from distributor.models import Binary, Host, Target
 from tests.cluster import ROOT, wait_until
 from tests.test_notifications import Hook
 from tests.test_serve import all_descendants, descendants_alive, start_serve
@@ -43,6 +45,64 @@ def fetch(url: str, token: str | None = None) -> tuple[int, dict, bytes]:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()
+
+
+def send(url: str, token: str, method: str = "POST", body: dict | None = None,
+         upload: tuple[bytes, dict] | None = None) -> tuple[int, dict]:
+    """A JSON body, or a file and form fields as multipart/form-data, as curl -F would send them."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if upload is not None:
+        data, fields = upload
+        boundary = "script-boundary-7d1f"
+        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
+                 for key, value in fields.items()]
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="hey"\r\n'
+                     "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+        payload = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
+    else:
+        payload = json.dumps(body or {}).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=payload, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_an_operators_script_sets_up_pools_and_binaries_through_serve(settings, staff):
+    """The API's set-up side over HTTP against serve: a pool created and
+    edited, a binary uploaded with its sha256 (a wrong one stores nothing),
+    the machines listed."""
+    serve, env, port = start_serve(settings.DATA_DIR)
+    base = f"http://127.0.0.1:{port}/api"
+    try:
+        token = manage(env, "token", "create", "sam", "--name", "lab setup").strip()
+        status, created = send(f"{base}/targets", token, body={"name": "sim2", "kind": "simso"})
+        assert status == 201, created
+        status, edited = send(created["url"], token, "PATCH", {"is_default": True})
+        assert status == 200 and edited["is_default"] is True
+        assert Target.objects.get(is_default=True).name == "sim2"
+
+        data = os.urandom(3 * 2**20)  # past Django's in-memory limit: streamed to a temporary file
+        status, refused = send(f"{base}/binaries", token, upload=(data, {"sha256": hashlib.sha256(b"x").hexdigest()}))
+        assert status == 400 and "sha256" in refused["errors"] and not Binary.objects.exists()
+        status, stored = send(f"{base}/binaries", token, upload=(data, {"sha256": hashlib.sha256(data).hexdigest()}))
+        assert status == 201 and (stored["name"], stored["size"]) == ("hey", len(data))
+        assert Binary.objects.get().sha256 == hashlib.sha256(data).hexdigest()
+
+        status, _, body = fetch(f"{base}/machines?live=true", token)
+        assert status == 200 and "results" in json.loads(body)
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGINT)
+            try:
+                serve.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(serve.pid, signal.SIGKILL)
+        for pid in descendants_alive(all_descendants(serve.pid)):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_a_scripts_whole_life_against_serve(settings, alice, tmp_path):
