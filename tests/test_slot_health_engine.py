@@ -78,7 +78,9 @@ def test_a_broken_target_is_quarantined_without_a_bad_taskset_and_its_health_che
         assert slot.health == Slot.Health.QUARANTINED
         assert re.search(r"^3 target failures in a row; the last: target reported EXIT_ERROR for task \d+", slot.cause)
         shown = next(s for s in overview()["slots"] if s["slot"] == slot.index)
-        assert (shown["health"], shown["cause"]) == ("quarantined", slot.cause)
+        # A health check may have failed (and said so in the cause) since the slot was read.
+        assert shown["health"] == "quarantined"
+        assert shown["cause"].startswith(re.match(r"^[^;]*", slot.cause).group())
 
         on_broken = Attempt.objects.filter(machine__target=target, machine__slot=slot.index,
                                            machine__health_check=False)
