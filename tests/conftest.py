@@ -45,6 +45,21 @@ def staff(django_user_model):
 
 
 @pytest.fixture
+def token(alice):
+    """An API token of alice's (the plain text, shown once)."""
+    from webapp.models import ApiToken
+
+    return ApiToken.issue(alice, "script")[1]
+
+
+@pytest.fixture
+def staff_token(staff):
+    from webapp.models import ApiToken
+
+    return ApiToken.issue(staff, "ops")[1]
+
+
+@pytest.fixture
 def stdio_target(db):
     from distributor.models import Target
 

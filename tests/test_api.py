@@ -15,16 +15,6 @@ from webapp.models import ApiToken, hash_token
 EXAMPLE = json.load(open("fixtures/example5.json"))
 
 
-@pytest.fixture
-def token(alice):
-    return ApiToken.issue(alice, "script")[1]
-
-
-@pytest.fixture
-def staff_token(staff):
-    return ApiToken.issue(staff, "ops")[1]
-
-
 def _call(client, method: str, url: str, token: str | None = None, body=None, **extra):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     kwargs = {"data": json.dumps(body), "content_type": "application/json"} if body is not None else {}

@@ -12,17 +12,6 @@ import pytest
 from distributor.models import AuditEntry, Machine, Target, TaskSet
 from distributor.queue import submit_job
 from tests.inprocess import run_launched, variants_file
-from webapp.models import ApiToken
-
-
-@pytest.fixture
-def token(alice):
-    return ApiToken.issue(alice, "script")[1]
-
-
-@pytest.fixture
-def staff_token(staff):
-    return ApiToken.issue(staff, "ops")[1]
 
 
 def _get(client, url: str, token: str):

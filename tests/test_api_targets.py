@@ -8,17 +8,6 @@ import json
 import pytest
 
 from distributor.models import AuditEntry, Target
-from webapp.models import ApiToken
-
-
-@pytest.fixture
-def token(alice):
-    return ApiToken.issue(alice, "script")[1]
-
-
-@pytest.fixture
-def staff_token(staff):
-    return ApiToken.issue(staff, "ops")[1]
 
 
 def _call(client, method: str, url: str, token: str, body=None):

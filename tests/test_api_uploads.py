@@ -10,17 +10,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from distributor.models import AuditEntry, Binary, Blob, BootImage
-from webapp.models import ApiToken
-
-
-@pytest.fixture
-def token(alice):
-    return ApiToken.issue(alice, "script")[1]
-
-
-@pytest.fixture
-def staff_token(staff):
-    return ApiToken.issue(staff, "ops")[1]
 
 
 def _upload(client, url: str, token: str | None, data: bytes, filename: str, **fields):

@@ -9,17 +9,11 @@ import pytest
 
 from bench.web_pages import build
 from distributor import exports
-from webapp.models import ApiToken
 
 
 @pytest.fixture
 def job(alice):
     return build(12, 2, owner=alice)["job"]
-
-
-@pytest.fixture
-def token(alice):
-    return ApiToken.issue(alice, "script")[1]
 
 
 def body(response) -> bytes:
