@@ -104,26 +104,24 @@ class JobAdmin(admin.ModelAdmin):
             self.message_user(request, f"Not resubmitted: {', '.join(refused)}", messages.ERROR)
 
 
-class TaskInline(admin.TabularInline):
+class ReadOnlyInline(admin.TabularInline):
+    """Rows shown under their parent, never added, changed or removed here."""
+
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class TaskInline(ReadOnlyInline):
     model = Task
-    extra = 0
-    can_delete = False
-    fields = ("task_id", *Task.FIELDS)
-    readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
+    fields = readonly_fields = ("task_id", *Task.FIELDS)
 
 
-class AttemptInline(admin.TabularInline):
+class AttemptInline(ReadOnlyInline):
     model = Attempt
-    extra = 0
-    can_delete = False
-    fields = ("number", "machine", "started_at", "ended_at", "result", "error")
-    readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
+    fields = readonly_fields = ("number", "machine", "started_at", "ended_at", "result", "error")
 
 
 @admin.register(TaskSet)
@@ -480,15 +478,9 @@ class NotificationAdmin(ReadOnlyAdmin):
 # pages and API (typed in or calibrated); here they are looked at only.
 
 
-class EtmVersionInline(admin.TabularInline):
+class EtmVersionInline(ReadOnlyInline):
     model = EtmVersion
-    extra = 0
-    can_delete = False
-    fields = ("version", "source", "calibrated", "target", "created_at", "note")
-    readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
+    fields = readonly_fields = ("version", "source", "calibrated", "target", "created_at", "note")
 
 
 @admin.register(EtmModel)
