@@ -8,6 +8,7 @@ from typing import Callable
 from urllib.parse import urlencode
 
 from django.db.models import QuerySet
+from django.http import Http404, HttpResponse
 
 from distributor import plots, results
 from distributor.models import TaskSet
@@ -118,3 +119,13 @@ def api_document(rows: QuerySet, list_url: str, plot_url: Callable[[str], str]) 
     document["plots"] = {name: plot_url(name) for name in plots.PLOTS}
     document["tests"] = dict(results.TESTS)
     return document
+
+
+def plot_response(name: str, filename: str, **scope) -> HttpResponse:
+    """The plot ``name`` of a job's or a campaign's results (``scope``: job= or
+    campaign=) as an SVG file of its own, shown inline and downloadable."""
+    if name not in plots.PLOTS:
+        raise Http404(f"unknown plot {name!r}")
+    response = HttpResponse(plots.plot_svg(name, **scope), content_type="image/svg+xml")
+    response["Content-Disposition"] = f'inline; filename="{filename}-{name}.svg"'
+    return response

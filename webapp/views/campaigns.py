@@ -13,7 +13,6 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from distributor import plots
 from distributor.audit import record, user_actor
 from distributor.campaigns import generate, options, services
 from distributor.campaigns.models import Campaign
@@ -23,7 +22,7 @@ from distributor.taskfile import TaskFileError
 from webapp.access import login_required
 from webapp.forms import GrowCampaignForm, RandomCampaignForm
 from webapp.progress import progress_of
-from webapp.results import label_filters, page_context
+from webapp.results import label_filters, page_context, plot_response
 
 TASKSETS_PER_PAGE = 50
 FORMS = {Campaign.Kind.RANDOM: RandomCampaignForm, Campaign.Kind.GROW: GrowCampaignForm}
@@ -54,11 +53,7 @@ def campaign(request: HttpRequest, campaign_id: int) -> HttpResponse:
 @login_required
 def campaign_plot(request: HttpRequest, campaign_id: int, name: str) -> HttpResponse:
     row = get_object_or_404(Campaign, pk=campaign_id)
-    if name not in plots.PLOTS:
-        raise Http404(f"unknown plot {name!r}")
-    response = HttpResponse(plots.plot_svg(name, campaign=row), content_type="image/svg+xml")
-    response["Content-Disposition"] = f'inline; filename="campaign-{row.pk}-{name}.svg"'
-    return response
+    return plot_response(name, f"campaign-{row.pk}", campaign=row)
 
 
 @login_required

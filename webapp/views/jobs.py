@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from distributor import exports, plots
+from distributor import exports
 from distributor.audit import record, user_actor
 from distributor.queue import resubmit_job
 from distributor.results import TESTS, VERDICT_NAMES
@@ -23,7 +23,7 @@ from webapp.forms import SubmitForm
 from webapp.limits import body_limit
 from webapp.params import whole_number
 from webapp.progress import add_rate, progress_of
-from webapp.results import label_filters, page_context
+from webapp.results import label_filters, page_context, plot_response
 from webapp.submission import Submission, SubmissionError, check, submit as submit_submission
 
 JOBS_PER_PAGE = 25
@@ -182,11 +182,7 @@ def job(request: HttpRequest, job_id: int) -> HttpResponse:
 def job_plot(request: HttpRequest, job_id: int, name: str) -> HttpResponse:
     """A plot of the job's results as an SVG file of its own (linked from the page, downloadable)."""
     job = get_object_or_404(Job, pk=job_id)
-    if name not in plots.PLOTS:
-        raise Http404(f"unknown plot {name!r}")
-    response = HttpResponse(plots.plot_svg(name, job=job), content_type="image/svg+xml")
-    response["Content-Disposition"] = f'inline; filename="job-{job.pk}-{name}.svg"'
-    return response
+    return plot_response(name, f"job-{job.pk}", job=job)
 
 
 def _taskset_filters(request: HttpRequest) -> dict:
