@@ -7,7 +7,6 @@ table (``show_full_result_count``) and foreign keys are raw ids.
 from __future__ import annotations
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -289,11 +288,7 @@ class UploadAdminForm(forms.ModelForm):
         upload = self.cleaned_data.get("file")
         if upload is None or not self.has_changed() or "file" not in self.changed_data:
             return upload
-        limit = getattr(settings, self._meta.model.max_bytes_setting)
-        if upload.size > limit:
-            raise ValidationError(f"is {upload.size:,} bytes; the limit is {limit:,} bytes")
-        if upload.size == 0:
-            raise ValidationError("is empty")
+        self._meta.model.check_size(upload.size)
         return upload
 
     def clean(self):

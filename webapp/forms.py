@@ -132,11 +132,7 @@ class UploadForm(forms.Form):
 
     def clean_file(self) -> UploadedFile:
         upload = self.cleaned_data["file"]
-        limit = getattr(settings, self.model.max_bytes_setting)
-        if upload.size > limit:
-            raise ValidationError(f"is {upload.size:,} bytes; the limit is {limit:,} bytes")
-        if upload.size == 0:
-            raise ValidationError("is empty")
+        self.model.check_size(upload.size)
         return upload
 
     def clean(self):

@@ -192,6 +192,16 @@ class Upload(models.Model):
             raise ValidationError({"name": f"{name!r} must be 1-{cls._meta.get_field('name').max_length} characters"})
 
     @classmethod
+    def check_size(cls, size: int) -> None:
+        """A file's size against the kind's limit (the setting named by
+        ``max_bytes_setting``); the message is the file field's."""
+        limit = getattr(settings, cls.max_bytes_setting)
+        if size > limit:
+            raise ValidationError(f"is {size:,} bytes; the limit is {limit:,} bytes")
+        if size == 0:
+            raise ValidationError("is empty")
+
+    @classmethod
     def store(cls, name: str, content: File, user=None) -> tuple[Self, bool]:
         """Store the content (once per checksum, streamed: flat memory) and
         point the row of ``name`` at it (a new row, or the old one replaced:
