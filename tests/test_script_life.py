@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from distributor import exports
 from distributor.models import Binary, Host, Target
 from tests.cluster import ROOT, wait_until
 from tests.test_notifications import Hook
-from tests.test_serve import all_descendants, descendants_alive, start_serve
+from tests.test_serve import start_serve, stop_serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -95,14 +94,7 @@ def test_an_operators_script_sets_up_pools_and_binaries_through_serve(settings, 
         status, _, body = fetch(f"{base}/machines?live=true", token)
         assert status == 200 and "results" in json.loads(body)
     finally:
-        if serve.poll() is None:
-            os.killpg(serve.pid, signal.SIGINT)
-            try:
-                serve.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(serve.pid, signal.SIGKILL)
-        for pid in descendants_alive(all_descendants(serve.pid)):
-            os.kill(pid, signal.SIGKILL)
+        stop_serve(serve)
 
 
 def test_a_scripts_whole_life_against_serve(settings, alice, tmp_path):
@@ -155,11 +147,4 @@ def test_a_scripts_whole_life_against_serve(settings, alice, tmp_path):
         assert len(hook.posts) == 1  # once
     finally:
         hook.close()
-        if serve.poll() is None:
-            os.killpg(serve.pid, signal.SIGINT)
-            try:
-                serve.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(serve.pid, signal.SIGKILL)
-        for pid in descendants_alive(all_descendants(serve.pid)):
-            os.kill(pid, signal.SIGKILL)
+        stop_serve(serve)

@@ -55,6 +55,20 @@ def descendants_alive(pids: list[int]) -> list[int]:
     return [pid for pid in pids if os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split()[2] != "Z"]
 
 
+def stop_serve(serve: subprocess.Popen) -> None:
+    """After a test: Ctrl-C to the launcher's group, a kill if it hangs, and
+    nothing it started left behind."""
+    descendants = all_descendants(serve.pid)
+    if serve.poll() is None:
+        os.killpg(serve.pid, signal.SIGINT)
+        try:
+            serve.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+    for pid in descendants_alive(descendants):
+        os.kill(pid, signal.SIGKILL)
+
+
 def all_descendants(root: int) -> list[int]:
     out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
     children: dict[int, list[int]] = {}
