@@ -113,8 +113,9 @@ def run(args, guest: dict) -> None:
         path = BENCH_DIR / pkg
         path.write_bytes(f"placeholder: the guest runs its built-in {pkg}\n".encode())
         call_command("binary", "add", str(path), "--name", pkg, stdout=io.StringIO())
+    icount = ["--set", f'extra_args=["-icount", "shift={args.icount},sleep=on"]'] if args.icount is not None else []
     command("target", "add", "guests", "--kind", "qemu", "--set", f"kernel={guest['KERNEL']}",
-            "--set", f"initrd={guest['INITRD']}")
+            "--set", f"initrd={guest['INITRD']}", *icount)
     command("target", "add", "sim", "--kind", "simso")
 
     calibrated = json.loads(command("etm", "calibrate", "--target", "guests", "--pkg", ",".join(PKGS),
@@ -159,6 +160,9 @@ def main() -> None:
     parser.add_argument("--machines", type=int, default=2)
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--icount", type=int, metavar="SHIFT",
+                        help="QEMU's -icount shift=SHIFT,sleep=on: the guest's clock counts instructions "
+                             "(2^SHIFT ns each), so its times no longer depend on the host's load")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root: it creates a network namespace, a bridge and taps")
