@@ -129,6 +129,33 @@ def wait_until(condition, timeout: float, every: float = 0.05, tick: bool = Fals
 test_database_url.__test__ = False  # a helper, not a test
 
 
+@contextmanager
+def clusters_broker(monkeypatch, redis_url: str):
+    """The broker this process and the clusters it starts share, for a test
+    of whole hosts: on SQLite django-q2's ORM broker (yields None), on
+    PostgreSQL the Redis database ``redis_url``, emptied before and after
+    (yields its client). No Redis on PostgreSQL is a failure, not a skip."""
+    import redis
+    from django_q.conf import Conf
+
+    if connection.vendor != "postgresql":
+        monkeypatch.setattr(Conf, "ORM", "default")
+        monkeypatch.setattr(Conf, "REDIS", {})
+        yield None
+        return
+    client = redis.from_url(redis_url)
+    client.ping()
+    client.flushdb()
+    monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "REDIS", redis_url)
+    monkeypatch.setattr(Conf, "DJANGO_REDIS", None)
+    try:
+        yield client
+    finally:
+        client.flushdb()
+        client.close()
+
+
 def short_timeouts(**overrides):
     """Distributor settings for tests with real clusters: dead machines are
     noticed in seconds, idle ones stop quickly."""

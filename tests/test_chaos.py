@@ -55,7 +55,7 @@ from distributor.hosts import beat
 from distributor.models import Attempt, Event, Host, Job, Machine, Target, TaskJob, TaskSet
 from distributor.queue import claim_next, submit_job
 from distributor.taskfile import taskset_xml
-from tests.cluster import (Cluster, kill_machines_and_stop, short_timeouts, store_binaries, stored_taskjobs,
+from tests.cluster import (Cluster, clusters_broker, kill_machines_and_stop, short_timeouts, store_binaries, stored_taskjobs,
                            wait_until)
 from tests.peer import TaskLoaderPeer, peer_taskjobs
 
@@ -125,27 +125,14 @@ def broker(monkeypatch):
     docstring); ``launches()`` lists the queue of every launch message that
     reached the broker, whichever process sent it (this one's ticks or a
     host's own reconciler), as the broker itself saw it."""
-    from django_q.conf import Conf
-
-    if connection.vendor != "postgresql":
-        monkeypatch.setattr(Conf, "ORM", "default")
-        monkeypatch.setattr(Conf, "REDIS", {})
-        with orm_launches() as launches:
-            yield {"REDIS_URL": ""}, launches  # an empty REDIS_URL is the ORM broker
-        return
     url = os.environ.get("CHAOS_REDIS_URL", DEFAULT_REDIS_URL)
-    client = redis.from_url(url)
-    client.ping()  # no Redis on PostgreSQL is a failure, not a skip
-    client.flushdb()
-    monkeypatch.setattr(Conf, "ORM", None)
-    monkeypatch.setattr(Conf, "REDIS", url)
-    monkeypatch.setattr(Conf, "DJANGO_REDIS", None)
-    try:
-        with redis_launches(client) as launches:
-            yield {"REDIS_URL": url}, launches
-    finally:
-        client.flushdb()
-        client.close()
+    with clusters_broker(monkeypatch, url) as client:
+        if client is None:
+            with orm_launches() as launches:
+                yield {"REDIS_URL": ""}, launches  # an empty REDIS_URL is the ORM broker
+        else:
+            with redis_launches(client) as launches:
+                yield {"REDIS_URL": url}, launches
 
 
 @contextmanager

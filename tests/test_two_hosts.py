@@ -35,15 +35,13 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
-import redis
 from django.conf import settings
-from django.db import connection
 from django.db.models import Count
 
 from distributor import reconciler
 from distributor.models import Attempt, Binary, HostTargetFault, Job, Machine, Target, TaskJob, TaskSet
 from distributor.queue import submit_job
-from tests.cluster import ROOT, short_timeouts, test_database_url, wait_until
+from tests.cluster import ROOT, clusters_broker, short_timeouts, test_database_url, wait_until
 from tests.peer import TaskLoaderPeer
 
 HEY = b"\x7fELF hey, uploaded through alpha " * 64
@@ -122,24 +120,8 @@ class Host:
 
 @pytest.fixture
 def broker(monkeypatch):
-    from django_q.conf import Conf
-
-    if connection.vendor != "postgresql":
-        monkeypatch.setattr(Conf, "ORM", "default")
-        monkeypatch.setattr(Conf, "REDIS", {})
-        yield ""
-        return
-    client = redis.from_url(REDIS_URL)
-    client.ping()  # no Redis on PostgreSQL is a failure, not a skip
-    client.flushdb()
-    monkeypatch.setattr(Conf, "ORM", None)
-    monkeypatch.setattr(Conf, "REDIS", REDIS_URL)
-    monkeypatch.setattr(Conf, "DJANGO_REDIS", None)
-    try:
-        yield REDIS_URL
-    finally:
-        client.flushdb()
-        client.close()
+    with clusters_broker(monkeypatch, REDIS_URL) as client:
+        yield REDIS_URL if client else ""
 
 
 @pytest.fixture
