@@ -28,17 +28,13 @@ import subprocess
 import sys
 import time
 
-from pg_common import bench_job, rate, setup_django
+from pg_common import bench_job, rate, rows_arguments, setup_django
 
 WAYS = ("taskjobs-parquet", "taskjobs-csv", "copy")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasksets", type=int, default=20_000)
-    parser.add_argument("--tasks", type=int, default=5)
-    parser.add_argument("--jobs", type=int, default=100, help="task-jobs per task")
-    parser.add_argument("--python-path", action="store_true")
+    parser = rows_arguments(__doc__.splitlines()[0])
     parser.add_argument("--one", choices=WAYS, help=argparse.SUPPRESS)  # a child's single measurement
     parser.add_argument("--method", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()

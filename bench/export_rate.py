@@ -21,20 +21,15 @@ portable path (server-side cursor + csv module) that SQLite uses.
 """
 from __future__ import annotations
 
-import argparse
 import resource
 import time
 import tracemalloc
 
-from pg_common import bench_job, rate, setup_django
+from pg_common import bench_job, rate, rows_arguments, setup_django
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasksets", type=int, default=20_000)
-    parser.add_argument("--tasks", type=int, default=5)
-    parser.add_argument("--jobs", type=int, default=100, help="task-jobs per task")
-    parser.add_argument("--python-path", action="store_true")
+    parser = rows_arguments(__doc__.splitlines()[0])
     args = parser.parse_args()
     setup_django()
     from distributor.exports import Selection

@@ -5,6 +5,7 @@ is created if missing and migrated, so a fresh server is enough.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -51,3 +52,14 @@ def bench_job(name: str):
 
 def rate(rows: int, seconds: float) -> str:
     return f"{rows / seconds:,.0f} rows/s ({rows:,} rows in {seconds:.2f} s)"
+
+
+def rows_arguments(description: str) -> argparse.ArgumentParser:
+    """The export benches' options: the stored job's size (task-sets x tasks
+    x task-jobs per task) and --python-path (the portable path, no COPY)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--tasksets", type=int, default=20_000)
+    parser.add_argument("--tasks", type=int, default=5)
+    parser.add_argument("--jobs", type=int, default=100, help="task-jobs per task")
+    parser.add_argument("--python-path", action="store_true")
+    return parser
