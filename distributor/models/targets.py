@@ -194,12 +194,11 @@ class Upload(models.Model):
     @classmethod
     def check_size(cls, size: int) -> None:
         """A file's size against the kind's limit (the setting named by
-        ``max_bytes_setting``); the message is the file field's."""
+        ``max_bytes_setting``); the message is the file field's. (An empty
+        file never gets here: Django's FileField refuses it first.)"""
         limit = getattr(settings, cls.max_bytes_setting)
         if size > limit:
             raise ValidationError(f"is {size:,} bytes; the limit is {limit:,} bytes")
-        if size == 0:
-            raise ValidationError("is empty")
 
     @classmethod
     def store(cls, name: str, content: File, user=None) -> tuple[Self, bool]:
