@@ -131,14 +131,17 @@ def broker(monkeypatch):
             with orm_launches() as launches:
                 yield {"REDIS_URL": ""}, launches  # an empty REDIS_URL is the ORM broker
         else:
-            with redis_launches(client) as launches:
+            with redis_launches(url) as launches:
                 yield {"REDIS_URL": url}, launches
 
 
 @contextmanager
-def redis_launches(client: redis.Redis):
+def redis_launches(url: str):
     """Yields a function listing every RPUSH (django-q2's enqueue) into
-    ``client``'s database from any client, as Redis's MONITOR reports them."""
+    ``url``'s database from any client, as Redis's MONITOR reports them."""
+    # A client of its own with no socket timeout (redis-py's default is 5 s):
+    # a quiet spell of the clusters must not end the MONITOR.
+    client = redis.from_url(url, socket_timeout=None)
     pushed: list[str] = []
     database = client.connection_pool.connection_kwargs.get("db", 0)
     stopped = threading.Event()
@@ -160,6 +163,7 @@ def redis_launches(client: redis.Redis):
             stopped.set()
             client.ping()  # a command the monitor sees: it wakes up and returns
             thread.join(timeout=5)
+    client.close()
 
 
 @contextmanager
