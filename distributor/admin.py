@@ -20,7 +20,7 @@ from distributor.forms import TargetForm
 from distributor.labels import label_stored
 from distributor.queue import resubmit_job
 from distributor.models import (
-    Attempt, AuditEntry, Binary, BootImage, Calibration, DistributorConfig, EtmModel, EtmVersion, Event, Host, Job,
+    Attempt, AuditEntry, Binary, BootImage, Calibration, DistributorConfig, EtmModel, EtmVersion, Event, Host, Job, JobContent,
     Machine, Notification, Slot, Target, Task, TaskJob, TaskSet,
 )
 from distributor.models.targets import Upload
@@ -44,6 +44,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 # -- jobs and task-sets ------------------------------------------------------------
 
 
+class ReadOnlyInline(admin.TabularInline):
+    """Rows shown under their parent, never added, changed or removed here."""
+
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     list_display = ("id", "name", "state", "target", "owner", "done", "variant_count", "priority", "created_at")
@@ -56,9 +66,13 @@ class JobAdmin(admin.ModelAdmin):
     readonly_fields = ("state", "spec", "variant_count", "offset", "finished_count", "bad_count", "cursor",
                        "owner", "target", "source_name", "tries", "admission", "monitors", "cancel_now", "notify_bad",
                        "bad_notified", "bad_notified_at",
-                       "created_at", "started_at", "ended_at")
+                       "created_at", "started_at", "ended_at", "contents")
     actions = ("cancel", "resubmit")
     show_full_result_count = False
+
+    @admin.display(description="binaries and boot images it runs")
+    def contents(self, job: Job) -> str:
+        return "; ".join(f"{c.kind} {c.name} = sha256 {c.sha256}" for c in JobContent.objects.filter(job=job)) or "—"
 
     @admin.display(description="done")
     def done(self, job: Job) -> str:
@@ -101,16 +115,6 @@ class JobAdmin(admin.ModelAdmin):
             self.message_user(request, f"Queued job(s) {', '.join(map(str, new))}.", messages.SUCCESS)
         if refused:
             self.message_user(request, f"Not resubmitted: {', '.join(refused)}", messages.ERROR)
-
-
-class ReadOnlyInline(admin.TabularInline):
-    """Rows shown under their parent, never added, changed or removed here."""
-
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class TaskInline(ReadOnlyInline):

@@ -49,7 +49,7 @@ from django.db.models.functions import Cast, Concat, Length, Substr
 from django.utils import timezone
 
 from distributor.analysis import LABEL_COLUMNS, TASK_LABEL_COLUMNS, flat_labels, task_labels
-from distributor.models import Machine, Target, Task, TaskJob, TaskSet
+from distributor.models import JobContent, Machine, Target, Task, TaskJob, TaskSet
 from distributor.taskfile import QUOTA_UNITS, quota_bytes
 
 FORMATS = ("taskjobs-csv", "tasksets-csv", "sqlite", "taskjobs-parquet", "tasksets-parquet")
@@ -428,6 +428,7 @@ FULL_TABLES = {
              '"offset" INTEGER', "tries INTEGER", "priority INTEGER", "finished_count INTEGER",
              "bad_count INTEGER", "created_at TEXT", "started_at TEXT", "ended_at TEXT", "source_name TEXT",
              "spec TEXT"),
+    "job_contents": ("job_id INTEGER", "kind TEXT", "name TEXT", "sha256 TEXT", "size INTEGER"),
     "tasksets": ("id INTEGER PRIMARY KEY", "job_id INTEGER", "variant INTEGER", "state TEXT", "outcome TEXT",
                  "successful INTEGER", "attempts INTEGER", "losses INTEGER", "machine_id INTEGER",
                  "started_at TEXT", "ended_at TEXT", "n_tasks INTEGER", "first_miss_task INTEGER",
@@ -545,6 +546,8 @@ def _copy_jobs_targets_machines(db: sqlite3.Connection) -> None:
         "id", "name", "target_id", "state", "variant_count", "offset", "tries", "priority", "finished_count",
         "bad_count", "created_at", "started_at", "ended_at", "source_name", "spec"))
     _insert(db, "jobs", [(*job[:10], *map(_iso, job[10:13]), job[13], json.dumps(job[14])) for job in jobs])
+    _insert(db, "job_contents", JobContent.objects.filter(job_id__in=job_ids).order_by("job_id", "kind", "name")
+            .values_list("job_id", "kind", "name", "sha256", "size"))
     machines = Machine.objects.filter(pk__in=machine_ids).values_list(
         "id", "target_id", "slot", "host", "state", "launched_at", "started_at", "stopped_at", "tasksets_done",
         "target_boots")

@@ -9,7 +9,9 @@ fetched on first use and verified against the checksum before use. No code
 reads another host's path (issue 18).
 
 A content this host cannot get or verify is a ``HostFault``: no try of the
-task-set is used, and the host is marked unable to run the target.
+task-set is used, and the host is marked unable to run the target. A content
+the database no longer holds (purged while no active job named it, then the
+job reopened) is ``ContentGone``: the task-set's, on every host.
 """
 from __future__ import annotations
 
@@ -24,28 +26,43 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from distributor.models import Binary, BootImage
+from distributor.models import BootImage, JobContent
 from distributor.models.blobs import CHUNK_BYTES, Blob, BlobMissing
-from sessions.base import HostFault, StoredFile
+from sessions.base import HostFault, StoredFile, TaskSetError
 
 log = logging.getLogger("distributor")
 
 
+class ContentGone(TaskSetError):
+    """The content a job names is no longer stored: no host can run it."""
+
+
 class UploadedFiles:
+    """The uploads a machine's session uses. Inside a task-set of a job
+    (``for_job``) a name means the content that job names (JobContent): the
+    job runs what it was submitted with, on every host, even after the upload
+    is replaced. Outside any job (a first boot, a health check) a name means
+    the current upload."""
+
     def __init__(self, cache: "ContentCache | None" = None):
         self.cache = cache or ContentCache(settings.DATA_DIR / "cache")
+        self.job_id: int | None = None
+        self._named: dict[tuple[str, str], tuple[str, int]] = {}  # the job's, read once: they never change
+        self.images_used: dict[str, str] = {}  # sha256 by name of the boot images last handed out
+
+    def for_job(self, job_id: int | None) -> None:
+        """Names mean the contents of job ``job_id`` from now on (None: the current uploads)."""
+        if job_id != self.job_id:
+            self.job_id, self._named = job_id, {}
 
     def checksums(self, names: Sequence[str]) -> dict[str, str]:
-        return Binary.checksums(names)
+        return {name: sha256 for name, (sha256, _) in self._contents(JobContent.Kind.BINARY, names).items()}
 
     def binaries(self, names: Sequence[str]) -> dict[str, StoredFile]:
-        rows = {row.name: row for row in Binary.objects.filter(name__in=names)}
         found = {}
-        for name in names:
-            if name in rows:
-                row = rows[name]
-                path = self.cache.local_copy(row.sha256, row.size, f"binary {name!r}")
-                found[name] = StoredFile(name, row.sha256, _read(path, f"binary {name!r}"))
+        for name, (sha256, size) in self._contents(JobContent.Kind.BINARY, names).items():
+            what = f"binary {name!r}"
+            found[name] = StoredFile(name, sha256, _read(self.cache.local_copy(sha256, size, what), what))
         return found
 
     def boot_image(self, name: str) -> Path | None:
@@ -55,10 +72,32 @@ class UploadedFiles:
             BootImage.check_name(name)
         except ValidationError:
             return None
-        image = BootImage.objects.filter(name=name).first()
-        if image is None:
+        content = self._contents(JobContent.Kind.IMAGE, [name]).get(name)
+        if content is None:
             return None
-        return self.cache.local_copy(image.sha256, image.size, f"boot image {name!r}")
+        sha256, size = content
+        path = self.cache.local_copy(sha256, size, f"boot image {name!r}")
+        self.images_used[name] = sha256
+        return path
+
+    def images_to_boot(self) -> list[str]:
+        """The boot images handed out last (the target booted them) that the
+        current job names with other content, their copies made ready: the
+        target must boot again before it runs the job's task-sets."""
+        named = self._contents(JobContent.Kind.IMAGE, list(self.images_used))
+        differ = [name for name, sha256 in self.images_used.items() if name in named and named[name][0] != sha256]
+        for name in differ:
+            self.cache.local_copy(*named[name], f"boot image {name!r}")
+        return differ
+
+    def _contents(self, kind: str, names: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """(sha256, size) by name among ``names``; unknown names absent."""
+        if self.job_id is None:
+            return JobContent.current(kind, names)
+        if any((kind, name) not in self._named for name in names):
+            for name, content in JobContent.resolve(self.job_id, kind, names).items():
+                self._named[kind, name] = content
+        return {name: self._named[kind, name] for name in names if (kind, name) in self._named}
 
 
 class ContentCache:
@@ -100,8 +139,9 @@ class ContentCache:
         """Stream the content from the database into a temporary file beside
         ``path``, one chunk at a time, and rename it into place if it matches."""
         blob = Blob.objects.filter(pk=sha256).first()
-        if blob is None:
-            raise HostFault(f"{what}: its content (sha256 {sha256}) is not in the database; upload it again")
+        if blob is None:  # a job names it, so only ``purge --contents`` takes it
+            raise ContentGone(f"{what}: its content (sha256 {sha256}) is no longer in the database (purged); "
+                              "resubmit the job to run what is uploaded now")
         self.folder.mkdir(parents=True, exist_ok=True)
         digest, written = hashlib.sha256(), 0
         handle = tempfile.NamedTemporaryFile(dir=self.folder, prefix=f".{sha256[:12]}-", delete=False)

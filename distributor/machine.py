@@ -356,12 +356,18 @@ class MachineWorker:
         monitors.taskset_start(taskset, tasks)
         self.log.info("task-set %s (job %s variant %s, run %s)", taskset.pk, taskset.job_id, taskset.variant, taskset.runs)
         events = EventBuffer(taskset)
+        self.info.files.for_job(taskset.job_id)  # the binaries and boot images its job names
         try:
             tracker = self._execute(taskset, tasks, events, monitors)
         except (Stopped, Fenced):
             if taskset.put_back(self.machine):  # its events go with it: the task-set starts afresh
                 monitors.taskset_stop(taskset)
             raise
+        except BootAgain as why:
+            if taskset.put_back(self.machine):  # not started: it runs once the target has the job's images
+                monitors.taskset_stop(taskset)
+            self._reboot(str(why))
+            return
         except HostFault as fault:
             # Recorded before the task-set is back, so no tick places it on this host again.
             self._host_fault(fault)
@@ -380,6 +386,9 @@ class MachineWorker:
         self._finish(claim, tracker, events, monitors)
 
     def _execute(self, taskset: TaskSet, tasks: list[dict], events: EventBuffer, monitors: MonitorGroup) -> EventTracker:
+        images = self.info.files.images_to_boot()
+        if images:
+            raise BootAgain(f"job {taskset.job_id} runs other content for boot image {', '.join(images)}")
         self.session.start(tasks, admission=taskset.job.admission)
         tracker = EventTracker(tasks)
         limit, why = time_limit(taskset.job, tasks)
@@ -488,6 +497,11 @@ class MachineWorker:
 
 class OutOfService(Exception):
     """The machine's slot is quarantined (or its health check failed): it stops."""
+
+
+class BootAgain(Exception):
+    """The target booted other boot images than the claimed task-set's job names
+    (one was uploaded again since either was submitted)."""
 
 
 class Cancelled(Exception):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from distributor.models import Event, Job, Machine, TaskSet
+from distributor.models import Binary, Blob, BootImage, Event, Job, JobContent, Machine, TaskSet
 
 ENDED = (Job.State.FINISHED, Job.State.CANCELLED)
 CHUNK_TASKSETS = 200  # task-sets whose events go in one statement (a few hundred thousand rows at most)
@@ -31,7 +31,7 @@ class Purged:
 
     jobs: int = 0
     events: int = 0
-    files: dict[str, int] = field(default_factory=dict)  # "consoles"/"logs" → files
+    files: dict[str, int] = field(default_factory=dict)  # "consoles"/"logs" → files, "contents" → contents
     bytes: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -62,6 +62,27 @@ def purge_events(before: datetime, *, dry_run: bool, progress: Callable[[int], N
             if progress:
                 progress(deleted)
     return len(jobs), deleted
+
+
+def purge_contents(before: datetime, *, dry_run: bool) -> tuple[int, int]:
+    """(contents, bytes) of the uploaded contents (binaries, boot images)
+    that no upload names any more and only jobs ended before ``before`` name
+    (JobContent): removed unless ``dry_run``, one content per statement. The
+    jobs keep saying which checksums they ran; a job reopened later finds its
+    content gone and its task-sets end bad saying so."""
+    contents = size = 0
+    for sha256, content_size in list(_unwanted(before).values_list("sha256", "size")):
+        # Asked again as it goes: a job submitted meanwhile keeps its content.
+        if dry_run or _unwanted(before).filter(pk=sha256).delete()[0]:
+            contents, size = contents + 1, size + content_size
+    return contents, size
+
+
+def _unwanted(before: datetime):
+    """The contents no upload names and no job but those ended before ``before``."""
+    wanted_by_jobs = JobContent.objects.exclude(job__in=ended_jobs(before)).values("sha256")
+    return (Blob.objects.exclude(pk__in=Binary.objects.values("sha256"))
+            .exclude(pk__in=BootImage.objects.values("sha256")).exclude(pk__in=wanted_by_jobs))
 
 
 def purge_files(kind: str, before: datetime, *, dry_run: bool) -> tuple[int, int]:

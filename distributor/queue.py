@@ -25,7 +25,7 @@ from django.core.validators import URLValidator, validate_email
 from django.db import transaction
 
 from distributor import taskfile
-from distributor.models import DistributorConfig, Job, Machine, Notification, Orders, Target, TaskSet
+from distributor.models import DistributorConfig, Job, JobContent, Machine, Notification, Orders, Target, TaskSet
 
 MAX_TRIES = 100
 # A job's own wall-clock limit per task-set (time_limit): at most 30 days.
@@ -73,7 +73,8 @@ def submit_job(
 
 def resubmit_job(job: Job, owner=None) -> Job:
     """A new job with the same task-sets and options, queued at the end:
-    validated again like any submission (its target may be gone)."""
+    validated again like any submission (its target may be gone). It names
+    the uploads as they are now, not the old job's contents."""
     parsed = taskfile.ParsedFile(spec=job.spec, variant_count=taskfile.variant_count(job.spec), format="json")
     return _queue(parsed, filename=job.source_name, target=job.target, name=job.name, offset=job.offset,
                   tries=job.tries, priority=job.priority, admission=job.admission, monitors=job.monitors,
@@ -115,6 +116,7 @@ def _queue(parsed: taskfile.ParsedFile, *, filename, target, name, offset, tries
             **options,
         )
         Notification.objects.bulk_create([Notification(job=job, url=mail_address(url)) for url in notify])
+        JobContent.name_for_job(job, options["target"], taskfile.pkg_names(parsed.spec))
     for hook in SUBMITTED_HOOKS:
         hook()
     return job

@@ -461,6 +461,17 @@ def variant_count(spec: dict) -> int:
     return sum(taskset_variant_count(ts) for ts in spec["tasksets"])
 
 
+def pkg_names(spec: dict) -> list[str]:
+    """Every binary name the file's tasks use (a ``pkg`` may be a list), in
+    the order they first appear."""
+    names: dict[str, None] = {}
+    for taskset in spec["tasksets"]:
+        for task in taskset["tasks"]:
+            pkg = task["pkg"]
+            names.update(dict.fromkeys(pkg["list"] if isinstance(pkg, dict) else [pkg]))
+    return list(names)
+
+
 class Expander:
     """Decodes variant indices of one spec; cheap to build, cached per spec."""
 

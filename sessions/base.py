@@ -171,6 +171,11 @@ class Session:
     default_settings: dict = {}
     # Checks of the settings' values by name (``seconds_setting`` and the like).
     setting_rules: dict[str, SettingRule] = {}
+    # The uploads the kind uses, so that a job can name the very content it
+    # runs (``distributor.models.JobContent``): the binaries of its tasks' pkgs,
+    # and the boot images its pool's settings name.
+    sends_binaries: bool = False
+    boot_image_settings: tuple[str, ...] = ()
 
     def __init__(self, info: SessionInfo):
         self.info = info

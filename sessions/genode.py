@@ -54,6 +54,7 @@ class GenodeSession(Session):
     # A pool of this kind is its list of addresses; a subclass that makes
     # its own targets (QEMU) turns this off.
     needs_addresses = True
+    sends_binaries = True
 
     def __init__(self, info):
         super().__init__(info)

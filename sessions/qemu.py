@@ -85,6 +85,7 @@ def _regex(value) -> str | None:
 class QemuSession(GenodeSession):
     kind = "qemu"
     needs_addresses = False
+    boot_image_settings = ("kernel", "initrd")
     default_settings = {
         **GenodeSession.default_settings,
         "startup_timeout": 60.0,  # from QEMU's start to the marker and AVAILABLE

@@ -6,10 +6,10 @@ import hashlib
 import pytest
 from django.core.files.base import ContentFile
 
-from distributor.files import UploadedFiles
+from distributor.files import ContentGone, UploadedFiles
 from distributor.models import Binary, Blob, BlobChunk, BootImage
 from distributor.models.blobs import CHUNK_BYTES
-from sessions import HostFault
+from sessions import HostFault, TaskSetError
 
 
 @pytest.fixture
@@ -89,9 +89,15 @@ def test_content_this_host_cannot_get_is_a_host_fault_naming_the_upload(db, medi
     BlobChunk.objects.filter(blob=row.sha256).update(data=b"hey bytez")
     with pytest.raises(HostFault, match="binary 'hey': its content in the database does not match its sha256"):
         UploadedFiles().binaries(["hey"])
+    assert not (tmp_path / "cache" / row.sha256).exists()
+
+
+def test_content_the_database_no_longer_holds_is_the_task_sets_error_not_the_hosts(db, media, tmp_path):
+    row = upload(Binary, "hey", b"hey bytes")
     Blob.objects.all().delete()
-    with pytest.raises(HostFault, match="binary 'hey': its content .* is not in the database; upload it again"):
+    with pytest.raises(ContentGone, match="binary 'hey': its content .* is no longer in the database .*resubmit"):
         UploadedFiles().binaries(["hey"])
+    assert not isinstance(ContentGone("x"), HostFault) and isinstance(ContentGone("x"), TaskSetError)
     assert not (tmp_path / "cache" / row.sha256).exists()
 
 

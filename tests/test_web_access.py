@@ -22,7 +22,7 @@ EVERYONE = {"logout", "profile", "token-create", "token-revoke", "dashboard", "d
             "api-campaign-stop", "api-campaign-continue", "api-targets", "api-target", "api-binaries", "api-images",
             "api-machines", "api-machine", "etms", "etm", "etm-plot", "job-relabel", "api-etms", "api-etm",
             "api-etm-export", "api-job-relabel", "api-slots",
-            "job-plot", "campaign-tasksets", "api-job-results", "api-campaign-results"}
+            "job-plot", "campaign-tasksets", "api-job-results", "api-campaign-results", "content"}
 
 
 def _walk(patterns, prefix: str = "", namespace: str = ""):

@@ -96,6 +96,7 @@ urlpatterns = [
     path("files/", uploads.files, name="binaries"),
     path("files/binaries", uploads.upload, {"kind": "binary"}, name="binary-upload"),
     path("files/images", uploads.upload, {"kind": "image"}, name="image-upload"),
+    path("files/<str:sha256>", uploads.content, name="content"),
 
     path("api/", include(api_urls)),
     path("admin/", admin.site.urls),

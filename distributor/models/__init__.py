@@ -4,7 +4,7 @@ it (targets, machines). The database is the only truth: every state change is
 a conditional UPDATE on these rows."""
 from distributor.models.config import DistributorConfig
 from distributor.models.blobs import Blob, BlobChunk
-from distributor.models.targets import Binary, BootImage, Target
+from distributor.models.targets import Binary, BootImage, JobContent, Target
 from distributor.models.jobs import Job, Tally
 from distributor.models.tasksets import Attempt, Task, TaskSet
 from distributor.models.results import Event, ExitType, TaskJob
@@ -32,6 +32,7 @@ __all__ = [
     "Host",
     "HostTargetFault",
     "Job",
+    "JobContent",
     "Machine",
     "Notification",
     "Orders",

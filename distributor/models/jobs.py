@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from distributor.models.fields import OrderedJSONField
 from distributor.models.rows import database_time, execute, fetch, table
+from distributor.models.targets import JobContent
 
 
 class JobQuerySet(models.QuerySet):
@@ -242,6 +243,7 @@ class Job(models.Model):
             **{key: moment.isoformat() if moment else None for key, moment in (
                 ("created_at", self.created_at), ("started_at", self.started_at), ("ended_at", self.ended_at))},
             "progress": self.progress(),
+            "contents": JobContent.of_job(self.pk),
         }
 
 

@@ -14,7 +14,6 @@ from django.db.models import Q
 from distributor.environment import host_environment
 from distributor.models.blobs import Blob
 from distributor.models.etm import EtmModel
-from distributor.models.rows import fetch, placeholders, table
 from distributor.taskfile import PKG_NAME, DepthError, Expander, TaskFileError, check_depth, parse
 from sessions import SESSION_KINDS, get_session_class
 
@@ -228,9 +227,12 @@ class Upload(models.Model):
 
 
 def contents_in_use(sha256s: set[str]) -> set[str]:
-    """The contents among ``sha256s`` that a binary or a boot image names."""
+    """The contents among ``sha256s`` that a binary, a boot image or a job
+    names: a job keeps the content it runs (JobContent) after its upload is
+    replaced or removed, until ``purge --contents`` lets it go."""
     return (set(Binary.objects.filter(sha256__in=sha256s).values_list("sha256", flat=True))
-            | set(BootImage.objects.filter(sha256__in=sha256s).values_list("sha256", flat=True)))
+            | set(BootImage.objects.filter(sha256__in=sha256s).values_list("sha256", flat=True))
+            | set(JobContent.objects.filter(sha256__in=sha256s).values_list("sha256", flat=True)))
 
 
 class Binary(Upload):
@@ -254,12 +256,6 @@ class Binary(Upload):
                                            "not starting with '.' nor holding '..' (Genode keeps 15 bytes of a "
                                            "binary's name)"})
 
-    @classmethod
-    def checksums(cls, names: Sequence[str]) -> dict[str, str]:
-        """sha256 by name of the binaries among ``names`` (unknown ones absent)."""
-        # A plain statement, not the ORM: a Genode machine asks before every
-        # task-set, hundreds a second, and building the query cost more than it.
-        return dict(fetch(f"SELECT name, sha256 FROM {table(cls)} WHERE name IN {placeholders(len(names))}", names))
 
 
 class BootImage(Upload):
@@ -280,3 +276,98 @@ class BootImage(Upload):
         if not IMAGE_NAME.fullmatch(name or "") or ".." in name:
             raise ValidationError({"name": f"{name!r} must be 1-100 ASCII letters, digits, '_', '.', '+' or '-', "
                                            "not starting with '.' nor holding '..' (no path)"})
+
+
+class JobContent(models.Model):
+    """A binary or a boot image a job runs, named by its checksum.
+
+    A job names the uploads it uses when it is submitted (its tasks' pkgs on a
+    kind that sends binaries, the boot images its pool's settings name), or,
+    for one uploaded only later, when a machine first needs it. From then on
+    every task-set of the job runs that content, on every host, whatever is
+    uploaded under the name meanwhile: a campaign never mixes two binaries
+    under one name, and its results say exactly what ran. The content stays
+    in the database while a job names it (``contents_in_use``); a replaced
+    upload's content goes when ``purge --contents`` finds only jobs ended
+    before its date naming it. The rows themselves stay: the job keeps saying
+    what it ran."""
+
+    class Kind(models.TextChoices):
+        BINARY = "binary"
+        IMAGE = "image", "boot image"
+
+    job = models.ForeignKey("distributor.Job", on_delete=models.CASCADE, related_name="contents")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    name = models.CharField(max_length=100)
+    sha256 = models.CharField(max_length=64, db_index=True)
+    size = models.PositiveBigIntegerField()
+    named_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "kind", "name"], name="one_content_per_job_name")]
+        ordering = ["kind", "name"]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} {self.kind} {self.name} = {self.sha256[:12]}…"
+
+    @classmethod
+    def name_for_job(cls, job, target: "Target", pkgs: Sequence[str]) -> None:
+        """At submission: the uploads the job will use, as they are now."""
+        kind = get_session_class(target.kind)
+        if kind.sends_binaries:
+            cls.resolve(job.pk, cls.Kind.BINARY, pkgs)
+        images = [target.settings[key] for key in kind.boot_image_settings if target.settings.get(key)]
+        cls.resolve(job.pk, cls.Kind.IMAGE, images)
+
+    @classmethod
+    def resolve(cls, job_id: int, kind: str, names: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """(sha256, size) by name of the content job ``job_id`` runs under each
+        of ``names``: the one it named before, else the current upload, named
+        now (the first machine to name it wins: a conflicting insert is
+        ignored and the stored row read back). A name neither named nor
+        uploaded is absent."""
+        named = cls._named(job_id, kind, names)
+        unnamed = [name for name in names if name not in named]
+        if not unnamed:
+            return named
+        rows = [cls(job_id=job_id, kind=kind, name=name, sha256=sha256, size=size)
+                for name, (sha256, size) in cls.current(kind, unnamed).items()]
+        if not rows:
+            return named
+        cls.objects.bulk_create(rows, ignore_conflicts=True)
+        return cls._named(job_id, kind, names)
+
+    @classmethod
+    def _named(cls, job_id: int, kind: str, names: Sequence[str]) -> dict[str, tuple[str, int]]:
+        if not names:
+            return {}
+        rows = cls.objects.filter(job_id=job_id, kind=kind, name__in=names).values_list("name", "sha256", "size")
+        return {name: (sha256, size) for name, sha256, size in rows}
+
+    @classmethod
+    def current(cls, kind: str, names: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """(sha256, size) by name of the uploads among ``names`` as they are now
+        (what a machine runs outside any job: a health check, a first boot)."""
+        rows = UPLOAD_KINDS[kind].objects.filter(name__in=names).values_list("name", "sha256", "size")
+        return {name: (sha256, size) for name, sha256, size in rows}
+
+    @classmethod
+    def of_job(cls, job_id: int) -> list[dict]:
+        """The job's contents (``as_dict``), each with what became of it since:
+        ``upload`` is "current" while its upload still names it, "replaced"
+        or "removed" after; ``stored`` is False once purged."""
+        rows = list(cls.objects.filter(job_id=job_id))
+        current = {(kind, name): sha256 for kind, model in UPLOAD_KINDS.items()
+                   for name, sha256 in model.objects.filter(name__in=[r.name for r in rows if r.kind == kind])
+                   .values_list("name", "sha256")}
+        stored = set(Blob.objects.filter(pk__in={row.sha256 for row in rows}).values_list("sha256", flat=True))
+        return [{**row.as_dict(), "stored": row.sha256 in stored,
+                 "upload": {None: "removed", row.sha256: "current"}.get(current.get((row.kind, row.name)), "replaced")}
+                for row in rows]
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "sha256": self.sha256, "size": self.size,
+                "named_at": self.named_at.isoformat()}
+
+
+UPLOAD_KINDS: dict[str, type[Upload]] = {JobContent.Kind.BINARY: Binary, JobContent.Kind.IMAGE: BootImage}

@@ -13,6 +13,7 @@ admission goal and binary it received (per boot) and every event it sent
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import selectors
@@ -62,6 +63,7 @@ class TaskSetRecord:
     optimize_xml: str | None
     binaries: list[str]  # names received since the previous START
     fault: str | None = None
+    ran: dict[str, str] = field(default_factory=dict)  # sha256 by pkg of the binaries its tasks ran
     events: list[Event] = field(default_factory=list)  # sent in well-formed messages, in order
     messages: int = 0
     # running, done, stopped (STOP), interrupted (another command), hung,
@@ -349,7 +351,9 @@ class TaskLoaderPeer:
             return conn.read_word()
         fault = self._next_fault()
         record = TaskSetRecord(self.boot.number, pending.descs_xml or "", pending.tasks,
-                               pending.optimize_xml, list(pending.binaries), fault)
+                               pending.optimize_xml, list(pending.binaries), fault,
+                               ran={task["pkg"]: hashlib.sha256(self.boot.binaries[task["pkg"]]).hexdigest()
+                                    for task in pending.tasks if task["pkg"] in self.boot.binaries})
         with self.lock:
             self.tasksets.append(record)
             self.boot.tasksets.append(record)

@@ -108,6 +108,15 @@ JOB = {"type": "object", "required": ["id", "name", "state", "target", "progress
     "started_at": {"type": "string", "format": "date-time", "nullable": True},
     "ended_at": {"type": "string", "format": "date-time", "nullable": True},
     "progress": PROGRESS,
+    "contents": {"type": "array", "description": "GET /jobs/{job_id} only: the binaries and boot images the job "
+                 "runs, by checksum (named at submission, or at first use for one uploaded later)",
+                 "items": {"type": "object", "properties": {
+                     "kind": {"type": "string", "enum": ["binary", "image"]}, "name": {"type": "string"},
+                     "sha256": {"type": "string"}, "size": {"type": "integer"},
+                     "named_at": {"type": "string", "format": "date-time"},
+                     "upload": {"type": "string", "enum": ["current", "replaced", "removed"],
+                                "description": "what its upload names now"},
+                     "stored": {"type": "boolean", "description": "false once purge --contents removed it"}}}},
     "links": {"type": "object", "properties": {
         "self": {"type": "string"}, "page": {"type": "string"}, "tasksets": {"type": "string"},
         "exports": {"type": "object", "properties": {fmt: {"type": "string"} for fmt in FORMATS}}}},
@@ -367,7 +376,7 @@ def schema(base_url: str) -> dict:
                                        **_errors(400, 413, 415)}},
             },
             "/jobs/{job_id}": {"get": {
-                "operationId": "getJob", "summary": "A job's state, progress, rate, ETA and export links",
+                "operationId": "getJob", "summary": "A job's state, progress, rate, ETA, export links and contents",
                 "parameters": [_id("job_id")],
                 "responses": {"200": {"description": "the job", **_json({"$ref": "#/components/schemas/Job"})}, **_errors(404)}}},
             "/jobs/{job_id}/cancel": {"post": {

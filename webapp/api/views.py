@@ -16,7 +16,7 @@ from distributor.campaigns import generate, options as campaign_options, service
 from distributor.campaigns.models import Campaign
 from distributor.status import overview
 from distributor.queue import filename_error, resubmit_job
-from distributor.models import Job, TaskJob, TaskSet
+from distributor.models import Job, JobContent, TaskJob, TaskSet
 from distributor.taskfile import DepthError, TaskFileError, load_json
 from webapp.api.auth import ApiError, api, json_body
 from webapp.api.common import fields_of as _fields, get_or_404 as _get, iso as _iso, listing as _listing, page_of as _page
@@ -218,7 +218,8 @@ def _job(request: HttpRequest, job: Job, progress=None) -> dict:
 
 @api("GET")
 def job(request: HttpRequest, job_id: int) -> JsonResponse:
-    return JsonResponse(_job(request, _get(Job.objects.select_related("target", "owner"), job_id)))
+    job = _get(Job.objects.select_related("target", "owner"), job_id)
+    return JsonResponse({**_job(request, job), "contents": JobContent.of_job(job.pk)})
 
 
 def _changeable(request: HttpRequest, job_id: int, what: str) -> Job:

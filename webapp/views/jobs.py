@@ -16,7 +16,7 @@ from distributor import exports
 from distributor.audit import record, user_actor
 from distributor.queue import resubmit_job
 from distributor.results import TESTS, VERDICT_NAMES
-from distributor.models import Job, Target, TaskSet
+from distributor.models import Job, JobContent, Target, TaskSet
 from webapp.access import login_required
 from webapp.downloads import export_response
 from webapp.forms import SubmitForm
@@ -172,6 +172,7 @@ def job(request: HttpRequest, job_id: int) -> HttpResponse:
         "states": TaskSet.State.choices, "outcomes": TaskSet.Outcome.choices,
         "exports": exports.FORMATS, "can_cancel": _may_change(request, job) and job.is_active,
         "notifications": list(job.notifications.all()),
+        "contents": JobContent.of_job(job.pk),
         "tests": TESTS, "verdicts": list(VERDICT_NAMES.items()),
         "results": page_context(TaskSet.objects.filter(job=job), reverse("job", args=[job.pk]),
                                 lambda name: reverse("job-plot", args=[job.pk, name]), job.cursor - job.offset),
