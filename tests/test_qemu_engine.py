@@ -380,3 +380,46 @@ def test_a_guest_that_never_prints_its_marker_fails_its_start_naming_the_timeout
     job.cancel()
 
     stop_machines_and_take_the_network_down(pool_netns, [machine.pid], qemu_pids_in_log(target.name, machine.slot))
+
+
+def test_a_guest_boots_again_with_the_initrd_each_job_named_when_the_image_is_replaced_between_them(
+        guest, qemu_cluster, pool_netns, binaries, tmp_path):
+    """Issue 18: a job runs the boot images it named when it was submitted.
+    The initrd is uploaded, the first job submitted, the initrd uploaded
+    again (NUL padding: the kernel skips it, the checksum changes), the second
+    job submitted; one machine runs both, rebooting for each job's image."""
+    from distributor.models import BootImage, Target
+
+    def upload(name: str, path: str) -> str:
+        call_command("image", "add", path, "--name", name, stdout=StringIO())
+        return BootImage.objects.get(name=name).sha256
+
+    upload("guest-kernel", guest["KERNEL"])
+    first_initrd = upload("guest-initrd", guest["INITRD"])
+    padded = tmp_path / "initrd-padded"
+    padded.write_bytes(Path(guest["INITRD"]).read_bytes() + b"\0" * 512)
+    target = Target.objects.create(name=f"qemu-{os.getpid()}-images", kind="qemu",
+                                   settings={"kernel": "guest-kernel", "initrd": "guest-initrd"})
+    small = {"tasksets": [{"tasks": [{"pkg": "hey", "config": {"arg1": [1, 2]}, "period": 500, "numberofjobs": 1}]}]}
+    reconciler.set_max_machines(1)
+    reconciler.shut_down_all()  # no machine boots before both jobs are in
+    first = submit_job(json.dumps({**small, "name": "first"}), target=target)
+    second_initrd = upload("guest-initrd", str(padded))
+    second = submit_job(json.dumps({**small, "name": "second"}), target=target)
+    assert first_initrd != second_initrd
+    assert not Machine.objects.filter(target=target).exists()
+    reconciler.resume()
+    wait_for(lambda: job_done(first) and job_done(second), 240, "both jobs end", qemu_cluster)
+
+    for job, initrd in ((first, first_initrd), (second, second_initrd)):
+        job.refresh_from_db()
+        assert (job.state, job.finished_count, job.bad_count) == (Job.State.FINISHED, 2, 0)
+        assert set(job.tasksets.values_list("attempts", flat=True)) == {1}, "a set put back for a reboot used no try"
+        assert job.contents.get(kind="image", name="guest-initrd").sha256 == initrd
+    machine = Machine.objects.get(target=target)
+    booted = re.findall(r"===== boot \d+ of machine .*-initrd \S*/cache/([0-9a-f]{64})", console(target.name, 0))
+    # The first boot takes the current upload; the first job's task-set sends
+    # the guest back for its own initrd, the second job's for the new one.
+    assert booted == [second_initrd, first_initrd, second_initrd], [sha[:12] for sha in booted]
+    assert machine.target_boots == 3
+    stop_machines_and_take_the_network_down(pool_netns, [machine.pid], qemu_pids_in_log(target.name, 0))
