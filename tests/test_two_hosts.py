@@ -12,9 +12,10 @@ fetch it into beta's own cache.
    fault on their first task-set. A job with one try per task-set ends with
    none bad; beta is marked unable to run the target until the operator
    fixes it and runs ``distributor host beta resume``.
-2. A job spread over both hosts; every process of beta is SIGKILLed in the
+2. A job spread over both hosts; the binary is uploaded again through
+   alpha while it runs, and every process of beta is SIGKILLed in the
    middle of it: the job ends with every task-set finished, none bad, none
-   stored twice.
+   stored twice, and every target got only the build the job named.
 3. SIGTERM to alpha's launcher leaves no process of alpha behind.
 
 The broker: Redis database 14 on PostgreSQL (``TWO_HOSTS_REDIS_URL``), the
@@ -195,6 +196,9 @@ def test_two_hosts_with_their_own_data_folders_share_uploads_survive_a_lost_host
                    message="both hosts run the job")
         assert (beta.data_dir / "cache" / sha256).read_bytes() == HEY, "beta fetched its own copy"
         assert (alpha.data_dir / "cache" / sha256).read_bytes() == HEY
+        rebuilt = tmp_path / "hey-rebuilt.elf"
+        rebuilt.write_bytes(HEY + b" rebuilt")
+        alpha.manage("binary", "add", str(rebuilt), "--name", "hey")  # mid-job: the job keeps what it named
         on_beta = set(Machine.objects.filter(host="beta", state__in=Machine.LIVE_STATES).values_list("pk", flat=True))
         beta.kill_everything()
         wait_until(lambda: not beta.processes(), 10, message="every process of beta is gone")
@@ -206,7 +210,8 @@ def test_two_hosts_with_their_own_data_folders_share_uploads_survive_a_lost_host
         assert_every_taskset_finished_once(second)
         assert finished_on(second, "beta") >= 20 and finished_on(second, "alpha") > finished_on(second, "beta")
         for peer in peers:
-            assert all(boot.binaries.get("hey") in (None, HEY) for boot in peer.boots)
+            assert all(boot.binaries.get("hey") in (None, HEY) for boot in peer.boots), "never the rebuilt one"
+        assert second.contents.get(name="hey").sha256 == sha256
         assert sum(name == "hey" for peer in peers for _, name in peer.received_binaries()) >= PEERS
 
         # 3. SIGTERM to alpha's launcher stops everything it started.
