@@ -91,9 +91,10 @@ class UploadedFiles:
         return differ
 
     def _contents(self, kind: str, names: Sequence[str]) -> dict[str, tuple[str, int]]:
-        """(sha256, size) by name among ``names``; unknown names absent."""
+        """(sha256, size) by name among ``names``, in their order; unknown names absent."""
         if self.job_id is None:
-            return JobContent.current(kind, names)
+            current = JobContent.current(kind, names)
+            return {name: current[name] for name in names if name in current}
         if any((kind, name) not in self._named for name in names):
             for name, content in JobContent.resolve(self.job_id, kind, names).items():
                 self._named[kind, name] = content
