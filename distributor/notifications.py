@@ -7,7 +7,8 @@ The reconciler calls ``step`` on every tick (registered in apps.py): the
 notifications of jobs that have ended become due, and each due one is taken
 for one try (``Notification.claim_due``) and handed to ``deliver`` in the
 background. A try that fails is made again after a pause that doubles, for an
-hour; what happened is kept on the row and shown on the job page.
+hour; what happened is kept on the row and shown on the job page. A URL
+that leads into the site's own network is refused (``distributor/egress.py``).
 
 The document (``document``): ``event`` ("job.ended"), ``job``, ``name``,
 ``state``, ``counts`` (total, finished, bad, cancelled, …), ``links`` (the
@@ -26,13 +27,13 @@ import json
 import logging
 import smtplib
 import urllib.error
-import urllib.request
 
 from django.conf import settings
 from django.core.mail import send_mail
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from distributor import egress
 from distributor.exports import FORMATS
 from distributor.models import Job, Notification
 
@@ -59,11 +60,9 @@ def deliver(notification_id: int) -> str:
     if notification.url.startswith("mailto:"):
         return _mail(notification)
     body = json.dumps(document_of(notification)).encode()
-    request = urllib.request.Request(notification.url, data=body, method="POST", headers={
-        "Content-Type": "application/json", "User-Agent": "distributor-notify/1"})
+    headers = {"Content-Type": "application/json", "User-Agent": "distributor-notify/1"}
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
-            status = response.status
+        status = egress.post(notification.url, body, headers, TIMEOUT_SECONDS)
     except urllib.error.HTTPError as error:
         return notification.refused(f"HTTP {error.code} {error.reason}", error.code)
     except (urllib.error.URLError, OSError, ValueError) as error:

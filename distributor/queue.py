@@ -24,7 +24,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator, validate_email
 from django.db import transaction
 
-from distributor import taskfile
+from distributor import egress, taskfile
 from distributor.models import DistributorConfig, Job, JobContent, Machine, Notification, Orders, Target, TaskSet
 
 MAX_TRIES = 100
@@ -181,6 +181,8 @@ def notify_error(notify) -> str | None:
             _URL(url)
         except ValidationError:
             return f"{url[:100]!r} is not an http:// or https:// URL of at most {URL_LENGTH} characters"
+        if egress.internal_url(url):
+            return f"{url[:100]!r}: {egress.internal_url(url)}"
     return None
 
 

@@ -30,10 +30,19 @@ class Hook:
         self.status = 204
         hook = self
 
+        self.location = ""  # sent with the status when set (a redirect)
+
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 hook.posts.append((self.path, json.loads(self.rfile.read(length))))
+                self.send_response(hook.status)
+                if hook.location:
+                    self.send_header("Location", hook.location)
+                self.end_headers()
+
+            def do_GET(self):  # a followed redirect would arrive as a GET
+                hook.posts.append((self.path, None))
                 self.send_response(hook.status)
                 self.end_headers()
 
@@ -54,6 +63,12 @@ def hook():
     server = Hook()
     yield server
     server.close()
+
+
+@pytest.fixture(autouse=True)
+def internal_hooks(settings):
+    """The hooks here listen on 127.0.0.1: a site that allows internal addresses."""
+    settings.DISTRIBUTOR_NOTIFY_INTERNAL = True
 
 
 @pytest.fixture(autouse=True)
@@ -317,3 +332,50 @@ def test_the_api_and_the_form_take_notify_bad(client, scripted, alice):
     assert Job.objects.order_by("-pk").first().notify_bad
     refused = client.post("/submit/", {**form, "notify": ""})
     assert refused.status_code == 400 and "needs a notify URL" in refused.content.decode()
+
+
+# -- a notify URL is no way into the site's own network ------------------------------
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:6379/", "http://localhost:8000/admin/", "http://10.1.2.3/hook",
+                                 "http://169.254.169.254/latest/meta-data/", "http://[::1]/x",
+                                 "http://[::ffff:127.0.0.1]/x", "https://192.168.0.10/x", "http://0.0.0.0:5432/",
+                                 "http://api.localhost/x"])
+def test_a_notify_url_naming_an_internal_address_is_refused_at_submission(scripted, settings, url):
+    settings.DISTRIBUTOR_NOTIFY_INTERNAL = False
+    with pytest.raises(ValidationError) as refused:
+        submit_job(variants_file(1), target=scripted, notify=[url])
+    assert "internal address" in refused.value.message_dict["notify"][0] or "is this server" in \
+        refused.value.message_dict["notify"][0]
+    assert not Job.objects.exists()
+    assert submit_job(variants_file(1), target=scripted, notify=["https://hooks.example/a"]).notifications.count() == 1
+
+
+def test_a_host_that_turns_out_internal_when_sent_to_gets_nothing(scripted, hook, settings):
+    job = submit_job(variants_file(1), target=scripted, notify=[hook.url])  # allowed then
+    settings.DISTRIBUTOR_NOTIFY_INTERNAL = False  # and no longer when it is sent: the address is checked again
+    job.cancel()
+    assert send_due() == ["pending"]
+    assert hook.posts == []
+    assert "127.0.0.1, an internal address (DISTRIBUTOR_NOTIFY_INTERNAL is off)" in Notification.objects.get().last_error
+
+
+def test_an_https_url_is_checked_the_same_way(scripted, settings):
+    job = submit_job(variants_file(1), target=scripted, notify=["https://127.0.0.1:9/hook"])
+    settings.DISTRIBUTOR_NOTIFY_INTERNAL = False
+    job.cancel()
+    assert send_due() == ["pending"]
+    assert "127.0.0.1, an internal address" in Notification.objects.get().last_error, "refused before connecting"
+
+
+def test_a_redirect_is_not_followed(scripted, hook):
+    elsewhere = Hook()
+    try:
+        hook.status, hook.location = 302, elsewhere.url
+        job = submit_job(variants_file(1), target=scripted, notify=[hook.url])
+        job.cancel()
+        assert send_due() == ["pending"]
+        assert len(hook.posts) == 1 and elsewhere.posts == [], "it could lead inside"
+        assert Notification.objects.get().last_status == 302
+    finally:
+        elsewhere.close()

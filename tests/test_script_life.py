@@ -99,7 +99,8 @@ def test_an_operators_script_sets_up_pools_and_binaries_through_serve(settings, 
 
 def test_a_scripts_whole_life_against_serve(settings, alice, tmp_path):
     Target.objects.create(name="scripted", kind="scripted", settings={"duration_ms": 0})
-    serve, env, port = start_serve(settings.DATA_DIR)
+    # The script's hook listens on this machine: an internal address the site must allow.
+    serve, env, port = start_serve(settings.DATA_DIR, extra_env={"DISTRIBUTOR_NOTIFY_INTERNAL": "1"})
     base = f"http://127.0.0.1:{port}"
     hook = Hook()
     try:

@@ -33,12 +33,12 @@ def start_serve(data_dir, *args: str, **kwargs) -> tuple[subprocess.Popen, dict,
 
 
 def start_launcher(command: str, data_dir, *args: str, stderr=subprocess.DEVNULL,
-                   ignore_sigint: bool = False) -> tuple[subprocess.Popen, dict]:
+                   ignore_sigint: bool = False, extra_env: dict | None = None) -> tuple[subprocess.Popen, dict]:
     """``manage.py serve`` or ``workers`` as above; with ``ignore_sigint`` it
     starts with SIGINT ignored, as under ``nohup`` or as a script's background job."""
     env = {**os.environ, "DATABASE_URL": test_database_url(), "DATA_DIR": str(data_dir),
            "DISTRIBUTOR_MACHINE_WORKERS": "2", "DISTRIBUTOR_SESSION_MODULES": "tests.fake_sessions",
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": str(ROOT), **(extra_env or {})}
     env.pop("Q_CLUSTER_NAME", None)
     ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
     process = subprocess.Popen([sys.executable, "manage.py", command, *args], cwd=ROOT, env=env,

@@ -197,6 +197,10 @@ DISTRIBUTOR_MONITORS = {"logging": "distributor.monitors.LoggingMonitor"}
 # The site's address as users reach it, e.g. https://distributor.example: the
 # links in a job's notification (distributor/notifications.py) start with it.
 DISTRIBUTOR_URL = env_str("DISTRIBUTOR_URL", "")
+# Notification URLs may name this site's own network (loopback, private,
+# link-local addresses): off, any user could make the server POST to the
+# database's port or an internal service; on for a lab whose hooks live there.
+DISTRIBUTOR_NOTIFY_INTERNAL = env_bool("DISTRIBUTOR_NOTIFY_INTERNAL", False)
 
 # QEMU pools' network (distributor/network.py): a bridge with its address,
 # one tap and one DHCP-assigned address per machine slot, optionally inside a
