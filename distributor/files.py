@@ -144,15 +144,11 @@ class ContentCache:
             raise ContentGone(f"{what}: its content (sha256 {sha256}) is no longer in the database (purged); "
                               "resubmit the job to run what is uploaded now")
         self.folder.mkdir(parents=True, exist_ok=True)
-        digest, written = hashlib.sha256(), 0
         handle = tempfile.NamedTemporaryFile(dir=self.folder, prefix=f".{sha256[:12]}-", delete=False)
         try:
             with handle:
-                for chunk in blob.chunks():
-                    digest.update(chunk)
-                    written += len(chunk)
-                    handle.write(chunk)
-            if written != size or digest.hexdigest() != sha256:
+                written, got = blob.copy_to(handle)
+            if written != size or got != sha256:
                 raise HostFault(f"{what}: its content in the database does not match its sha256 {sha256}; "
                                 "upload it again")
             os.replace(handle.name, path)
