@@ -147,7 +147,7 @@ class ContentCache:
         handle = tempfile.NamedTemporaryFile(dir=self.folder, prefix=f".{sha256[:12]}-", delete=False)
         try:
             with handle:
-                written, got = blob.copy_to(handle)
+                written, got = blob.write_to(handle)
             if written != size or got != sha256:
                 raise HostFault(f"{what}: its content in the database does not match its sha256 {sha256}; "
                                 "upload it again")

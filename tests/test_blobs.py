@@ -99,7 +99,7 @@ def test_a_copy_is_written_out_whole(tmp_path, monkeypatch):
     data = content(6)
     blob = Blob.store(io.BytesIO(data))
     with (tmp_path / "copy").open("wb") as handle:
-        assert blob.copy_to(handle) == (len(data), sha256(data))
+        assert blob.write_to(handle) == (len(data), sha256(data))
     assert (tmp_path / "copy").read_bytes() == data
 
 

@@ -89,7 +89,7 @@ class Blob(models.Model):
         if read < self.size:
             raise BlobMissing(f"chunk {expected} of content {self.sha256} is not in the database")
 
-    def copy_to(self, handle: BinaryIO) -> tuple[int, str]:
+    def write_to(self, handle: BinaryIO) -> tuple[int, str]:
         """Write the content into the file ``handle``, on disk when this
         returns (fsync); the number of bytes written and their SHA-256, for
         the caller to verify (BlobMissing as chunks())."""
