@@ -77,3 +77,21 @@ def test_cancel_now_stops_running_tasksets_through_their_machines_and_they_end_c
     later.refresh_from_db()
     assert later.state == Job.State.FINISHED and later.finished_count == 2
     assert set(Machine.objects.values_list("state", flat=True)) == {Machine.State.STOPPED}
+
+
+def test_a_running_taskset_of_a_cancelled_job_ends_cancelled_when_its_machine_dies_or_fails(scripted):
+    """A plain cancel lets running task-sets finish; one that goes back to the
+    queue instead (its machine died, its target failed, it was put back) ends
+    cancelled like the job's other queued ones, not queued for ever."""
+    job = submit_job(variants_file(3), target=scripted, tries=3)
+    machines = [live_machine(scripted, slot) for slot in range(3)]
+    died, failed, put_back = (claim_next(machine).taskset for machine in machines)
+    assert job.cancel()
+    assert died.recover_from_dead_machine(machines[0], "machine died") == TaskSet.State.CANCELLED
+    assert failed.fail(machines[1], "target failed") == TaskSet.State.CANCELLED
+    assert put_back.put_back(machines[2]) and put_back.state == TaskSet.State.CANCELLED
+    assert set(TaskSet.objects.filter(job=job).values_list("state", flat=True)) == {TaskSet.State.CANCELLED}
+    progress = Job.objects.get(pk=job.pk).progress()
+    assert (progress["queued"], progress["running"], progress["cancelled"]) == (0, 0, 3)
+    assert job.reopen_cancelled()  # continued, they run after all
+    assert set(TaskSet.objects.filter(job=job).values_list("state", flat=True)) == {TaskSet.State.QUEUED}

@@ -212,7 +212,7 @@ class TaskSet(models.Model):
                 return False
             self._discard_attempt_events()
             self._open_attempt().delete()
-        self.state = self.State.QUEUED
+            self.state = self._queued_unless_cancelled()
         return True
 
     def end_cancelled(self, machine, reason: str = "its job was cancelled") -> bool:
@@ -282,8 +282,21 @@ class TaskSet(models.Model):
             self._open_attempt().update(ended_at=now, result=result, error=error[:4000])
             if bad:
                 self.job.add_counts(bad=1, machine_id=counter)
+            else:
+                new_state = self._queued_unless_cancelled()
         self.state, self.last_error = new_state, error
         return new_state
+
+    def _queued_unless_cancelled(self) -> str:
+        """Just put back in the queue: if its job was cancelled meanwhile it
+        ends cancelled, as the cancel ended the job's other queued task-sets
+        (else it would wait forever in a job that hands out nothing)."""
+        from distributor.models import Job
+
+        if TaskSet.objects.filter(pk=self.pk, state=self.State.QUEUED, job__state=Job.State.CANCELLED).update(
+                state=self.State.CANCELLED, ended_at=timezone.now()):
+            return self.State.CANCELLED
+        return self.State.QUEUED
 
     def _open_attempt(self) -> models.QuerySet:
         """The attempt in progress (a forgiven attempt's number is used again)."""
