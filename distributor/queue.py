@@ -25,7 +25,9 @@ from django.core.validators import URLValidator, validate_email
 from django.db import transaction
 
 from distributor import egress, taskfile
-from distributor.models import DistributorConfig, Job, JobContent, Machine, Notification, Orders, Target, TaskSet
+from sessions import SESSION_KINDS
+from distributor.models import (Binary, DistributorConfig, Job, JobContent, Machine, Notification, Orders, Target,
+                                 TaskSet)
 
 MAX_TRIES = 100
 # A job's own wall-clock limit per task-set (time_limit): at most 30 days.
@@ -152,11 +154,25 @@ def check_options(parsed: taskfile.ParsedFile, *, target, offset, tries, priorit
         errors["notify_bad"] = "must be true or false"
     elif notify_bad and not notify:
         errors["notify_bad"] = "needs a notify URL (or e-mail address) to send the messages to"
+    if resolved is not None and parsed.spec and missing_binaries(parsed.spec, resolved):
+        missing = ", ".join(repr(name) for name in missing_binaries(parsed.spec, resolved))
+        errors["pkg"] = (f"no binary uploaded for {missing}: a {resolved.kind} pool sends each task's binary, so every "
+                         "task-set would end bad; upload it first (python manage.py binary add FILE --name NAME)")
     if errors:
         raise ValidationError(errors)
     return {"target": resolved, "offset": offset, "tries": tries, "priority": priority,
             "admission": admission or None, "monitors": list(monitors), "notify": list(notify),
             "time_limit_s": time_limit, "notify_bad": notify_bad}
+
+
+def missing_binaries(spec: dict, target: Target) -> list[str]:
+    """The pkgs of the file no binary is uploaded for, on a kind that sends
+    binaries (none on the others)."""
+    kind = SESSION_KINDS.get(target.kind)
+    if kind is None or not kind.sends_binaries:  # a kind this process does not load is checked by its machines
+        return []
+    names = taskfile.pkg_names(spec)
+    return sorted(set(names) - set(Binary.objects.filter(name__in=names).values_list("name", flat=True)))
 
 
 def notify_error(notify) -> str | None:

@@ -16,6 +16,7 @@ import sqlite3
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.management import call_command
 from django.utils import timezone
@@ -62,10 +63,15 @@ def test_a_job_names_the_uploads_its_kind_uses_when_it_is_submitted(data_dir, st
     genode = Target.objects.create(name="lab", kind="genode", addresses=["127.0.0.1:1"])
     qemu = Target.objects.create(name="vms", kind="qemu", settings={"kernel": "guest.img", "initrd": "nothere.img"})
 
+    with pytest.raises(ValidationError) as refused:
+        submit_job(hey_and_pi(), target=genode)
+    assert "no binary uploaded for 'gone'" in refused.value.message_dict["pkg"][0], "else every set would end bad"
+    assert not Job.objects.exists()
+    Binary.store("gone", ContentFile(b"back"))
     on_genode = submit_job(hey_and_pi(), target=genode)
-    assert named(on_genode) == {("binary", "hey"): SHA1, ("binary", "pi"): sha(b"pi")}, "'gone' was never uploaded"
+    assert named(on_genode) == {("binary", "hey"): SHA1, ("binary", "pi"): sha(b"pi"), ("binary", "gone"): sha(b"back")}
     on_qemu = submit_job(hey_and_pi(), target=qemu)
-    assert named(on_qemu) == {("binary", "hey"): SHA1, ("binary", "pi"): sha(b"pi"), ("image", "guest.img"): sha(b"kernel")}
+    assert named(on_qemu) == {**named(on_genode), ("image", "guest.img"): sha(b"kernel")}, "no initrd was uploaded"
     assert named(submit_job(hey_and_pi(), target=stdio_target)) == {}, "a stdio pool runs no upload"
 
     Binary.store("hey", ContentFile(V2))
@@ -76,16 +82,16 @@ def test_a_job_names_the_uploads_its_kind_uses_when_it_is_submitted(data_dir, st
 
 
 @pytest.mark.django_db
-def test_a_name_uploaded_after_submission_is_named_at_first_use_on_every_host(data_dir, tmp_path):
+def test_a_job_that_named_nothing_yet_names_its_content_at_first_use_on_every_host(data_dir, tmp_path):
+    """A job from before job contents existed (migration 0015), or a QEMU job
+    whose image was uploaded after it: the first machine that needs a name names it."""
+    Binary.store("hey", ContentFile(V1))
     genode = Target.objects.create(name="lab", kind="genode", addresses=["127.0.0.1:1"])
-    job = submit_job(hey_and_pi(), target=genode)
-    assert named(job) == {}
+    job = submit_job(taskset_file([{"pkg": "hey", "period": 10}]), target=genode)
+    JobContent.objects.filter(job=job).delete()
     alpha = UploadedFiles()
     alpha.for_job(job.pk)
-    assert alpha.checksums(["hey"]) == {}, "not uploaded: the session ends the task-set saying so"
-
-    Binary.store("hey", ContentFile(V1))
-    assert alpha.checksums(["hey"]) == {"hey": SHA1}
+    assert alpha.checksums(["hey", "nothere"]) == {"hey": SHA1}
     assert named(job) == {("binary", "hey"): SHA1}, "named by its first use"
     Binary.store("hey", ContentFile(V2))
     beta = UploadedFiles()  # another machine, perhaps on another host
@@ -97,11 +103,12 @@ def test_a_name_uploaded_after_submission_is_named_at_first_use_on_every_host(da
 
 @pytest.mark.django_db
 def test_a_target_boots_again_when_a_job_names_other_boot_images_than_it_booted(data_dir):
+    Binary.store("hey", ContentFile(V1))
     BootImage.store("guest.img", ContentFile(b"kernel one"))
     qemu = Target.objects.create(name="vms", kind="qemu", settings={"kernel": "guest.img"})
-    old = submit_job(hey_and_pi(), target=qemu)
+    old = submit_job(taskset_file(), target=qemu)
     BootImage.store("guest.img", ContentFile(b"kernel two"))
-    new = submit_job(hey_and_pi(), target=qemu)
+    new = submit_job(taskset_file(), target=qemu)
 
     files = UploadedFiles()
     assert files.boot_image("guest.img").read_bytes() == b"kernel two", "a first boot: the current upload"

@@ -352,7 +352,7 @@ def test_a_killed_qemu_fails_its_attempt_and_the_taskset_finishes_on_a_freshly_b
 
 
 def test_a_guest_that_never_prints_its_marker_fails_its_start_naming_the_timeout_and_is_booted_again(
-        guest, qemu_cluster, pool_netns):
+        guest, qemu_cluster, pool_netns, binaries):
     target = add_qemu_target(guest, "mute", "--set", f"boot_marker={NO_MARKER}", "--set", "startup_timeout=4")
     reconciler.set_max_machines(1)
     job = submit_job(json.dumps(LONG_JOB), target=target)
