@@ -117,3 +117,17 @@ def test_the_form_offers_the_targets_with_the_default_first(client, form):
     page = client.get("/submit/").content.decode()
     assert page.index('value="alpha"') < page.index('value="dry"')
     assert re.search(r'<option value="alpha" selected>', page)
+
+
+def test_a_pkg_without_a_binary_on_a_genode_pool_is_refused_on_the_page_and_by_the_api(client, form, token):
+    from distributor.models import Target
+
+    Target.objects.create(name="lab", kind="genode", addresses=["127.0.0.1:1"])
+    text = taskset_file([{"pkg": "hey2", "period": 10}]).decode()
+    response = client.post("/submit/", {**form, "target": "lab", "text": text, "action": "submit"})
+    assert response.status_code == 400
+    assert "no binary uploaded for &#x27;hey2&#x27;" in response.content.decode()
+    api = client.post("/api/jobs", json.dumps({"spec": json.loads(text), "target": "lab"}), content_type="application/json",
+                      HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert api.status_code == 400 and "no binary uploaded for 'hey2'" in api.json()["errors"]["pkg"]
+    assert not Job.objects.exists()
