@@ -9,6 +9,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
@@ -471,6 +472,9 @@ class NotificationAdmin(ReadOnlyAdmin):
     list_filter = ("state",)
     search_fields = ("=job__id", "url")
     raw_id_fields = ("job",)
+    # Read-only, but the change form still builds the field: say the scheme
+    # a bare address gets, as Django 6 will (no deprecation warning meanwhile).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
 
 # -- execution-time models: versions are immutable, made by the etm commands,
