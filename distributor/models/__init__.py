@@ -14,6 +14,7 @@ from distributor.models.notifications import Notification
 from distributor.models.audit import AuditEntry
 from distributor.models.etm import Calibration, EtmModel, EtmVersion
 from distributor.models.slots import Slot
+from distributor.models.summaries import ResultsSummary
 
 __all__ = [
     "Attempt",
@@ -36,6 +37,7 @@ __all__ = [
     "Machine",
     "Notification",
     "Orders",
+    "ResultsSummary",
     "Slot",
     "Target",
     "Task",

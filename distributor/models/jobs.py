@@ -71,6 +71,10 @@ class Job(models.Model):
     notify_bad = models.BooleanField(default=False, help_text="notify when task-sets turn bad, at most once a minute")
     bad_notified = models.BigIntegerField(default=0, help_text="bad task-sets its notify addresses were told of")
     bad_notified_at = models.DateTimeField(null=True, blank=True)
+    # Bumped in the transaction of anything that changes its figures without
+    # changing its ended counts (a relabel): part of its results' key
+    # (distributor.summaries), so a stored summary is never taken as current.
+    results_generation = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
