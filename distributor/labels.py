@@ -32,7 +32,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 
 from distributor.analysis import ANALYSIS_VERSION, analyse
 from distributor.models import Job, Target, Task, TaskSet
@@ -119,9 +119,10 @@ def relabel(tasksets: QuerySet | Iterable[int], etm_name: str | dict | None = No
     models = _Models(etm_name, queryset)
     done = Relabelled(total=queryset.count())
     with _Analyser(workers) as analyser:
-        in_flight: deque[tuple[int, Callable[[], list]]] = deque()
+        in_flight: deque[tuple[int, set[int], Callable[[], list]]] = deque()
         for chunk in _chunks(queryset, chunk_size):
-            in_flight.append((len(chunk), analyser.submit(_work(chunk, models))))
+            jobs = {job_id for _, job_id in chunk}
+            in_flight.append((len(chunk), jobs, analyser.submit(_work(chunk, models))))
             if len(in_flight) > 1:  # one chunk analysed while the next is read
                 _store(*in_flight.popleft(), done, progress)
         while in_flight:
@@ -169,11 +170,14 @@ def label_texts(model: ExecutionTimeModel, sets: list[tuple[int, list[dict]]]) -
     return [(pk, json.dumps(label_tasks(tasks, model))) for pk, tasks in sets]
 
 
-def _store(count: int, result: Callable[[], list[tuple[int, str]]], done: Relabelled,
+def _store(count: int, jobs: set[int], result: Callable[[], list[tuple[int, str]]], done: Relabelled,
            progress: Progress | None) -> None:
     labels = result()
     with transaction.atomic():
         store_analyses(labels)
+        # in the same transaction: a stored results summary of these jobs is
+        # never taken for the new labels' (distributor.summaries)
+        Job.objects.filter(pk__in=jobs).update(results_generation=F("results_generation") + 1)
     done.count += count
     if progress is not None:
         progress(done.count, done.total)

@@ -24,6 +24,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Sum
 from django_q.tasks import async_task
 
+from distributor import summaries
 from distributor.audit import record
 from distributor.environment import host_environment
 from distributor.labels import label_stored
@@ -64,6 +65,7 @@ def tick() -> dict:
     config = DistributorConfig.get()
     dead = reap_dead_machines(config)
     _end_done_jobs()
+    summaries.queue_ended_jobs()  # a job's results page is fast from the first view after its end
     _ticking.now = True
     try:
         for step in STEPS:
