@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from django.db.models import QuerySet
 from django.http import Http404, HttpResponse
 
-from distributor import plots, results
+from distributor import plots, results, summaries
 from distributor.models import TaskSet
 
 OUTCOME_NAMES = dict(TaskSet.Outcome.choices)
@@ -78,11 +78,13 @@ def disagree_params() -> dict:
     return {"state": TaskSet.State.FINISHED, "disagrees": "1"}
 
 
-def page_context(rows: QuerySet, list_url: str, plot_url: Callable[[str], str], started: int) -> dict:
+def page_context(scope: summaries.Scope, list_url: str, plot_url: Callable[[str], str], started: int) -> dict:
     """What templates/web/_job_results.html shows: ``list_url`` is the
     filtered task-set list's address (a query string is added), ``started``
-    how many task-sets exist (the figures cover the finished ones)."""
-    summary = results.summarise(rows)
+    how many task-sets exist (the figures cover the finished ones). The
+    figures are the stored summary's (distributor.summaries), "as of" when
+    a running job's are not of its state now."""
+    summary, served = summaries.summary(scope)
 
     def link(params: dict) -> str:
         return f"{list_url}?{urlencode(params)}"
@@ -100,17 +102,22 @@ def page_context(rows: QuerySet, list_url: str, plot_url: Callable[[str], str], 
             lines.append({"outcome": outcome, "name": OUTCOME_NAMES[outcome], "cells": cells})
         tables.append({"test": test, "name": name, "rows": lines})
     return {
-        "summary": summary, "started": started, "tables": tables,
+        "summary": summary, "started": started, "tables": tables, "scope": scope,
+        "as_of": served.as_of, "current": served.current,
         "verdicts": [("n/a" if v == "na" else v, results.VERDICT_NAMES[v]) for v in results.VERDICTS],
         "disagree_url": link(disagree_params()),
         "plots": [{"name": name, "url": plot_url(name)} for name in plots.PLOTS],
     }
 
 
-def api_document(rows: QuerySet, list_url: str, plot_url: Callable[[str], str]) -> dict:
-    """The same figures as JSON, each matrix cell with the API listing of its task-sets."""
-    summary = results.summarise(rows)
+def api_document(scope: summaries.Scope, list_url: str, plot_url: Callable[[str], str]) -> dict:
+    """The same figures as JSON, each matrix cell with the API listing of its
+    task-sets; ``as_of`` the moment they are of, ``current`` whether that is
+    the state now (false only while a job runs)."""
+    summary, served = summaries.summary(scope)
     document = summary.as_dict()
+    document["as_of"] = served.as_of.isoformat()
+    document["current"] = served.current
     document["tasksets"] = {
         outcome: {test: {verdict: f"{list_url}?{urlencode(cell_params(outcome, test, verdict))}"
                          for verdict in results.VERDICTS} for test in results.TEST_KEYS}
@@ -121,11 +128,11 @@ def api_document(rows: QuerySet, list_url: str, plot_url: Callable[[str], str]) 
     return document
 
 
-def plot_response(name: str, filename: str, **scope) -> HttpResponse:
-    """The plot ``name`` of a job's or a campaign's results (``scope``: job= or
-    campaign=) as an SVG file of its own, shown inline and downloadable."""
+def plot_response(name: str, filename: str, scope: summaries.Scope) -> HttpResponse:
+    """The plot ``name`` of a job's or a campaign's results as an SVG file of
+    its own, shown inline and downloadable."""
     if name not in plots.PLOTS:
         raise Http404(f"unknown plot {name!r}")
-    response = HttpResponse(plots.plot_svg(name, **scope), content_type="image/svg+xml")
+    response = HttpResponse(summaries.plot(scope, name), content_type="image/svg+xml")
     response["Content-Disposition"] = f'inline; filename="{filename}-{name}.svg"'
     return response

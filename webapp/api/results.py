@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from distributor.campaigns.models import Campaign
 from distributor.models import Job
-from distributor.results import tasksets_for
+from distributor.summaries import Scope
 from webapp.api.auth import api
 from webapp.api.common import get_or_404
 from webapp.results import api_document
@@ -20,7 +20,7 @@ from webapp.results import api_document
 def job_results(request: HttpRequest, job_id: int) -> JsonResponse:
     job = get_or_404(Job.objects.all(), job_id)
     document = api_document(
-        tasksets_for(job=job), request.build_absolute_uri(reverse("api-job-tasksets", args=[job.pk])),
+        Scope(job=job), request.build_absolute_uri(reverse("api-job-tasksets", args=[job.pk])),
         lambda name: request.build_absolute_uri(reverse("job-plot", args=[job.pk, name])))
     return JsonResponse({"job": job.pk, "started": job.cursor - job.offset, **document})
 
@@ -28,8 +28,8 @@ def job_results(request: HttpRequest, job_id: int) -> JsonResponse:
 @api("GET")
 def campaign_results(request: HttpRequest, campaign_id: int) -> JsonResponse:
     campaign = get_or_404(Campaign.objects.all(), campaign_id)
-    rows = tasksets_for(campaign=campaign)
+    scope = Scope(campaign=campaign)
     document = api_document(
-        rows, "", lambda name: request.build_absolute_uri(reverse("campaign-plot", args=[campaign.pk, name])))
+        scope, "", lambda name: request.build_absolute_uri(reverse("campaign-plot", args=[campaign.pk, name])))
     document["tasksets_page"] = request.build_absolute_uri(reverse("campaign-tasksets", args=[campaign.pk]))
-    return JsonResponse({"campaign": campaign.pk, "started": rows.count(), **document})
+    return JsonResponse({"campaign": campaign.pk, "started": scope.started(), **document})

@@ -5,9 +5,9 @@ its template change by one line."""
 from __future__ import annotations
 
 from django import template
-from django.db.models import Count
 
-from distributor.models import EtmVersion, Job, TaskSet
+from distributor.models import EtmVersion, Job
+from distributor.summaries import Scope, labels_used
 
 register = template.Library()
 
@@ -15,11 +15,9 @@ register = template.Library()
 @register.inclusion_tag("web/_job_labels.html", takes_context=True)
 def job_labels(context, job: Job) -> dict:
     user = context["request"].user
-    used = list(TaskSet.objects.filter(job=job, analysis__isnull=False)
-                .values("analysis__etm__name", "analysis__etm__version", "analysis__etm__calibrated")
-                .annotate(sets=Count("id")).order_by("analysis__etm__name", "analysis__etm__version"))
-    rows = [{"name": row["analysis__etm__name"], "version": row["analysis__etm__version"],
-             "calibrated": bool(row["analysis__etm__calibrated"]), "sets": row["sets"]} for row in used]
+    # stored with the job's results summary: counted once per state of its labels
+    scope = context.get("results", {}).get("scope")  # the results section's: one look at the stored parts
+    rows = labels_used(scope if isinstance(scope, Scope) and scope.job == job else Scope(job=job))
     return {"job": job, "used": rows, "offers": _offers(job, rows), "csrf_token": context.get("csrf_token"),
             "can_relabel": user.is_staff or job.owner_id == user.pk}
 

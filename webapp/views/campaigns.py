@@ -18,6 +18,7 @@ from distributor.campaigns import generate, options, services
 from distributor.campaigns.models import Campaign
 from distributor.models import Job, TaskSet
 from distributor.results import TESTS, VERDICT_NAMES, tasksets_for
+from distributor.summaries import Scope
 from distributor.taskfile import TaskFileError
 from webapp.access import login_required
 from webapp.forms import GrowCampaignForm, RandomCampaignForm
@@ -42,18 +43,18 @@ def campaign(request: HttpRequest, campaign_id: int) -> HttpResponse:
     bars = progress_of(jobs)
     for level in report["levels"]:
         level["bar"] = bars.get(level["job"])
-    tasksets = tasksets_for(campaign=row)
+    scope = Scope(campaign=row)
     return render(request, "web/campaign.html", {
         "campaign": row, "report": report, "may_change": _may_change(request, row),
-        "results": page_context(tasksets, reverse("campaign-tasksets", args=[row.pk]),
-                                lambda name: reverse("campaign-plot", args=[row.pk, name]), tasksets.count()),
+        "results": page_context(scope, reverse("campaign-tasksets", args=[row.pk]),
+                                lambda name: reverse("campaign-plot", args=[row.pk, name]), scope.started()),
     })
 
 
 @login_required
 def campaign_plot(request: HttpRequest, campaign_id: int, name: str) -> HttpResponse:
     row = get_object_or_404(Campaign, pk=campaign_id)
-    return plot_response(name, f"campaign-{row.pk}", campaign=row)
+    return plot_response(name, f"campaign-{row.pk}", Scope(campaign=row))
 
 
 @login_required

@@ -16,6 +16,7 @@ from distributor import exports
 from distributor.audit import record, user_actor
 from distributor.queue import resubmit_job
 from distributor.results import TESTS, VERDICT_NAMES
+from distributor.summaries import Scope
 from distributor.models import Job, JobContent, Target, TaskSet
 from webapp.access import login_required
 from webapp.downloads import export_response
@@ -174,7 +175,7 @@ def job(request: HttpRequest, job_id: int) -> HttpResponse:
         "notifications": list(job.notifications.all()),
         "contents": JobContent.of_job(job.pk),
         "tests": TESTS, "verdicts": list(VERDICT_NAMES.items()),
-        "results": page_context(TaskSet.objects.filter(job=job), reverse("job", args=[job.pk]),
+        "results": page_context(Scope(job=job), reverse("job", args=[job.pk]),
                                 lambda name: reverse("job-plot", args=[job.pk, name]), job.cursor - job.offset),
     })
 
@@ -183,7 +184,7 @@ def job(request: HttpRequest, job_id: int) -> HttpResponse:
 def job_plot(request: HttpRequest, job_id: int, name: str) -> HttpResponse:
     """A plot of the job's results as an SVG file of its own (linked from the page, downloadable)."""
     job = get_object_or_404(Job, pk=job_id)
-    return plot_response(name, f"job-{job.pk}", job=job)
+    return plot_response(name, f"job-{job.pk}", Scope(job=job))
 
 
 def _taskset_filters(request: HttpRequest) -> dict:
