@@ -66,7 +66,7 @@ class JobAdmin(admin.ModelAdmin):
     # by editing the row: only the name is a plain field.
     readonly_fields = ("state", "spec", "variant_count", "offset", "finished_count", "bad_count", "cursor",
                        "owner", "target", "source_name", "tries", "admission", "monitors", "cancel_now", "notify_bad",
-                       "bad_notified", "bad_notified_at",
+                       "bad_notified", "bad_notified_at", "results_generation",
                        "created_at", "started_at", "ended_at", "contents")
     actions = ("cancel", "resubmit")
     show_full_result_count = False
