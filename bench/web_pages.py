@@ -127,8 +127,13 @@ def _taskset(job, variant: int, first_running: int, bad: int, pool: list, now, t
                    ended_at=ended, analysis=labels(variant))
 
 
-def _time(client, url: str, count: int) -> list[float]:
-    for _ in range(3):  # warm caches and templates
+def _time(client, url: str, count: int) -> tuple[float, list[float]]:
+    """The first view's time (the results not stored yet, where they are
+    stored), then ``count`` views' after three to warm caches and templates."""
+    started = time.perf_counter()
+    assert client.get(url).status_code == 200, url
+    first = (time.perf_counter() - started) * 1000
+    for _ in range(2):
         assert client.get(url).status_code == 200, url
     times = []
     for _ in range(count):
@@ -136,7 +141,7 @@ def _time(client, url: str, count: int) -> list[float]:
         response = client.get(url)
         times.append((time.perf_counter() - started) * 1000)
         assert response.status_code == 200, url
-    return times
+    return first, times
 
 
 def main() -> None:
@@ -193,11 +198,23 @@ def measure(args: argparse.Namespace) -> None:
         "API results": f"/api/jobs/{data['job'].pk}/results",
         "task-set page": f"/tasksets/{data['taskset'].pk}/",
     }
-    print(f"{'page':<26} {'p50 ms':>8} {'p95 ms':>8}")
+    _forget_results()
+    print(f"{'page':<26} {'first ms':>8} {'p50 ms':>8} {'p95 ms':>8}")
     for name, url in pages.items():
-        times = _time(client, url, args.requests)
+        first, times = _time(client, url, args.requests)
         p95 = statistics.quantiles(times, n=20)[-1]
-        print(f"{name:<26} {statistics.median(times):8.1f} {p95:8.1f}{'' if p95 < 200 else '  over the 200 ms target'}")
+        print(f"{name:<26} {first:8.1f} {statistics.median(times):8.1f} {p95:8.1f}"
+              f"{'' if p95 < 200 else '  over the 200 ms target'}")
+
+
+def _forget_results() -> None:
+    """Drop the stored results summaries (distributor/summaries.py), if this
+    code has them: each page's first view then computes what it shows."""
+    try:
+        from distributor.models import ResultsSummary
+    except ImportError:
+        return
+    ResultsSummary.objects.all().delete()
 
 
 if __name__ == "__main__":
