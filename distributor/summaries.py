@@ -49,7 +49,10 @@ class Scope:
     """A job or a campaign: what its summaries are stored under."""
 
     job: Job | None = None
-    campaign: Any = None
+    campaign: Any = None  # distributor.campaigns.models.Campaign, which imports this layer
+
+    def __post_init__(self) -> None:
+        self._first: tuple[str, dict[str, ResultsSummary]] | None = None
 
     @property
     def name(self) -> str:
@@ -62,9 +65,6 @@ class Scope:
         if self.job is not None:
             return Job.objects.filter(pk=self.job.pk)
         return Job.objects.filter(pk__in=self.campaign.levels.values("job_id"))
-
-    def __post_init__(self) -> None:
-        self._first: tuple[str, dict[str, ResultsSummary]] | None = None
 
     def first_look(self) -> tuple[str, dict[str, ResultsSummary]]:
         """The key and the stored parts, read once for all the parts a view
