@@ -156,6 +156,9 @@ SERIES_COUNT = {"type": "object", "properties": {"schedulable": {"type": "intege
 RESULTS = {"type": "object", "required": ["finished", "labelled", "agreement", "schedulability", "plots"], "properties": {
     "job": {"type": "integer"}, "campaign": {"type": "integer"},
     "started": {"type": "integer", "description": "task-sets started; the figures cover the finished ones"},
+    "as_of": {"type": "string", "format": "date-time", "description": "the moment the figures are of (they are "
+              "stored, computed once per state of the job's results)"},
+    "current": {"type": "boolean", "description": "false: a running job's figures of a few seconds ago"},
     "finished": {"type": "integer"}, "labelled": {"type": "integer", "description": "finished, with labels, no error"},
     "disagree": {"type": "integer", "description": "finished sets whose overall verdict contradicts the measurement"},
     "disagree_exact": {"type": "integer"},
