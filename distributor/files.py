@@ -15,7 +15,6 @@ job reopened) is ``ContentGone``: the task-set's, on every host.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -27,7 +26,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from distributor.models import BootImage, JobContent
-from distributor.models.blobs import CHUNK_BYTES, Blob, BlobMissing
+from distributor.models.blobs import Blob, BlobMissing, sha256_of
 from sessions.base import HostFault, StoredFile, TaskSetError
 
 log = logging.getLogger("distributor")
@@ -161,11 +160,8 @@ class ContentCache:
 
 
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return sha256_of(handle)
 
 
 def _read(path: Path, what: str) -> bytes:

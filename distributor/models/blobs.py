@@ -50,7 +50,7 @@ class Blob(models.Model):
         one has the size of cannot be there already; one that has is hashed
         first, so that storing it again writes nothing."""
         if cls.objects.filter(size=_size(content)).exists():
-            known = cls.objects.filter(pk=_sha256(content)).first()
+            known = cls.objects.filter(pk=sha256_of(content)).first()
             if known is not None:
                 return known
         try:
@@ -226,7 +226,8 @@ def _size(content: BinaryIO) -> int:
     return content.tell()
 
 
-def _sha256(content: BinaryIO) -> str:
+def sha256_of(content: BinaryIO) -> str:
+    """The SHA-256 of a seekable file's whole content, read a chunk at a time."""
     content.seek(0)
     digest = hashlib.sha256()
     for chunk in _read_chunks(content):
