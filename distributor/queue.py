@@ -154,10 +154,11 @@ def check_options(parsed: taskfile.ParsedFile, *, target, offset, tries, priorit
         errors["notify_bad"] = "must be true or false"
     elif notify_bad and not notify:
         errors["notify_bad"] = "needs a notify URL (or e-mail address) to send the messages to"
-    if resolved is not None and parsed.spec and missing_binaries(parsed.spec, resolved):
-        missing = ", ".join(repr(name) for name in missing_binaries(parsed.spec, resolved))
-        errors["pkg"] = (f"no binary uploaded for {missing}: a {resolved.kind} pool sends each task's binary, so every "
-                         "task-set would end bad; upload it first (python manage.py binary add FILE --name NAME)")
+    missing = missing_binaries(parsed.spec, resolved) if resolved is not None and parsed.spec else []
+    if missing:
+        errors["pkg"] = (f"no binary uploaded for {', '.join(map(repr, missing))}: a {resolved.kind} pool sends each "
+                         "task's binary, so every task-set would end bad; upload it first "
+                         "(python manage.py binary add FILE --name NAME)")
     if errors:
         raise ValidationError(errors)
     return {"target": resolved, "offset": offset, "tries": tries, "priority": priority,
@@ -197,8 +198,9 @@ def notify_error(notify) -> str | None:
             _URL(url)
         except ValidationError:
             return f"{url[:100]!r} is not an http:// or https:// URL of at most {URL_LENGTH} characters"
-        if egress.internal_url(url):
-            return f"{url[:100]!r}: {egress.internal_url(url)}"
+        internal = egress.internal_url(url)
+        if internal:
+            return f"{url[:100]!r}: {internal}"
     return None
 
 

@@ -56,7 +56,7 @@ class Scope:
 
     @property
     def name(self) -> str:
-        return f"job-{self.job.pk}" if self.job is not None else f"campaign-{self.campaign.pk}"
+        return job_scope(self.job.pk) if self.job is not None else f"campaign-{self.campaign.pk}"
 
     def rows(self) -> QuerySet:
         return results.tasksets_for(self.job, self.campaign)
@@ -76,8 +76,8 @@ class Scope:
 
     def key(self) -> str:
         """The state of the scope's figures, read now (one query)."""
-        rows = self.job_ids().order_by("pk").values_list("pk", "finished_count", "bad_count", "results_generation")
-        return ";".join(f"{pk}:{finished}.{bad}.{generation}" for pk, finished, bad, generation in rows)
+        rows = self.job_ids().order_by("pk").values_list(*KEY_FIELDS)
+        return ";".join(_job_key(*row) for row in rows)
 
     def started(self) -> int:
         """How many task-sets exist: a row for every variant ever started
@@ -114,6 +114,19 @@ def part(scope: Scope, name: str, compute: Callable[[], Any]) -> Served:
             and _generations(row.key) == _generations(key)):  # a relabel is never hidden
         return Served(row.data, row.computed_at, False)
     return _compute(scope, name, compute, key)
+
+
+KEY_FIELDS = ("pk", "finished_count", "bad_count", "results_generation")
+
+
+def job_scope(pk: int) -> str:
+    """What a job's summaries are stored under."""
+    return f"job-{pk}"
+
+
+def _job_key(pk: int, finished: int, bad: int, generation: int) -> str:
+    """One job's part of a key (KEY_FIELDS): what its figures depend on."""
+    return f"{pk}:{finished}.{bad}.{generation}"
 
 
 def _generations(key: str) -> list[str]:
@@ -202,22 +215,29 @@ def compute_job_part(job_id: int, name: str) -> None:
 def queue_ended_jobs() -> int:
     """Queue a compute of each missing or stale part of the jobs that ended
     lately (the reconciler's tick), once per state: a "requested" row holds
-    the key they were queued for. Returns how many parts were queued."""
+    the key they were queued for. Two reads whatever the number of jobs.
+    Returns how many parts were queued."""
     from django_q.tasks import async_task
 
-    queued = 0
     since = timezone.now() - RECENTLY_ENDED
-    for job in Job.objects.filter(state__in=ENDED_STATES, ended_at__gte=since):
-        scope = Scope(job=job)
-        key = f"{job.pk}:{job.finished_count}.{job.bad_count}.{job.results_generation}"
-        stored = {part: key for part, key, settled in ResultsSummary.objects.filter(scope=scope.name)
-                  .values_list("part", "key", "settled") if settled}
-        missing = [name for name in JOB_PARTS if stored.get(name) != key]
-        if not missing or stored.get("requested") == key:
+    keys = {row[0]: _job_key(*row) for row in
+            Job.objects.filter(state__in=ENDED_STATES, ended_at__gte=since).values_list(*KEY_FIELDS)}
+    if not keys:
+        return 0
+    stored: dict[str, dict[str, str]] = {job_scope(pk): {} for pk in keys}
+    for scope, part_name, key, settled in ResultsSummary.objects.filter(scope__in=stored).values_list(
+            "scope", "part", "key", "settled"):
+        if settled:
+            stored[scope][part_name] = key
+    queued = 0
+    for pk, key in keys.items():
+        parts = stored[job_scope(pk)]
+        missing = [name for name in JOB_PARTS if parts.get(name) != key]
+        if not missing or parts.get("requested") == key:
             continue
-        ResultsSummary.objects.update_or_create(scope=scope.name, part="requested", defaults={
+        ResultsSummary.objects.update_or_create(scope=job_scope(pk), part="requested", defaults={
             "key": key, "settled": True, "data": missing, "computed_at": timezone.now()})
         for name in missing:
-            async_task("distributor.summaries.compute_job_part", job.pk, name, group="results")
+            async_task("distributor.summaries.compute_job_part", pk, name, group="results")
         queued += len(missing)
     return queued
