@@ -31,9 +31,9 @@ import urllib.error
 from django.conf import settings
 from django.core.mail import send_mail
 from django.utils import timezone
-from django_q.tasks import async_task
 
 from distributor import egress
+from distributor.background import run_in_background
 from distributor.exports import FORMATS
 from distributor.models import Job, Notification
 
@@ -47,7 +47,7 @@ def step() -> list[int]:
     Notification.make_bad_due()
     claimed = Notification.claim_due()
     for pk in claimed:
-        async_task("distributor.notifications.deliver", pk, group="notifications")
+        run_in_background("distributor.notifications.deliver", pk, group="notifications")
     return claimed
 
 

@@ -32,6 +32,7 @@ from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from distributor import plots, results
+from distributor.background import run_in_background
 from distributor.models import Job, ResultsSummary
 
 log = logging.getLogger(__name__)
@@ -217,8 +218,6 @@ def queue_ended_jobs() -> int:
     lately (the reconciler's tick), once per state: a "requested" row holds
     the key they were queued for. Two reads whatever the number of jobs.
     Returns how many parts were queued."""
-    from django_q.tasks import async_task
-
     since = timezone.now() - RECENTLY_ENDED
     keys = {row[0]: _job_key(*row) for row in
             Job.objects.filter(state__in=ENDED_STATES, ended_at__gte=since).values_list(*KEY_FIELDS)}
@@ -238,6 +237,6 @@ def queue_ended_jobs() -> int:
         ResultsSummary.objects.update_or_create(scope=job_scope(pk), part="requested", defaults={
             "key": key, "settled": True, "data": missing, "computed_at": timezone.now()})
         for name in missing:
-            async_task("distributor.summaries.compute_job_part", pk, name, group="results")
+            run_in_background("distributor.summaries.compute_job_part", pk, name, group="results")
         queued += len(missing)
     return queued

@@ -75,13 +75,13 @@ def internal_hooks(settings):
 def background():
     """Tasks handed to the default cluster are kept here; ``send_due`` runs them
     as its worker would (every reconciler tick, the machines' too, runs the step)."""
-    with mock.patch.object(notifications, "async_task") as queued:
+    with mock.patch.object(notifications, "run_in_background") as queued:
         yield queued
 
 
 def send_due() -> list[str]:
     """The reconciler's step, then the background worker's tries of what it queued."""
-    queued = notifications.async_task
+    queued = notifications.run_in_background
     notifications.step()
     calls, queued.call_args_list[:] = list(queued.call_args_list), []
     return [notifications.deliver(*call.args[1:]) for call in calls]
@@ -151,8 +151,8 @@ def test_a_try_that_never_reported_back_is_made_again_after_its_lease(scripted, 
     job.cancel()
     notifications.step()  # the worker that got it died
     notifications.step()
-    assert notifications.async_task.call_count == 1  # taken once
-    notifications.async_task.call_args_list[:] = []
+    assert notifications.run_in_background.call_count == 1  # taken once
+    notifications.run_in_background.call_args_list[:] = []
     Notification.objects.update(next_try_at=timezone.now())  # its lease ran out
     assert send_due() == ["sent"]
 

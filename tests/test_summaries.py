@@ -144,10 +144,12 @@ def test_figures_whose_state_moved_while_computed_are_never_taken_as_current(job
 
 
 def test_the_reconciler_computes_a_job_that_just_ended(client, job, headers):
-    with mock.patch("django_q.tasks.async_task") as queued:
+    with mock.patch("distributor.background.async_task") as queued:
         reconciler.tick()
         reconciler.tick()  # queued once per state, not once per tick
     calls = [call.args for call in queued.call_args_list]
+    # on the default cluster by name, even when a machine worker's tick queues them
+    assert {call.kwargs["cluster"] for call in queued.call_args_list} == {"distributor"}
     assert sorted(name for _, _, name in calls) == ["labels", "plot-exit-types", "plot-response-times", "results"]
     for function, *args in calls:  # what the default cluster would run
         assert function == "distributor.summaries.compute_job_part"
