@@ -56,27 +56,23 @@ def main() -> None:
         sys.exit("--machines: 1 to 16 (one peer per machine)")
 
     label = harness.setup_django("genode")
-    from distributor.models import Binary, Target
+    from distributor.models import Target
     from tests.peer import PeerFarm
 
     harness.configure()
     upload_binaries()
     print(f"genode throughput against the task-loader peer at time-scale 0, {label}, {os.cpu_count()} CPUs, "
           f"task-set = {harness.TASKS_PER_SET} tasks x {harness.JOBS_PER_TASK} jobs")
-    try:
-        with PeerFarm(16, time_scale=0) as farm:
-            target = Target.objects.create(name="bench-peers", kind="genode", addresses=farm.addresses)
-            if options.breakdown:
-                result = harness.breakdown(target, options.breakdown, options.cprofile)
-                print(f"\none machine in this process (peer in this process too), {options.breakdown} task-sets "
-                      f"in {result['total']:.2f} s ({options.breakdown / result['total']:.1f}/s):")
-                harness.print_breakdown(result)
-                harness.configure()
-            if counts:
-                run_cluster(target, farm, counts, options.tasksets)
-    finally:
-        for row in Binary.objects.all():
-            row.file.delete(save=False)
+    with PeerFarm(16, time_scale=0) as farm:
+        target = Target.objects.create(name="bench-peers", kind="genode", addresses=farm.addresses)
+        if options.breakdown:
+            result = harness.breakdown(target, options.breakdown, options.cprofile)
+            print(f"\none machine in this process (peer in this process too), {options.breakdown} task-sets "
+                  f"in {result['total']:.2f} s ({options.breakdown / result['total']:.1f}/s):")
+            harness.print_breakdown(result)
+            harness.configure()
+        if counts:
+            run_cluster(target, farm, counts, options.tasksets)
 
 
 def run_cluster(target, farm, counts: list[int], tasksets: int) -> None:
