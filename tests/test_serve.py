@@ -29,7 +29,20 @@ def start_serve(data_dir, *args: str, **kwargs) -> tuple[subprocess.Popen, dict,
     database with the scripted kind loaded: (process, its environment, port)."""
     port = free_port()
     process, env = start_launcher("serve", data_dir, "--port", str(port), *args, **kwargs)
+    wait_until(lambda: process.poll() is not None or accepts_connections(port), 90, every=0.1,
+               message="serve listens")
+    assert process.poll() is None, f"serve exited with {process.returncode} before it listened"
     return process, env, port
+
+
+def accepts_connections(port: int) -> bool:
+    """The web server is up: on a loaded machine serve takes seconds to listen,
+    and a script's first request before that is refused (a flaky CI run)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def start_launcher(command: str, data_dir, *args: str, stderr=subprocess.DEVNULL,
