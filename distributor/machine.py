@@ -155,6 +155,8 @@ class MachineWorker:
         self.went_idle = False
         # Its slot's streak of target failures, read once: a finish ends it.
         self.slot_suspect = Slot.objects.filter(target=target, index=machine.slot, failures_in_a_row__gt=0).exists()
+        # A probe of a host fault (HostTargetFault, read once): a finish lifts it.
+        self.host_faulty = HostTargetFault.objects.filter(host=machine.host, target=target).exists()
         self.reboot_due = False  # the pool reboots its targets between every two task-sets
 
     # -- the life of a machine ------------------------------------------------
@@ -235,8 +237,16 @@ class MachineWorker:
 
     def _host_fault(self, fault: HostFault) -> None:
         """This host cannot run this target: the reconciler places the target's
-        machines elsewhere until the operator resumes the host."""
-        HostTargetFault.record(self.machine.host, self.machine.target_id, str(fault))
+        machines elsewhere, and probes this host again later."""
+        HostTargetFault.record(self.machine.host, self.machine.target, str(fault))
+
+    def _host_mended(self) -> None:
+        """A task-set (or a health check) ran here: this host can run the target."""
+        if self.host_faulty:
+            if HostTargetFault.lift(self.machine.host, self.machine.target_id):
+                self.log.info("host %s runs target %s again: its fault is lifted", self.machine.host,
+                              self.machine.target.name)
+            self.host_faulty = False
 
     def _boot(self) -> None:
         """Start the target, retrying with a short back-off; no fixed delays."""
@@ -319,6 +329,7 @@ class MachineWorker:
             raise OutOfService(f"health check of {target.name}:{index} failed: {cause}") from None
         Slot.check_passed(target, index)
         self.slot_suspect = False
+        self._host_mended()
         self.log.info("health check passed: slot %s:%s back in service", target.name, index)
         self.machine.idle("health check passed")
 
@@ -430,6 +441,7 @@ class MachineWorker:
         if self.slot_suspect:
             Slot.record_success(self.machine.target, self.machine.slot)
             self.slot_suspect = False
+        self._host_mended()
 
     def _fail(self, taskset: TaskSet, tasks: list[dict], cause: str, events: EventBuffer, monitors: MonitorGroup,
               final: bool = False) -> None:

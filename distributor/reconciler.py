@@ -214,7 +214,7 @@ def _launch_health_checks(room: int, hosts: "HostLoad") -> list[int]:
 class HostLoad:
     """Live hosts and their free workers: machines go where there is room, on
     hosts the operator has not drained and that can run their target (no
-    HostTargetFault for the pair)."""
+    HostTargetFault for the pair, or one due for a retry: one probe at a time)."""
 
     def __init__(self, config: DistributorConfig):
         live = Host.live(config.heartbeat_timeout_s).filter(drained=False)
@@ -222,14 +222,20 @@ class HostLoad:
         self.load = {name: 0 for name in self.capacity}
         for host in Machine.objects.filter(state__in=Machine.LIVE_STATES, host__in=self.capacity).values_list("host", flat=True):
             self.load[host] += 1
-        self.faults = HostTargetFault.pairs()
+        self.faulty, self.blocked = HostTargetFault.pairs()
 
     def pick(self, target: Target) -> str | None:
         """The allowed host with the most free workers (a pool may be bound to one host)."""
         free = {name: self.capacity[name] - self.load[name] for name in self.capacity
                 if (not target.host or target.host == name) and self.load[name] < self.capacity[name]
-                and (name, target.pk) not in self.faults}
-        return max(sorted(free), key=free.get) if free else None
+                and (name, target.pk) not in self.blocked}
+        for name in sorted(free, key=lambda name: (-free[name], name)):
+            if (name, target.pk) not in self.faulty:
+                return name
+            self.blocked.add((name, target.pk))  # one probe per tick, and none once another claimed it
+            if HostTargetFault.retry_due(name, target):
+                return name
+        return None
 
     def add(self, host: str) -> None:
         self.load[host] += 1

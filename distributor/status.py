@@ -57,8 +57,10 @@ def hosts(config: DistributorConfig, machines: list[Machine]) -> list[dict]:
     live = set(Host.live(config.heartbeat_timeout_s).values_list("name", flat=True))
     faults: dict[str, list[dict]] = {}
     for fault in HostTargetFault.objects.select_related("target").order_by("target__name"):
-        faults.setdefault(fault.host, []).append({"target": fault.target.name, "cause": fault.cause,
-                                                  "seen_at": fault.seen_at.isoformat()})
+        faults.setdefault(fault.host, []).append({
+            "target": fault.target.name, "cause": fault.cause, "seen_at": fault.seen_at.isoformat(),
+            "faults_in_a_row": fault.faults_in_a_row,
+            "retry_at": fault.retry_at.isoformat() if fault.retry_at else None})
     now = timezone.now()
     rows = []
     for host in Host.objects.order_by("name"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.conf import settings
@@ -83,12 +83,52 @@ def test_a_binary_this_host_cannot_cache_costs_no_try_and_keeps_the_target_off_t
     assert (data_dir / "cache" / sha256).read_bytes() == HEY
 
 
+def test_a_faulty_host_is_tried_again_and_a_task_set_it_finishes_lifts_the_fault(data_dir):
+    """No operator: once the pool's health_check_every has passed one machine
+    tries the host again; meeting the fault again doubles the wait (no try
+    used); once the cause is mended the probe runs the job and lifts the fault."""
+    sha256 = Binary.store("hey", ContentFile(HEY))[0].sha256
+    in_the_way = data_dir / "cache" / sha256 / "in-the-way"
+    in_the_way.mkdir(parents=True)
+    host = settings.DISTRIBUTOR_HOST
+    with TaskLoaderPeer("127.0.0.9", slow_start_seconds=0.1) as peer:
+        target = Target.objects.create(name="lab", kind="genode", addresses=[peer.address],
+                                       settings={"health_check_every": 1})
+        reconciler.set_max_machines(4)
+        job = submit_job(variants_file(3), target=target, tries=1)
+        run_launched()
+        fault = HostTargetFault.objects.get()
+        assert fault.faults_in_a_row == 1 and 0.9 <= (fault.retry_at - fault.seen_at).total_seconds() <= 1.1
+        assert reconciler.tick()["launched"] == [], "not before its retry time"
+
+        HostTargetFault.objects.update(retry_at=timezone.now())  # its time has come; the cause is still there
+        assert len(reconciler.tick()["launched"]) == 1, "one probe, not a machine per queued task-set"
+        assert reconciler.tick()["launched"] == [], "and no second probe while it runs"
+        run_launched()
+        fault = HostTargetFault.objects.get()
+        assert fault.faults_in_a_row == 2 and 1.9 <= (fault.retry_at - fault.seen_at).total_seconds() <= 2.1
+        assert set(TaskSet.objects.filter(job=job).values_list("state", "attempts")) == {(TaskSet.State.QUEUED, 0)}
+        assert "tried again at" in distributor("status")
+
+        in_the_way.rmdir()  # the operator clears the way, and says nothing to the distributor
+        in_the_way.parent.rmdir()
+        HostTargetFault.objects.update(retry_at=timezone.now())
+        reconciler.tick()
+        run_launched()
+
+    job.refresh_from_db()
+    assert job.state == Job.State.FINISHED and job.finished_count == job.total == 3 and job.bad_count == 0
+    assert not HostTargetFault.objects.exists(), "the probe's finished task-set lifted the fault"
+    assert {h["name"]: h["health"] for h in overview()["hosts"]}[host] == "ok"
+    assert peer.boots[-1].binaries["hey"] == HEY
+
+
 def test_other_hosts_take_the_targets_machines_and_other_targets_stay(scripted):
     Host.objects.all().delete()
     beat(capacity=4, name="alpha")
     beat(capacity=4, name="beta")
     other = Target.objects.create(name="other", kind="scripted")
-    HostTargetFault.record("beta", scripted.pk, "settings.qemu: 'qemu-system-arm' is not installed")
+    HostTargetFault.record("beta", scripted, "settings.qemu: 'qemu-system-arm' is not installed")
     reconciler.set_max_machines(8)
     submit_job(variants_file(20), target=scripted)
     submit_job(variants_file(20), target=other)
@@ -121,7 +161,7 @@ def test_drain_resume_and_forget_a_host(scripted):
         distributor("host", "beta", "forget")
     with pytest.raises(CommandError, match=r"host: no host named 'gamma' \(known: alpha, beta\)"):
         distributor("host", "gamma", "drain")
-    HostTargetFault.record("beta", scripted.pk, "no bridge")
+    HostTargetFault.record("beta", scripted, "no bridge")
     Host.objects.filter(name="beta").update(heartbeat_at=timezone.now() - timedelta(hours=1))
     assert "host beta forgotten" in distributor("host", "beta", "forget")
     assert list(Host.objects.values_list("name", flat=True)) == ["alpha"] and not HostTargetFault.objects.exists()
@@ -134,7 +174,7 @@ def test_drain_resume_and_forget_a_host(scripted):
 def test_the_dashboard_shows_each_hosts_health_capacity_machines_and_heartbeat(client, staff, scripted):
     Host.objects.all().delete()
     beat(capacity=3, name="alpha")
-    HostTargetFault.record("alpha", scripted.pk, "no DHCP server for bridge 'br0' on this host")
+    HostTargetFault.record("alpha", scripted, "no DHCP server for bridge 'br0' on this host")
     client.force_login(staff)
     page = client.get("/dashboard/live").content.decode()
     row = page[page.index('data-host="alpha"'):]
@@ -147,11 +187,14 @@ def test_the_api_status_lists_each_hosts_health(client, alice, scripted):
 
     Host.objects.all().delete()
     beat(capacity=3, name="alpha")
-    HostTargetFault.record("alpha", scripted.pk, "no bridge 'br0'")
+    HostTargetFault.record("alpha", scripted, "no bridge 'br0'")
     token = ApiToken.issue(alice, "script")[1]
     hosts = client.get("/api/status", headers={"Authorization": f"Bearer {token}"}).json()["hosts"]
     assert [(h["name"], h["health"], h["capacity"], h["machines"]) for h in hosts] == [("alpha", "faulty", 3, 0)]
-    assert hosts[0]["faults"][0] | {"seen_at": None} == {"target": "scripted", "cause": "no bridge 'br0'", "seen_at": None}
+    fault = hosts[0]["faults"][0]
+    assert 55 <= (datetime.fromisoformat(fault["retry_at"]) - datetime.fromisoformat(fault["seen_at"])).total_seconds() <= 65
+    assert fault | {"seen_at": None, "retry_at": None} == {"target": "scripted", "cause": "no bridge 'br0'", "seen_at": None,
+                                                          "faults_in_a_row": 1, "retry_at": None}
 
 
 def test_a_missing_qemu_binary_is_a_host_fault(db, settings):

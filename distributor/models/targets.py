@@ -26,7 +26,7 @@ IMAGE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}$")
 # edited (page, admin, ``target add --set``) reaches them.
 POOL_SETTINGS = {
     "quarantine_after": 3,  # target failures in a row that quarantine a slot
-    "health_check_every": 60,  # seconds before a quarantined slot's first health check; doubles per failed check
+    "health_check_every": 60,  # seconds before a quarantined slot's first health check (or a faulty host's next try); doubles per failure
     "health_check": None,  # a task-set file (JSON) known to pass; None: the last task-set finished on the pool
     "reboot_every_taskset": False,  # reboot the target between every two task-sets
 }

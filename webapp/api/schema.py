@@ -530,7 +530,10 @@ def schema(base_url: str) -> dict:
                         "faults": {"type": "array", "description": "the targets this host cannot run, and why",
                                    "items": {"type": "object", "properties": {
                                        "target": {"type": "string"}, "cause": {"type": "string"},
-                                       "seen_at": {"type": "string", "format": "date-time"}}}},
+                                       "seen_at": {"type": "string", "format": "date-time"},
+                                       "faults_in_a_row": {"type": "integer", "description": "probes that met it"},
+                                       "retry_at": {"type": "string", "format": "date-time", "nullable": True,
+                                                    "description": "when one machine tries the host again"}}}},
                         "capacity": {"type": "integer"}, "machines": {"type": "integer"},
                         "heartbeat_age_s": {"type": "number", "nullable": True}}}},
                     "machines": {"type": "array", "items": {"type": "object"}},

@@ -131,7 +131,8 @@ class Command(BaseCommand):
             self.stdout.write(f"  host {h['name']}: {h['health']}, {h['machines']} of {h['capacity']} machine(s), "
                               f"heartbeat {_age(h['heartbeat_age_s'])}")
             for fault in h["faults"]:
-                self.stdout.write(f"    cannot run target {fault['target']}: {fault['cause']}")
+                retry = f" (tried again at {fault['retry_at']})" if fault["retry_at"] else ""
+                self.stdout.write(f"    cannot run target {fault['target']}: {fault['cause']}{retry}")
         for m in status["machines"]:
             mode = f" [{m['stop_mode']}]" if m["stop_mode"] else ""
             self.stdout.write(f"  machine {m['id']} {m['target']}:{m['slot']} {m['state']}{mode} — {m['activity']}"
