@@ -287,7 +287,10 @@ def claim_next(machine: Machine) -> Claim | None:
     for job_id, created_at, state, fresh_left, queued in Job.queue_of(machine.target_id):
         job = _job_of(job_id, created_at)
         job.state = state
-        for _ in range(3):  # others may empty a new block before this machine gets to it
+        # Others may empty each new block before this machine claims from it:
+        # it queues the next one rather than take a lower-priority job's
+        # task-set. A job's variants are finite, so this ends.
+        while True:
             claimed = TaskSet.claim(job, machine) if queued else None
             if claimed:
                 return Claim(*claimed)

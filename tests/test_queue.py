@@ -62,6 +62,28 @@ def test_claims_follow_priority_then_age(scripted):
     assert claim_next(machine).taskset.job_id == old.pk
 
 
+def test_a_lower_priority_set_waits_however_often_others_empty_the_top_jobs_new_block(scripted, monkeypatch):
+    """Other machines may take every task-set of the top job's new block
+    before this machine claims from it; it then queues the next block, not
+    a lower-priority job's task-set (before: after three such blocks it did)."""
+    low = submit_job(variants_file(5), target=scripted, name="low")
+    top = submit_job(variants_file(BLOCK * 8), target=scripted, name="top", priority=5)
+    machine = live_machine(scripted)
+    queue_block, emptied = TaskSet.queue_block.__func__, []
+
+    def others_are_quicker(cls, job, tasks_of):
+        queued = queue_block(cls, job, tasks_of)
+        if queued and job.pk == top.pk and len(emptied) < 5:
+            emptied.append(TaskSet.objects.filter(job=top, state=TaskSet.State.QUEUED).update(
+                state=TaskSet.State.FINISHED))
+        return queued
+
+    monkeypatch.setattr(TaskSet, "queue_block", classmethod(others_are_quicker))
+    claim = claim_next(machine)
+    assert emptied == [BLOCK] * 5 and claim.taskset.job_id == top.pk
+    assert not low.tasksets.exclude(state=TaskSet.State.QUEUED).exists()
+
+
 def test_no_two_machines_claim_the_same_variant(scripted):
     job = submit_job(variants_file(40), target=scripted)
     machines = [live_machine(scripted, slot) for slot in range(4)]
