@@ -15,8 +15,9 @@ figures are exactly those of that state. Otherwise (a running job) it is
 stored unsettled: it matches no state, and is served only while the scope is
 active, younger than FRESH_WHILE_ACTIVE and of the same results generations
 (a relabel is never hidden), marked "as of" its time. An ended job's parts are computed off the request by
-the reconciler (``queue_ended_jobs``), and by the first view that finds one
-missing or stale. Concurrent computes of a part each store figures right for
+the reconciler (``queue_ended_jobs``) and after ``manage.py relabel``
+(``compute_ended_jobs``), else by the first view that finds one missing or
+stale. Concurrent computes of a part each store figures right for
 their key: the last writer wins.
 """
 from __future__ import annotations
@@ -211,6 +212,17 @@ def compute_job_part(job_id: int, name: str) -> None:
         labels_used(scope)
     else:
         plot(scope, name.removeprefix("plot-"))
+
+
+def compute_ended_jobs(job_ids: list[int]) -> int:
+    """Compute now every part of those of these jobs that ended (after a
+    relabel from the command line, whose user waits anyway: no view of a
+    large job then computes them in its request). Returns how many jobs."""
+    ended = list(Job.objects.filter(pk__in=job_ids, state__in=ENDED_STATES).values_list("pk", flat=True))
+    for pk in ended:
+        for name in JOB_PARTS:
+            compute_job_part(pk, name)
+    return len(ended)
 
 
 def queue_ended_jobs() -> int:

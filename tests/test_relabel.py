@@ -12,8 +12,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from distributor.analysis import ANALYSIS_VERSION, analyse
+from distributor import summaries
 from distributor.labels import label_stored, relabel
-from distributor.models import DistributorConfig, EtmModel, EtmVersion, Machine, Target, TaskSet
+from distributor.models import DistributorConfig, EtmModel, EtmVersion, Job, Machine, Target, TaskSet
 from distributor.queue import claim_next, submit_job
 from sessions import etm
 
@@ -208,6 +209,23 @@ def test_the_command_relabels_with_a_progress_line_and_a_summary(stdio_target, t
     assert "relabelled 3 task-sets" in summary
     assert f"analysis v{ANALYSIS_VERSION}" in summary and "slow-model v7" in summary
     assert {a["etm"]["name"] for a in labels_of(job)} == {"slow-model"}
+
+
+def test_the_command_summarises_an_ended_jobs_new_labels_before_any_view(stdio_target, tmp_path):
+    """No later view of a large job counts its task-sets in its request: the
+    command stores the new labels' results summary itself."""
+    job = finished_job(stdio_target, 3)
+    job.end_if_done()
+    job.refresh_from_db()
+    assert job.state == job.State.FINISHED
+    out = io.StringIO()
+    call_command("relabel", "--job", str(job.pk), "--etm", model_file(tmp_path), "--workers", "1", stdout=out)
+    assert "results of 1 ended job(s) summarised" in out.getvalue()
+    scope = summaries.Scope(job=Job.objects.get(pk=job.pk))
+    key, stored = scope.first_look()
+    assert {name: (row.key, row.settled) for name, row in stored.items()} == {
+        name: (key, True) for name in summaries.JOB_PARTS}
+    assert summaries.labels_used(scope) == [{"name": "slow-model", "version": 7, "calibrated": False, "sets": 3}]
 
 
 @pytest.mark.parametrize("arguments, option", [

@@ -7,6 +7,7 @@ from typing import TextIO
 
 from django.core.management.base import BaseCommand, CommandError
 
+from distributor import summaries
 from distributor.audit import cli_actor, record
 from distributor.labels import DEFAULT_WORKERS, ENDED_STATES, Relabelled, relabel, selection
 from distributor.management.options import job_ids
@@ -48,6 +49,9 @@ class Command(BaseCommand):
                {"etm": opts["etm"], "states": list(states), "tasksets": done.count,
                 "used": sorted(f"{n} v{v}" for n, v in done.etms)})
         self.stdout.write(summary(done))
+        started = time.monotonic()
+        if computed := summaries.compute_ended_jobs(jobs):
+            self.stdout.write(f"results of {computed} ended job(s) summarised in {time.monotonic() - started:.1f} s")
 
     def _jobs(self, values: list[str]) -> list[int]:
         if not values:
