@@ -29,7 +29,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DatabaseError, transaction
-from django.db.models import Count, QuerySet
+from django.db.models import CharField, Count, Exists, OuterRef, QuerySet, Value
+from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 
 from distributor import plots, results
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 FRESH_WHILE_ACTIVE = timedelta(seconds=30)
 # Jobs that ended this recently have their parts computed by the reconciler.
 RECENTLY_ENDED = timedelta(minutes=30)
+# Ended jobs never summarised (from before summaries were kept) queued per tick.
+NEVER_SUMMARISED_PER_TICK = 5
 ENDED_STATES = (Job.State.FINISHED, Job.State.CANCELLED)
 RESULTS, LABELS = "results", "labels"
 STORED_PLOTS = ("response-times", "exit-types")  # the schedulability plot is drawn from RESULTS
@@ -228,11 +231,16 @@ def compute_ended_jobs(job_ids: list[int]) -> int:
 def queue_ended_jobs() -> int:
     """Queue a compute of each missing or stale part of the jobs that ended
     lately (the reconciler's tick), once per state: a "requested" row holds
-    the key they were queued for. Two reads whatever the number of jobs.
-    Returns how many parts were queued."""
-    since = timezone.now() - RECENTLY_ENDED
-    keys = {row[0]: _job_key(*row) for row in
-            Job.objects.filter(state__in=ENDED_STATES, ended_at__gte=since).values_list(*KEY_FIELDS)}
+    the key they were queued for. Also a few ended jobs that have never been
+    summarised (those that ended before summaries were kept), the newest
+    first, so that after an upgrade their first views are fast too. Three
+    reads whatever the number of jobs. Returns how many parts were queued."""
+    ended = Job.objects.filter(state__in=ENDED_STATES)
+    recent = ended.filter(ended_at__gte=timezone.now() - RECENTLY_ENDED)
+    never = (ended.annotate(summarised=Exists(ResultsSummary.objects.filter(
+        scope=Concat(Value("job-"), Cast(OuterRef("pk"), CharField()))))).filter(summarised=False)
+        .order_by("-pk")[:NEVER_SUMMARISED_PER_TICK])
+    keys = {row[0]: _job_key(*row) for jobs in (recent, never) for row in jobs.values_list(*KEY_FIELDS)}
     if not keys:
         return 0
     stored: dict[str, dict[str, str]] = {job_scope(pk): {} for pk in keys}

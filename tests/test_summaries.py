@@ -159,6 +159,23 @@ def test_the_reconciler_computes_a_job_that_just_ended(client, job, headers):
     assert _counting_queries(queries.captured_queries) == []
 
 
+def test_the_reconciler_summarises_jobs_that_ended_before_summaries_were_kept(job):
+    """After an upgrade: a job that ended long ago and was never summarised is
+    queued too, a few per tick, the newest first, once."""
+    Job.objects.filter(pk=job.pk).update(ended_at=timezone.now() - timedelta(days=30))
+    newer = Job.objects.create(name="newer", target=job.target, spec={}, variant_count=0, cursor=0,
+                               state=Job.State.FINISHED, ended_at=timezone.now() - timedelta(days=20))
+    with mock.patch.object(summaries, "NEVER_SUMMARISED_PER_TICK", 1), \
+            mock.patch("distributor.background.async_task") as queued:
+        summaries.queue_ended_jobs()
+        first = {call.args[1] for call in queued.call_args_list}
+        summaries.queue_ended_jobs()
+        second = {call.args[1] for call in queued.call_args_list} - first
+        summaries.queue_ended_jobs()
+        assert len(queued.call_args_list) == 2 * len(summaries.JOB_PARTS), "each once"
+    assert (first, second) == ({newer.pk}, {job.pk})
+
+
 def test_a_campaigns_results_are_stored_and_follow_its_jobs(client, alice, job, headers):
     campaign = Campaign.objects.create(name="c", kind=Campaign.Kind.RANDOM, owner=alice, target=job.target, params={},
                                        seed=1, state=Campaign.State.FINISHED)
