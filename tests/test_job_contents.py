@@ -13,12 +13,15 @@ import hashlib
 import io
 import json
 import sqlite3
+import threading
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 
 from distributor.exports import Selection, export
@@ -99,6 +102,46 @@ def test_a_job_that_named_nothing_yet_names_its_content_at_first_use_on_every_ho
     assert beta.binaries(["hey"])["hey"].data == V1 and alpha.binaries(["hey"])["hey"].data == V1
     beta.for_job(None)
     assert beta.binaries(["hey"])["hey"].data == V2, "outside a job a name means the current upload"
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite's IMMEDIATE transactions never overlap")
+@pytest.mark.django_db(transaction=True)
+def test_a_name_taken_while_its_upload_is_replaced_is_of_content_that_stays(data_dir):
+    """A machine names the job's binary at the very moment an upload replaces
+    it: it waits for the replacement and names the new content, never the old
+    content the replacement is deleting (before: "purged; resubmit")."""
+    Binary.store("hey", ContentFile(V1))
+    genode = Target.objects.create(name="lab", kind="genode", addresses=["127.0.0.1:1"])
+    job = submit_job(taskset_file([{"pkg": "hey", "period": 10}]), target=genode)
+    JobContent.objects.filter(job=job).delete()  # named at first use, as a job from before 0015
+    deleting, go_on = threading.Event(), threading.Event()
+    delete_unused = Blob.delete_unused.__func__
+
+    def paused(cls, sha256s, used):  # the replacement, between its delete and its commit
+        delete_unused(cls, sha256s, used)
+        deleting.set()
+        go_on.wait(10)
+
+    def in_a_thread(work) -> threading.Thread:
+        def run():
+            try:
+                work()
+            finally:
+                connection.close()
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    with mock.patch.object(Blob, "delete_unused", classmethod(paused)):
+        replacing = in_a_thread(lambda: Binary.store("hey", ContentFile(V2)))
+        assert deleting.wait(10)
+        naming = in_a_thread(lambda: JobContent.resolve(job.pk, JobContent.Kind.BINARY, ["hey"]))
+        naming.join(0.5)
+        go_on.set()
+        replacing.join(10)
+        naming.join(10)
+    assert named(job) == {("binary", "hey"): SHA2}
+    assert Blob.objects.filter(pk=SHA2).exists() and not Blob.objects.filter(pk=SHA1).exists()
 
 
 @pytest.mark.django_db

@@ -332,11 +332,16 @@ class JobContent(models.Model):
         unnamed = [name for name in names if name not in named]
         if not unnamed:
             return named
-        rows = [cls(job_id=job_id, kind=kind, name=name, sha256=sha256, size=size)
-                for name, (sha256, size) in cls.current(kind, unnamed).items()]
-        if not rows:
-            return named
-        cls.objects.bulk_create(rows, ignore_conflicts=True)
+        with transaction.atomic():
+            # The uploads' rows locked until the names are stored: an upload
+            # replaced or removed meanwhile either commits first (its new
+            # content is named) or waits and then keeps the content named here
+            # (contents_in_use); never a name of content just deleted.
+            rows = [cls(job_id=job_id, kind=kind, name=name, sha256=sha256, size=size)
+                    for name, (sha256, size) in cls.current(kind, unnamed, lock=True).items()]
+            if not rows:
+                return named
+            cls.objects.bulk_create(rows, ignore_conflicts=True)
         return cls._named(job_id, kind, names)
 
     @classmethod
@@ -347,10 +352,12 @@ class JobContent(models.Model):
         return {name: (sha256, size) for name, sha256, size in rows}
 
     @classmethod
-    def current(cls, kind: str, names: Sequence[str]) -> dict[str, tuple[str, int]]:
+    def current(cls, kind: str, names: Sequence[str], lock: bool = False) -> dict[str, tuple[str, int]]:
         """(sha256, size) by name of the uploads among ``names`` as they are now
-        (what a machine runs outside any job: a health check, a first boot)."""
-        rows = UPLOAD_KINDS[kind].objects.filter(name__in=names).values_list("name", "sha256", "size")
+        (what a machine runs outside any job: a health check, a first boot);
+        with ``lock`` their rows stay locked until the caller's transaction ends."""
+        uploads = UPLOAD_KINDS[kind].objects.filter(name__in=names)
+        rows = (uploads.select_for_update() if lock else uploads).values_list("name", "sha256", "size")
         return {name: (sha256, size) for name, sha256, size in rows}
 
     @classmethod
