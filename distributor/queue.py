@@ -98,18 +98,11 @@ def _queue(parsed: taskfile.ParsedFile, *, filename, target, name, offset, tries
            notify, owner, time_limit=None, notify_bad=False) -> Job:
     options = check_options(parsed, target=target, offset=offset, tries=tries, priority=priority,
                             admission=admission, monitors=monitors, notify=notify, time_limit=time_limit,
-                            notify_bad=notify_bad)
+                            notify_bad=notify_bad, name=name, filename=filename)
     notify = options.pop("notify")
-    unstorable = {"name": "must be text without control characters or unpaired surrogates"} if not _storable(name) else {}
-    if isinstance(name, str) and len(name) > NAME_MAX:  # it was cut silently
-        unstorable["name"] = f"must be at most {NAME_MAX} characters"
-    if filename_error(filename):
-        unstorable["filename"] = filename_error(filename)
-    if unstorable:
-        raise ValidationError(unstorable)
     with transaction.atomic():
         job = Job.objects.create(
-            name=(name or parsed.spec.get("name") or filename or "job")[:200],
+            name=(name or parsed.spec.get("name") or filename or "job")[:NAME_MAX],
             owner=owner,
             spec=parsed.spec,
             source_name=filename,
@@ -125,11 +118,18 @@ def _queue(parsed: taskfile.ParsedFile, *, filename, target, name, offset, tries
 
 
 def check_options(parsed: taskfile.ParsedFile, *, target, offset, tries, priority, admission, monitors,
-                  notify=(), time_limit=None, notify_bad=False) -> dict:
-    """The job options of a submission, validated; errors keyed by option."""
+                  notify=(), time_limit=None, notify_bad=False, name="", filename="") -> dict:
+    """The job options of a submission, validated; errors keyed by option.
+    The one check of them: a submission's check and its queueing both call it."""
     from distributor.monitors import MONITORS
 
     errors: dict[str, str] = {}
+    if not _storable(name):
+        errors["name"] = "must be text without control characters or unpaired surrogates"
+    elif len(name) > NAME_MAX:  # it would be cut silently
+        errors["name"] = f"must be at most {NAME_MAX} characters"
+    if filename_error(filename):
+        errors["filename"] = filename_error(filename)
     resolved = _resolve_target(target, errors)
     if not _is_int(offset) or not 0 <= offset < parsed.variant_count:
         errors["offset"] = f"must be an integer from 0 to {parsed.variant_count - 1} (the file has {parsed.variant_count} variants)"

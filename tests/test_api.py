@@ -134,6 +134,15 @@ def test_check_reports_the_variant_count_and_stores_nothing(client, token, stdio
     assert Job.objects.count() == 0
 
 
+@pytest.mark.parametrize("name, message", [("two\nlines", "control characters"), ("n" * 201, "at most 200")])
+def test_check_refuses_the_name_a_submission_would_refuse(client, token, stdio_target, name, message):
+    """One check of a job's options: what the check passes, queueing accepts."""
+    for route in ("/api/check", "/api/jobs"):
+        response = _call(client, "post", route, token, body={"spec": EXAMPLE, "target": "dry", "name": name})
+        assert response.status_code == 400 and message in response.json()["errors"]["name"], (route, response.content)
+    assert Job.objects.count() == 0
+
+
 def test_job_status_and_task_set_results(client, token, alice):
     data = build(40, 2, owner=alice)
     job = data["job"]

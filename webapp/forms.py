@@ -12,6 +12,7 @@ from django.core.files.uploadedfile import UploadedFile
 
 from distributor.audit import record_upload, user_actor
 from distributor.models import Target
+from distributor.queue import NAME_MAX
 from distributor.taskfile import load_json
 from distributor.models.targets import Upload
 from distributor.queue import filename_error, notify_error
@@ -29,7 +30,7 @@ class SubmitForm(forms.Form):
     # The name of a file uploaded earlier, kept while its text is fixed in the box.
     filename = forms.CharField(required=False, widget=forms.HiddenInput, strip=False, validators=[])
     target = forms.ChoiceField(help_text="the pool of machines that runs it")
-    name = forms.CharField(required=False, max_length=200, help_text="default: the file's name field")
+    name = forms.CharField(required=False, max_length=NAME_MAX, help_text="default: the file's name field")
     offset = forms.IntegerField(initial=0, help_text="skip this many variants")
     tries = forms.IntegerField(required=False, help_text="attempts before a task-set is bad (default from settings)")
     priority = forms.IntegerField(initial=0, help_text="higher runs first; equal priorities run in order")

@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 
 from distributor import taskfile
 from distributor.models import Job
-from distributor.queue import check_options, filename_error, submit_job
+from distributor.queue import check_options, submit_job
 
 
 @dataclass
@@ -74,14 +74,13 @@ def submit(sub: Submission, owner) -> Job:
 
 def _option_errors(parsed: taskfile.ParsedFile | None, sub: Submission) -> dict[str, str]:
     stand_in = parsed or taskfile.ParsedFile(spec={}, variant_count=2**63, format="")
-    errors = {"filename": filename_error(sub.filename)} if filename_error(sub.filename) else {}
     try:
         check_options(stand_in, target=sub.target, offset=sub.offset, tries=sub.tries, priority=sub.priority,
                       admission=sub.admission, monitors=sub.monitors, notify=sub.notify, time_limit=sub.time_limit,
-                      notify_bad=sub.notify_bad)
+                      notify_bad=sub.notify_bad, name=sub.name, filename=sub.filename)
     except ValidationError as error:
-        return {**errors, **_messages(error)}
-    return errors
+        return _messages(error)
+    return {}
 
 
 def _messages(error: ValidationError) -> dict[str, str]:

@@ -151,8 +151,6 @@ def _options(data: bytes, filename: str, raw: dict, *, from_form: bool) -> Submi
     offset, tries, priority = integer("offset", 0), integer("tries", None, nullable=True), integer("priority", 0)
     time_limit = integer("time_limit", None, nullable=True)
     target, name = string("target"), string("name") or ""
-    if len(name) > 200:
-        errors["name"] = "must be at most 200 characters"
     admission = raw.get("admission")
     if from_form and isinstance(admission, str):
         try:

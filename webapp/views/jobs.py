@@ -75,7 +75,7 @@ def submit(request: HttpRequest) -> HttpResponse:
         return render(request, "web/submit.html", context)
     try:
         job = submit_submission(_submission(form.cleaned_data), owner=request.user)
-    except SubmissionError as error:  # the queue refused what the check let through (a race)
+    except SubmissionError as error:  # the queue refused what the check let through (an upload removed meanwhile)
         _show(form, context, error)
         form.echo_content()
         return render(request, "web/submit.html", context, status=400)
