@@ -3,9 +3,10 @@ hosts, the live machines and the queue (the dashboard, the API and
 ``distributor status``). Read-only: the reconciler changes things."""
 from __future__ import annotations
 
+from django.db.models import F
 from django.utils import timezone
 
-from distributor.models import DistributorConfig, Host, HostTargetFault, Job, Machine, Slot
+from distributor.models import DistributorConfig, Host, HostTargetFault, Job, Machine, Slot, TaskSet
 
 
 def overview() -> dict:
@@ -15,11 +16,8 @@ def overview() -> dict:
         Machine.objects.filter(state__in=Machine.LIVE_STATES).select_related("target", "current").order_by("pk")
     )
     jobs = list(Job.objects.filter(state__in=Job.ACTIVE_STATES).order_by("-priority", "pk"))
-    # Busy while a machine runs a task-set or work waits; machines merely
-    # waiting for work do not make the distributor busy.
-    busy = any(m.state == Machine.State.BUSY for m in machines) or any(job.progress()["queued"] for job in jobs)
     return {
-        "state": "halted" if config.halted else ("busy" if busy else "idle"),
+        "state": distributor_state(config, machines),
         "hosts": hosts(config, machines),
         "max_machines": config.max_machines,
         "cap": config.cap,
@@ -28,6 +26,19 @@ def overview() -> dict:
         "jobs": [{"id": job.pk, "name": job.name, "state": job.state, "target": job.target_id, **job.progress()} for job in jobs],
         "slots": slot_health(machines),
     }
+
+
+def distributor_state(config: DistributorConfig, machines: list[Machine]) -> str:
+    """halted (the operator's kill or shutdown), busy while a machine runs a
+    task-set or work waits in any active job, else idle: machines merely
+    waiting for work do not make the distributor busy."""
+    if config.halted:
+        return "halted"
+    active = Job.objects.filter(state__in=Job.ACTIVE_STATES)
+    busy = (any(m.state == Machine.State.BUSY for m in machines)
+            or active.filter(cursor__lt=F("variant_count")).exists()
+            or TaskSet.objects.filter(job__in=active, state=TaskSet.State.QUEUED).exists())
+    return "busy" if busy else "idle"
 
 
 def slot_health(machines: list[Machine]) -> list[dict]:

@@ -17,7 +17,7 @@ def failing_page(client, alice, settings, monkeypatch):
     def fail():
         raise RuntimeError(marker)
 
-    monkeypatch.setattr("webapp.views.dashboard.overview", fail)
+    monkeypatch.setattr("webapp.views.dashboard.dashboard_context", fail)
     client.raise_request_exception = False
     client.force_login(alice)
     return marker

@@ -53,6 +53,21 @@ def test_the_fragment_says_idle_and_halted(client, alice, db):
     assert 'id="distributor-state">halted<' in client.get("/dashboard/live").content.decode()
 
 
+def test_the_fragment_and_the_status_agree_on_busy_whatever_the_number_of_jobs(client, alice, stdio_target):
+    """Work waiting in the eleventh active job makes the distributor busy on
+    the dashboard (which lists ten jobs) as in the API and the CLI."""
+    from distributor.queue import submit_job
+    from distributor.status import overview
+    from tests.test_queue import variants_file
+
+    Job.objects.bulk_create([Job(name=f"nothing left {n}", target=stdio_target, spec={}, variant_count=0, cursor=0,
+                                 priority=10, state=Job.State.RUNNING) for n in range(10)])
+    submit_job(variants_file(3), target=stdio_target, name="waiting")
+    client.force_login(alice)
+    assert overview()["state"] == "busy"
+    assert 'id="distributor-state">busy<' in client.get("/dashboard/live").content.decode()
+
+
 def _queries(client, url: str) -> int:
     with CaptureQueriesContext(connection) as queries:
         assert client.get(url).status_code == 200

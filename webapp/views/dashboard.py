@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 from distributor import reconciler
 from distributor.audit import recent as recent_actions, user_actor
 from distributor.models import DistributorConfig, Job, Machine, Slot, Target
-from distributor.status import hosts, slot_health
+from distributor.status import distributor_state, hosts, slot_health
 from webapp.access import login_required, staff_required
 from webapp.progress import add_rate, progress_of
 
@@ -32,7 +32,7 @@ CONTROLS = {
 }
 
 
-def overview() -> dict:
+def dashboard_context() -> dict:
     """Everything the dashboard shows, in a fixed number of queries."""
     config = DistributorConfig.get()
     machines = list(
@@ -45,14 +45,13 @@ def overview() -> dict:
     now = timezone.now()
     for job in jobs:
         job.p = add_rate(job, progress[job.pk], now)
-    busy = any(m.state == Machine.State.BUSY for m in machines) or any(job.p.queued for job in jobs)
     failures = list(
         Machine.objects.filter(state__in=[Machine.State.FAILED, Machine.State.DEAD])
         .exclude(last_error="").select_related("target").order_by("-pk")[:RECENT_FAILURES]
     )
     return {
         "config": config,
-        "state": "halted" if config.halted else ("busy" if busy else "idle"),
+        "state": distributor_state(config, machines),
         "machines": machines,
         "busy_count": sum(m.state == Machine.State.BUSY for m in machines),
         "jobs": jobs,
@@ -73,12 +72,12 @@ def _total_rate(jobs: list[Job]) -> float | None:
 
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "web/dashboard.html", overview())
+    return render(request, "web/dashboard.html", dashboard_context())
 
 
 @login_required
 def dashboard_fragment(request: HttpRequest) -> HttpResponse:
-    return render(request, "web/_dashboard_live.html", overview())
+    return render(request, "web/_dashboard_live.html", dashboard_context())
 
 
 @staff_required
@@ -96,7 +95,7 @@ def set_max_machines(request: HttpRequest) -> HttpResponse:
 
 
 def _control_error(request: HttpRequest, message: str) -> HttpResponse:
-    context = {**overview(), "max_error": message, "max_value": request.POST.get("max_machines", "")}
+    context = {**dashboard_context(), "max_error": message, "max_value": request.POST.get("max_machines", "")}
     return render(request, "web/dashboard.html", context, status=400)
 
 
