@@ -3,7 +3,8 @@
 Pages redirect a logged-out visitor to the login page. A polled fragment
 cannot usefully redirect (htmx would paste the login form into a table), so
 it answers 401 with ``HX-Redirect`` and the browser goes to the login page.
-Staff-only views answer 403 to other users.
+Staff-only views answer 403 to other users. A job or a campaign is changed
+(cancelled, relabelled, stopped, …) by its owner or by staff: ``may_change``.
 """
 from __future__ import annotations
 
@@ -51,3 +52,9 @@ def staff_required(view: View) -> View:
         return view(request, *args, **kwargs)
 
     return login_required(wrapper)
+
+
+def may_change(user, row) -> bool:
+    """Whether ``user`` may change ``row`` (anything with an owner: a job, a
+    campaign): its owner or staff."""
+    return user.is_staff or (row.owner_id is not None and row.owner_id == user.pk)

@@ -18,6 +18,7 @@ from distributor.labels import REQUEST_RELABEL_MAX, relabel, selection
 from distributor.models import EtmModel, EtmVersion, Job, Target
 from distributor.models.etm import MODEL_NAME
 from sessions.etm import EtmError
+from webapp.access import may_change
 from webapp.api.auth import ApiError, api, json_body
 
 MAX_FIT_JOBS = 100
@@ -148,7 +149,7 @@ def job_relabel(request: HttpRequest, job_id: int) -> JsonResponse:
     job = Job.objects.filter(pk=job_id).first() if job_id <= MAX_ID else None
     if job is None:
         raise ApiError(404, {"job": f"no job {job_id}"})
-    if not (request.user.is_staff or job.owner_id == request.user.pk):
+    if not may_change(request.user, job):
         raise ApiError(403, {"authorization": "only its owner or staff may relabel a job"})
     etm = _body(request, {"etm"}).get("etm")
     if etm is not None and not isinstance(etm, str):

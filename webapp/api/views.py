@@ -18,6 +18,7 @@ from distributor.status import overview
 from distributor.queue import filename_error, resubmit_job
 from distributor.models import Job, JobContent, TaskJob, TaskSet
 from distributor.taskfile import DepthError, TaskFileError, load_json
+from webapp.access import may_change
 from webapp.api.auth import ApiError, api, json_body
 from webapp.api.common import fields_of as _fields, get_or_404 as _get, iso as _iso, listing as _listing, page_of as _page
 from webapp.api.schema import schema
@@ -222,7 +223,7 @@ def job(request: HttpRequest, job_id: int) -> JsonResponse:
 
 def _changeable(request: HttpRequest, job_id: int, what: str) -> Job:
     job = _get(Job.objects.select_related("target", "owner"), job_id)
-    if not (request.user.is_staff or job.owner_id == request.user.pk):
+    if not may_change(request.user, job):
         raise ApiError(403, {"authorization": f"only its owner or staff may {what} a job"})
     return job
 
@@ -377,7 +378,7 @@ def campaign(request: HttpRequest, campaign_id: int) -> JsonResponse:
 
 def _changeable_campaign(request: HttpRequest, campaign_id: int) -> Campaign:
     row = _get(Campaign.objects.select_related("target", "owner"), campaign_id)
-    if not (request.user.is_staff or row.owner_id == request.user.pk):
+    if not may_change(request.user, row):
         raise ApiError(403, {"authorization": "only its owner or staff may stop or continue a campaign"})
     return row
 

@@ -8,6 +8,7 @@ from django import template
 
 from distributor.models import EtmVersion, Job
 from distributor.summaries import Scope, labels_used
+from webapp.access import may_change
 
 register = template.Library()
 
@@ -19,7 +20,7 @@ def job_labels(context, job: Job) -> dict:
     scope = context.get("results", {}).get("scope")  # the results section's: one look at the stored parts
     rows = labels_used(scope if isinstance(scope, Scope) and scope.job == job else Scope(job=job))
     return {"job": job, "used": rows, "offers": _offers(job, rows), "csrf_token": context.get("csrf_token"),
-            "can_relabel": user.is_staff or job.owner_id == user.pk}
+            "can_relabel": may_change(user, job)}
 
 
 def _offers(job: Job, used: list[dict]) -> list[EtmVersion]:

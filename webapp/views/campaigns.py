@@ -20,7 +20,7 @@ from distributor.models import Job, TaskSet
 from distributor.results import TESTS, VERDICT_NAMES, tasksets_for
 from distributor.summaries import Scope
 from distributor.taskfile import TaskFileError
-from webapp.access import login_required
+from webapp.access import login_required, may_change
 from webapp.forms import GrowCampaignForm, RandomCampaignForm
 from webapp.progress import progress_of
 from webapp.results import label_filters, page_context, plot_response
@@ -45,7 +45,7 @@ def campaign(request: HttpRequest, campaign_id: int) -> HttpResponse:
         level["bar"] = bars.get(level["job"])
     scope = Scope(campaign=row)
     return render(request, "web/campaign.html", {
-        "campaign": row, "report": report, "may_change": _may_change(request, row),
+        "campaign": row, "report": report, "may_change": may_change(request.user, row),
         "results": page_context(scope, reverse("campaign-tasksets", args=[row.pk]),
                                 lambda name: reverse("campaign-plot", args=[row.pk, name]), scope.started()),
     })
@@ -106,13 +106,9 @@ def _field(form, option: str) -> str | None:
     return name if name in form.fields else None
 
 
-def _may_change(request: HttpRequest, row: Campaign) -> bool:
-    return request.user.is_staff or row.owner_id == request.user.pk
-
-
 def _changeable(request: HttpRequest, campaign_id: int) -> Campaign:
     row = get_object_or_404(Campaign, pk=campaign_id)
-    if not _may_change(request, row):
+    if not may_change(request.user, row):
         raise PermissionDenied("only its owner or staff may stop or continue a campaign")
     return row
 

@@ -17,7 +17,7 @@ from distributor.labels import REQUEST_RELABEL_MAX, relabel, selection
 from distributor.models import EtmModel, Job, Target
 from distributor.models.etm import MODEL_NAME
 from sessions.etm import EtmError
-from webapp.access import login_required, staff_required
+from webapp.access import login_required, may_change, staff_required
 from webapp.etm_plot import package_svg
 from webapp.params import whole_number
 
@@ -102,7 +102,7 @@ def _calibrate_form(request: HttpRequest, target: Target, errors: dict) -> HttpR
 @login_required
 def relabel_job(request: HttpRequest, job_id: int) -> HttpResponse:
     job = get_object_or_404(Job, pk=job_id)
-    if not (request.user.is_staff or job.owner_id == request.user.pk):
+    if not may_change(request.user, job):
         raise PermissionDenied("only its owner or staff may relabel a job")
     name = request.POST.get("etm", "").strip() or None
     count = selection([job.pk]).count()

@@ -18,7 +18,7 @@ from distributor.queue import resubmit_job
 from distributor.results import TESTS, VERDICT_NAMES
 from distributor.summaries import Scope
 from distributor.models import Job, JobContent, Target, TaskSet
-from webapp.access import login_required
+from webapp.access import login_required, may_change
 from webapp.downloads import export_response
 from webapp.forms import SubmitForm
 from webapp.limits import body_limit
@@ -171,7 +171,7 @@ def job(request: HttpRequest, job_id: int) -> HttpResponse:
     return render(request, "web/job.html", {
         "job": job, "page": page, "filters": filters["values"], "query": filters["query"],
         "states": TaskSet.State.choices, "outcomes": TaskSet.Outcome.choices,
-        "exports": exports.FORMATS, "can_cancel": _may_change(request, job) and job.is_active,
+        "exports": exports.FORMATS, "can_cancel": may_change(request.user, job) and job.is_active,
         "notifications": list(job.notifications.all()),
         "contents": JobContent.of_job(job.pk),
         "tests": TESTS, "verdicts": list(VERDICT_NAMES.items()),
@@ -219,15 +219,11 @@ def job_fragment(request: HttpRequest, job_id: int) -> HttpResponse:
     return render(request, "web/_job_live.html", {"job": job}, status=200 if job.is_active else STOP_POLLING)
 
 
-def _may_change(request: HttpRequest, job: Job) -> bool:
-    return request.user.is_staff or job.owner_id == request.user.pk
-
-
 @login_required
 @require_POST
 def cancel(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _job_or_404(job_id)
-    if not _may_change(request, job):
+    if not may_change(request.user, job):
         raise PermissionDenied("only its owner or staff may cancel a job")
     if job.cancel():
         record(user_actor(request.user), "job-cancel", f"job {job.pk}", {"now": False})
