@@ -39,7 +39,7 @@ from fractions import Fraction
 from itertools import groupby
 from typing import Any, Iterable, Protocol
 
-from sessions.outcomes import JobResult, judge_job, kill_after, must_end_within, relative_deadline
+from sessions.outcomes import JobResult, judge_job, kill, must_end_within, relative_deadline
 
 ANALYSIS_VERSION = 3  # bump whenever a verdict could change for the same input
 SCHEMA_VERSION = 2
@@ -65,6 +65,7 @@ class _Task:
     t: int  # period (ms); 0 = back to back
     must: int | None  # a job must end within this after its release; None = never misses
     kill: int | None  # the job is killed this long after its release
+    kill_exit: str | None  # and ends with this exit type (outcomes.kill)
     rank_d: int | None  # the relative deadline the 128 band orders by
     o: int
     n: int
@@ -160,9 +161,11 @@ def empty_result(etm: ExecutionTimeModel | None = None) -> dict:
 
 
 def _task(task: dict, etm: ExecutionTimeModel) -> _Task:
+    after, exit_type = kill(task) or (None, None)
     return _Task(
         spec=task, id=int(task["id"]), c=int(etm.execution_time_ms(task["pkg"], int(task.get("arg1", 0)))),
-        t=int(task["period"]), must=must_end_within(task), kill=kill_after(task), rank_d=relative_deadline(task),
+        t=int(task["period"]), must=must_end_within(task), kill=after, kill_exit=exit_type,
+        rank_d=relative_deadline(task),
         o=int(task.get("offset", 0)), n=int(task.get("numberofjobs", 1)),
         prio=int(task.get("priority", 127)), core=int(task.get("coreoffset", 0)), cores=int(task.get("cores", 1)),
     )
@@ -507,7 +510,7 @@ class _Simulation:
         if job.remaining == 0:
             self._end(job, then, "EXIT")
         for other in [j for j in self.pending if j.kill_at is not None and j.kill_at <= then]:
-            self._end(other, then, _kill_type(other))
+            self._end(other, then, other.task.kill_exit)
         return then
 
     def _end(self, job: _Job, now: int, exit_type: str) -> None:
@@ -519,12 +522,6 @@ class _Simulation:
         self.jobs.append(judge_job(task.spec, job.number, job.release, start, now, exit_type))
         if not task.periodic and self.released[task.id] < task.n:
             self.next_release[task.id] = now
-
-
-def _kill_type(job: _Job) -> str:
-    """Which kill ends a job at its kill time (the period end wins a tie, as in SimSo)."""
-    task = job.task
-    return "EXIT_PERIOD" if task.periodic and task.kill == task.t else "EXIT_CRITICAL"
 
 
 def simulate_jobs(tasks: list[dict], etm: ExecutionTimeModel) -> list[JobResult]:

@@ -14,8 +14,9 @@ Per job (times in ms from the start of the task-set):
   ``deadline`` is 0; none when both are 0 (such a job only misses if killed).
   It is also the deadline the scheduler orders the priority-128 band by;
 * **kill time** — release + the smaller positive of ``period`` and
-  ``criticaltime``: the loader kills a job still running then (EXIT_PERIOD,
-  EXIT_CRITICAL; NOT_SCHEDULED if it never ran);
+  ``criticaltime``: the loader kills a job still running then (EXIT_PERIOD
+  at the period end, EXIT_CRITICAL at the critical time, EXIT_PERIOD when
+  both fall together; NOT_SCHEDULED if it never ran). ``kill`` gives both;
 * **deadline met** — the job ended EXIT at or before its absolute deadline.
   A killed or never-run job missed. A job that ran out of memory or
   capabilities (OUT_OF_QUOTA, OUT_OF_CAPS) before its deadline neither met
@@ -53,10 +54,24 @@ def relative_deadline(task: Mapping) -> int | None:
     return int(task.get("deadline") or 0) or int(task["period"]) or None
 
 
+def kill(task: Mapping) -> tuple[int, str] | None:
+    """How long after its release a job still running is killed, and with
+    which exit type; None if never. The earlier of the period end
+    (EXIT_PERIOD) and the critical time (EXIT_CRITICAL), the positive ones;
+    on a tie the period end wins. The one rule SimSo's kills and the
+    analysis's simulation both follow."""
+    period, critical = int(task["period"]), int(task.get("criticaltime") or 0)
+    if period > 0 and not 0 < critical < period:
+        return period, "EXIT_PERIOD"
+    if critical > 0:
+        return critical, "EXIT_CRITICAL"
+    return None
+
+
 def kill_after(task: Mapping) -> int | None:
     """How long after its release a job is killed, if ever."""
-    times = [int(task["period"]), int(task.get("criticaltime") or 0)]
-    return min([t for t in times if t > 0], default=None)
+    killed = kill(task)
+    return None if killed is None else killed[0]
 
 
 def must_end_within(task: Mapping) -> int | None:

@@ -28,8 +28,8 @@ What is simulated (times in whole ms):
 * **Kills.** A job still running at its period end (``period`` > 0) is killed
   there: EXIT_PERIOD. With ``criticaltime`` > 0 a job still running
   ``criticaltime`` ms after its release is killed: EXIT_CRITICAL. The earlier
-  kill wins; on a tie the period end wins. A job that completes at the very
-  instant of its kill ends normally. A killed job that never got the CPU
+  kill wins; on a tie the period end wins (``sessions.outcomes.kill``). A job
+  that completes at the very instant of its kill ends normally. A killed job that never got the CPU
   before the kill is reported NOT_SCHEDULED with start = end = kill time. A
   deadline miss alone kills nothing: the job ends late with EXIT.
 * **Events.** START at a job's first dispatch (SimSo's ``start_date`` is its
@@ -65,7 +65,7 @@ from simso.core.Task import GenericTask, task_types
 from sessions import etm, register
 from sessions.base import Session, SessionInfo, TargetFailure
 from sessions.events import RawEvent
-from sessions.outcomes import relative_deadline
+from sessions.outcomes import kill, relative_deadline
 
 CYCLES_PER_MS = 1000
 NO_PRIORITY = 128
@@ -141,24 +141,22 @@ class GenodeTask(GenericTask):
 
     def _run_periodic(self, job: GenodeJob, release: int, last: bool):
         period = self.spec["period"] * CYCLES_PER_MS
-        critical = self.spec["criticaltime"] * CYCLES_PER_MS
-        if critical and critical < period:
-            kill_at, reason = release + critical, "EXIT_CRITICAL"
-        else:
-            kill_at, reason = release + period, "EXIT_PERIOD"
-        yield hold, self, kill_at - self.sim.now()
+        after, reason = kill(self.spec)  # a periodic task is always killed, at the latest at its period end
+        yield hold, self, release + after * CYCLES_PER_MS - self.sim.now()
         yield from self._kill_if_running(job, reason)
         if not last and self.sim.now() < release + period:
             yield hold, self, release + period - self.sim.now()
 
     def _run_back_to_back(self, job: GenodeJob):
+        killed = kill(self.spec)
         self._waiting_for_end = True
-        if self.spec["criticaltime"]:
-            yield hold, self, self.spec["criticaltime"] * CYCLES_PER_MS
+        if killed is None:
+            yield passivate, self  # until the job ends: end_job wakes it
         else:
-            yield passivate, self
+            yield hold, self, killed[0] * CYCLES_PER_MS  # or until the job ends, if earlier
         self._waiting_for_end = False
-        yield from self._kill_if_running(job, "EXIT_CRITICAL")
+        if killed is not None:
+            yield from self._kill_if_running(job, killed[1])
 
     def _kill_if_running(self, job: GenodeJob, reason: str):
         """At a kill time: kill a job with work left; one that completes at

@@ -12,7 +12,7 @@ import pytest
 
 from sessions.base import TargetFailure
 from sessions.events import EventTracker, RawEvent
-from sessions.outcomes import JobResult, Miss, Outcome, SetResult
+from sessions.outcomes import JobResult, Miss, Outcome, SetResult, kill, kill_after
 
 
 def task(task_id: int, period: int, deadline: int = 0, numberofjobs: int = 1, **fields: int) -> dict:
@@ -139,6 +139,21 @@ def test_the_absolute_deadline_is_release_plus_deadline_else_period_else_none() 
     assert [(job.task_id, job.release_ms, job.deadline_abs_ms) for job in jobs] == [
         (0, 1, 4), (1, 1, 11), (2, 0, 7), (2, 4, 11), (3, 0, None), (3, 50, None)]
     assert all(job.deadline_met for job in jobs)
+
+
+@pytest.mark.parametrize(("period", "criticaltime", "expected"), [
+    (10, 0, (10, "EXIT_PERIOD")),
+    (10, 4, (4, "EXIT_CRITICAL")),
+    (10, 10, (10, "EXIT_PERIOD")),  # a tie: the period end wins
+    (10, 15, (10, "EXIT_PERIOD")),
+    (0, 6, (6, "EXIT_CRITICAL")),  # back to back: only the critical time kills
+    (0, 0, None),
+])
+def test_a_job_is_killed_at_the_earlier_of_its_period_end_and_critical_time(period, criticaltime, expected) -> None:
+    """The one kill rule SimSo and the analysis's simulation both take."""
+    spec = task(0, period, criticaltime=criticaltime)
+    assert kill(spec) == expected
+    assert kill_after(spec) == (None if expected is None else expected[0])
 
 
 def test_the_first_miss_is_the_earliest_deadline_that_passed() -> None:
