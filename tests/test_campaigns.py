@@ -272,6 +272,12 @@ def test_the_grow_status_and_list_commands_show_progress():
     call_command("campaign", "status", str(campaign.pk), "--json", stdout=status)
     report = json.loads(status.getvalue())
     assert report["levels"][0]["finished"] == 2 and report["levels"][0]["sets"] == 4
+    level = report["levels"][0]
+    schedulable = TaskSet.objects.filter(job_id=level["job"], state="finished", outcome="schedulable").count()
+    assert level["schedulable"] == level["successful"] == schedulable, "successful: the old name, kept"
+    text = io.StringIO()
+    call_command("campaign", "status", str(campaign.pk), stdout=text)
+    assert f"{schedulable} schedulable" in text.getvalue()
     listing = io.StringIO()
     call_command("campaign", "list", stdout=listing)
     assert f"{campaign.pk}\tgrow\trunning" in listing.getvalue()

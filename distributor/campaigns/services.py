@@ -98,7 +98,7 @@ def advance(campaign: Campaign) -> bool:
         return _end(campaign, Campaign.State.FINISHED)
     candidates = _next_sets(campaign)
     if not candidates:
-        return _end(campaign, Campaign.State.FINISHED, f"no successful set of level {campaign.level} to grow")
+        return _end(campaign, Campaign.State.FINISHED, f"no schedulable set of level {campaign.level} to grow")
     return _submit_level(campaign, campaign.level + 1, candidates)
 
 
@@ -188,7 +188,7 @@ def _single_sets(campaign: Campaign) -> list[tuple[list[int], list[dict]]]:
     return sets
 
 
-def _successful(campaign: Campaign, number: int) -> list[CampaignSet]:
+def _schedulable(campaign: Campaign, number: int) -> list[CampaignSet]:
     """The sets of a level whose task-set finished schedulable, in variant order."""
     job_id = CampaignLevel.objects.filter(campaign=campaign, number=number).values_list("job_id", flat=True).get()
     good = set(TaskSet.objects.filter(job_id=job_id, state=TaskSet.State.FINISHED,
@@ -198,13 +198,13 @@ def _successful(campaign: Campaign, number: int) -> list[CampaignSet]:
 
 
 def _next_sets(campaign: Campaign) -> list[tuple[list[int], list[dict]]]:
-    """Level n+1: each successful set of level n with each successful single
+    """Level n+1: each schedulable set of level n with each schedulable single
     task it does not hold yet; a set reached twice (or run before) once."""
-    singles = _successful(campaign, 1)
+    singles = _schedulable(campaign, 1)
     tasks_of = _single_tasks(campaign)
     seen = set(CampaignSet.objects.filter(campaign=campaign).values_list("digest", flat=True))
     candidates = []
-    for grown in _successful(campaign, campaign.level):
+    for grown in _schedulable(campaign, campaign.level):
         for single in singles:
             member = single.members[0]
             if member in grown.members:
@@ -232,15 +232,17 @@ def status(campaign: Campaign) -> dict:
     campaign.refresh_from_db()
     levels = []
     for level in campaign.levels.select_related("job").order_by("number"):
-        counts = {"finished": 0, "successful": 0}
+        counts = {"finished": 0, "schedulable": 0}
         if level.job_id:
             counts = TaskSet.objects.filter(job_id=level.job_id).aggregate(
                 finished=Count("id", filter=Q(state=TaskSet.State.FINISHED)),
-                successful=Count("id", filter=Q(state=TaskSet.State.FINISHED, outcome=TaskSet.Outcome.SCHEDULABLE)),
+                schedulable=Count("id", filter=Q(state=TaskSet.State.FINISHED, outcome=TaskSet.Outcome.SCHEDULABLE)),
             )
+        # "successful": the old name of "schedulable", kept for scripts (not the
+        # exports' "successful", every job ended EXIT)
         levels.append({
             "level": level.number, "job": level.job_id, "job_state": level.job.state if level.job else None,
-            "sets": level.sets, "candidates": level.candidates, **counts,
+            "sets": level.sets, "candidates": level.candidates, **counts, "successful": counts["schedulable"],
             "progress": level.job.progress() if level.job else None,
         })
     return {

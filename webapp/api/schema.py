@@ -189,7 +189,9 @@ CAMPAIGN = {"type": "object", "required": ["id", "name", "kind", "state", "level
     "levels": {"type": "array", "items": {"type": "object", "properties": {
         "level": {"type": "integer"}, "job": {"type": "integer", "nullable": True},
         "job_state": {"type": "string", "nullable": True}, "sets": {"type": "integer"},
-        "candidates": {"type": "integer"}, "finished": {"type": "integer"}, "successful": {"type": "integer"},
+        "candidates": {"type": "integer"}, "finished": {"type": "integer"},
+        "schedulable": {"type": "integer", "description": "task-sets that finished schedulable"},
+        "successful": {"type": "integer", "deprecated": True, "description": "the old name of schedulable"},
         "progress": {"type": "object", "nullable": True}, "job_url": {"type": "string", "nullable": True}}}},
 }}
 CAMPAIGN_BODY = {"type": "object", "required": ["kind", "seed"], "properties": {

@@ -346,7 +346,7 @@ def _campaign(request: HttpRequest, row: Campaign, report: dict | None = None) -
     if report is not None:
         data["params"] = report["params"]
         data["levels"] = [{**{key: level[key] for key in ("level", "job", "job_state", "sets", "candidates",
-                                                             "finished", "successful", "progress")},
+                                                             "finished", "schedulable", "successful", "progress")},
                            "job_url": request.build_absolute_uri(reverse("api-job", args=[level["job"]]))
                            if level["job"] else None} for level in report["levels"]]
     return data

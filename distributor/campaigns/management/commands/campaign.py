@@ -117,7 +117,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  note: {report['last_error']}")
         for level in report["levels"]:
             self.stdout.write(f"  level {level['level']}: job {level['job']} ({level['job_state']}), "
-                              f"{level['finished']}/{level['sets']} finished, {level['successful']} successful, "
+                              f"{level['finished']}/{level['sets']} finished, {level['schedulable']} schedulable, "
                               f"{level['candidates']} candidates")
 
     def _list(self, opts):
