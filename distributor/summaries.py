@@ -88,7 +88,7 @@ class Scope:
         """How many task-sets exist: a row for every variant ever started
         (``Job.cursor``), so no row is counted."""
         if self.job is not None:
-            return self.job.cursor - self.job.offset
+            return self.job.started
         return sum(cursor - offset for cursor, offset in self.job_ids().values_list("cursor", "offset"))
 
     def is_active(self) -> bool:

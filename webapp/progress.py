@@ -1,8 +1,9 @@
 """Progress, rate and ETA of jobs, for pages that show many jobs at once.
 
 ``Job.progress()`` costs a query per job; the dashboard and the jobs list show
-a page of jobs every two seconds, so ``progress_of`` computes the same numbers
-for a whole page in at most two grouped queries (a test holds the two equal).
+a page of jobs every two seconds, so ``progress_of`` counts for a whole page
+in at most two grouped queries and leaves the arithmetic to the same
+``Job.progress_from``.
 """
 from __future__ import annotations
 
@@ -51,18 +52,7 @@ def progress_of(jobs: list[Job]) -> dict[int, Progress]:
     cancelled = _counts(cancelled_ids, TaskSet.State.CANCELLED) if cancelled_ids else {}
     result = {}
     for job in jobs:
-        run = running.get(job.pk, 0)
-        done = job.finished_count + job.bad_count
-        gone = cancelled.get(job.pk, 0) + job.variant_count - job.cursor if job.state == Job.State.CANCELLED else 0
-        result[job.pk] = Progress(
-            total=job.total,
-            queued=max(job.total - done - run - gone, 0),
-            running=run,
-            finished=job.finished_count,
-            bad=job.bad_count,
-            cancelled=gone,
-            percent=round(100 * done / job.total, 1) if job.total else 100.0,
-        )
+        result[job.pk] = Progress(**job.progress_from(running.get(job.pk, 0), cancelled.get(job.pk, 0)))
     return result
 
 

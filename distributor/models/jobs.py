@@ -103,6 +103,11 @@ class Job(models.Model):
         return self.variant_count - self.offset
 
     @property
+    def started(self) -> int:
+        """Task-sets that exist: a row for every variant ever started, so no row is counted."""
+        return self.cursor - self.offset
+
+    @property
     def is_active(self) -> bool:
         return self.state in self.ACTIVE_STATES
 
@@ -111,10 +116,16 @@ class Job(models.Model):
         from distributor.models import TaskSet
 
         running = self.tasksets.filter(state=TaskSet.State.RUNNING).count()
-        done = self.finished_count + self.bad_count
         cancelled = self.tasksets.filter(state=TaskSet.State.CANCELLED).count() if self.state == self.State.CANCELLED else 0
-        if self.state == self.State.CANCELLED:
-            cancelled += self.variant_count - self.cursor
+        return self.progress_from(running, cancelled)
+
+    def progress_from(self, running: int, cancelled_rows: int) -> dict:
+        """The progress counts from the task-sets running and, of a cancelled
+        job, cancelled (counted by the caller: one job, or a page of jobs in
+        grouped queries, webapp.progress); variants never started count as
+        cancelled once the job is."""
+        done = self.finished_count + self.bad_count
+        cancelled = cancelled_rows + self.variant_count - self.cursor if self.state == self.State.CANCELLED else 0
         queued = max(self.total - done - running - cancelled, 0)
         return {
             "total": self.total,

@@ -22,7 +22,7 @@ def job_results(request: HttpRequest, job_id: int) -> JsonResponse:
     document = api_document(
         Scope(job=job), request.build_absolute_uri(reverse("api-job-tasksets", args=[job.pk])),
         lambda name: request.build_absolute_uri(reverse("job-plot", args=[job.pk, name])))
-    return JsonResponse({"job": job.pk, "started": job.cursor - job.offset, **document})
+    return JsonResponse({"job": job.pk, "started": job.started, **document})
 
 
 @api("GET")

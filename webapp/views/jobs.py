@@ -166,7 +166,7 @@ def job(request: HttpRequest, job_id: int) -> HttpResponse:
     if not filters["values"]:
         # A row exists for every variant ever started, and only for those:
         # the cursor counts them without counting 10^5 rows on every view.
-        paginator.count = job.cursor - job.offset
+        paginator.count = job.started
     page = paginator.get_page(request.GET.get("page"))
     return render(request, "web/job.html", {
         "job": job, "page": page, "filters": filters["values"], "query": filters["query"],
@@ -176,7 +176,7 @@ def job(request: HttpRequest, job_id: int) -> HttpResponse:
         "contents": JobContent.of_job(job.pk),
         "tests": TESTS, "verdicts": list(VERDICT_NAMES.items()),
         "results": page_context(Scope(job=job), reverse("job", args=[job.pk]),
-                                lambda name: reverse("job-plot", args=[job.pk, name]), job.cursor - job.offset),
+                                lambda name: reverse("job-plot", args=[job.pk, name]), job.started),
     })
 
 
