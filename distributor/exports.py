@@ -48,7 +48,7 @@ from django.db.models import (BigIntegerField, Case, CharField, Exists, Expressi
 from django.db.models.functions import Cast, Concat, Length, Substr
 from django.utils import timezone
 
-from distributor.analysis import LABEL_COLUMNS, TASK_LABEL_COLUMNS, flat_labels, task_labels
+from distributor.label_columns import LABEL_COLUMNS, TASK_LABEL_COLUMNS, flat_labels, task_labels
 from distributor.models import JobContent, Machine, Target, Task, TaskJob, TaskSet
 from distributor.taskfile import QUOTA_UNITS, quota_bytes
 

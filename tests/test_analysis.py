@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from distributor.analysis import LABEL_COLUMNS, agreement, agreement_table, analyse, flat_labels
+from distributor.analysis import analyse
+from distributor.label_columns import LABEL_COLUMNS, flat_labels
 from tests.arg_is_time import ArgIsTime
 
 
@@ -151,27 +150,3 @@ def test_a_model_that_refuses_a_package_gives_an_error_not_an_exception():
     result = analyse([task(0, 1, 4, 0)], Refusing())
     assert result["error"].startswith("execution-time model")
     assert result["verdict"] is None and set(result) == set(analyse([task(0, 1, 4, 0)], ArgIsTime()))
-
-
-def test_agreement_counts_each_verdict_against_the_measurement():
-    good = analyse([task(0, 1, 4, 0)], ArgIsTime())
-    bad = analyse([task(0, 2, 4, 0), task(1, 3, 6, 1)], ArgIsTime())
-    rows = {row["test"]: row for row in agreement_table([(True, good), (False, bad), (True, bad), (True, None)])}
-    assert rows["rta"]["compared"] == 3 and rows["rta"]["agree"] == 2
-    assert rows["rta"]["analysis_no_measured_yes"] == 1 and rows["rta"]["not_applicable"] == 1
-    assert rows["edf"]["compared"] == 0 and rows["edf"]["agreement"] is None
-    assert rows["liu_layland"]["both_schedulable"] == 1
-
-
-@pytest.mark.django_db
-def test_agreement_of_a_job_reads_its_finished_tasksets(stdio_target):
-    from distributor.models import Job, TaskSet
-
-    job = Job.objects.create(name="j", target=stdio_target, spec={}, variant_count=3, cursor=3)
-    good = analyse([task(0, 1, 4, 0)], ArgIsTime())
-    TaskSet.objects.create(job=job, variant=0, state="finished", outcome="schedulable", analysis=good)
-    TaskSet.objects.create(job=job, variant=1, state="finished", outcome="unschedulable", analysis=good)
-    TaskSet.objects.create(job=job, variant=2, state="bad", analysis=good)
-    rows = {row["test"]: row for row in agreement(job)}
-    assert rows["verdict"]["compared"] == 2
-    assert rows["verdict"]["analysis_yes_measured_no"] == 1

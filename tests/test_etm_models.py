@@ -10,7 +10,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from distributor import calibration
-from distributor.analysis import analyse, flat_labels
+from distributor.analysis import analyse
+from distributor.label_columns import flat_labels
 from distributor.labels import etm_for
 from distributor.models import AuditEntry, Calibration, EtmModel, EtmVersion, Machine, Target, TaskSet
 from distributor.queue import claim_next, submit_job

@@ -9,9 +9,10 @@ from html import unescape
 import pytest
 
 from distributor import results
-from distributor.analysis import empty_result
+from distributor.analysis import analyse, empty_result
 from distributor.campaigns.models import Campaign, CampaignLevel
 from distributor.models import Job, TaskSet
+from tests.arg_is_time import ArgIsTime
 from webapp.models import ApiToken
 
 SCHEDULABLE, UNSCHEDULABLE, RESOURCE = "schedulable", "unschedulable", "resource"
@@ -70,6 +71,35 @@ def test_the_matrix_counts_each_finished_set_once_per_test(job):
         per_outcome = sum(1 for o, _, state in SETS if o == outcome and state == "finished")
         assert all(sum(cells.values()) == per_outcome for cells in overall[outcome].values())
     assert (summary.disagree, summary.disagree_exact) == (2, 2)  # the exact no measured schedulable, and vice versa
+
+
+def test_the_matrix_reads_the_analysis_as_it_labels_a_set(stdio_target):
+    """Real labels, not hand-built ones: a failed bound test says nothing
+    (unknown, not no: its verdict is yes or unknown), a test that does not
+    apply is na, an unlabelled set is na everywhere, a bad set is in no count."""
+    def periodic(task_id: int, c: int, period: int, priority: int) -> dict:
+        return {"id": task_id, "pkg": "idle", "arg1": c, "period": period, "priority": priority, "deadline": 0,
+                "offset": 0, "numberofjobs": 10, "criticaltime": 0, "quota": "1M", "caps": 10, "cores": 1,
+                "coreoffset": 0}
+
+    good = analyse([periodic(0, 1, 4, 0)], ArgIsTime())  # U = 0.25: every bound passes, RTA yes
+    bad = analyse([periodic(0, 2, 4, 0), periodic(1, 3, 6, 1)], ArgIsTime())  # U = 1: bounds fail, RTA no
+    sets = [(SCHEDULABLE, good, "finished"), (UNSCHEDULABLE, bad, "finished"), (SCHEDULABLE, bad, "finished"),
+            (SCHEDULABLE, None, "finished"), (UNSCHEDULABLE, good, "finished"), ("", good, "bad")]
+    job = Job.objects.create(name="real labels", target=stdio_target, spec={}, variant_count=len(sets),
+                             cursor=len(sets))
+    TaskSet.objects.bulk_create([TaskSet(job=job, variant=variant, state=state, outcome=outcome, analysis=analysis)
+                                 for variant, (outcome, analysis, state) in enumerate(sets)])
+    summary = results.summarise(results.tasksets_for(job=job))
+    assert summary.finished == 5
+    assert summary.matrix[SCHEDULABLE]["rta"] == {"yes": 1, "no": 1, "unknown": 0, "na": 1}
+    assert summary.matrix[UNSCHEDULABLE]["rta"] == {"yes": 1, "no": 1, "unknown": 0, "na": 0}
+    for test in ("liu_layland", "hyperbolic"):
+        assert summary.matrix[SCHEDULABLE][test] == {"yes": 1, "no": 0, "unknown": 1, "na": 1}
+        assert summary.matrix[UNSCHEDULABLE][test] == {"yes": 1, "no": 0, "unknown": 1, "na": 0}
+    assert summary.matrix[SCHEDULABLE]["edf"]["na"] == 3  # fixed priorities: EDF applies to none
+    assert summary.matrix[UNSCHEDULABLE]["verdict"] == {"yes": 1, "no": 1, "unknown": 0, "na": 0}
+    assert summary.disagree == 2  # good measured unschedulable, bad measured schedulable
 
 
 def test_the_bins_count_the_timed_labelled_sets(job):
