@@ -204,7 +204,7 @@ class Job(models.Model):
                     cancel_now=True)
             if not changed:
                 return False
-            TaskSet.objects.filter(job=self, state=TaskSet.State.QUEUED).update(state=TaskSet.State.CANCELLED)
+            TaskSet.cancel_queued(self)
         self.refresh_from_db()
         return True
 
@@ -220,10 +220,8 @@ class Job(models.Model):
             if not Job.objects.filter(pk=self.pk, state=self.State.CANCELLED).update(
                     state=self.State.RUNNING if started else self.State.QUEUED, ended_at=None, cancel_now=False):
                 return False
-            TaskSet.objects.filter(job=self, state=TaskSet.State.CANCELLED).update(
-                state=TaskSet.State.QUEUED, ended_at=None, last_error="")
-            Notification.objects.filter(job=self, event=Notification.Event.JOB_ENDED).update(
-                state=Notification.State.WAITING, attempts=0, due_at=None, next_try_at=None, sent_at=None, last_error="")
+            TaskSet.requeue_cancelled(self)
+            Notification.rearm(self)
         self.refresh_from_db()
         return True
 

@@ -68,6 +68,13 @@ class Notification(models.Model):
                                   ).update(state=cls.State.PENDING, due_at=now, next_try_at=now)
 
     @classmethod
+    def rearm(cls, job) -> int:
+        """A cancelled job continues (``Job.reopen_cancelled``): its end
+        messages wait for its new end, as if never sent or tried. Returns how many."""
+        return cls.objects.filter(job=job, event=cls.Event.JOB_ENDED).update(
+            state=cls.State.WAITING, attempts=0, due_at=None, next_try_at=None, sent_at=None, last_error="")
+
+    @classmethod
     def make_bad_due(cls) -> list[int]:
         """For each running job with ``notify_bad`` whose bad task-sets grew
         and whose last such message is BAD_NOTICE_PAUSE old: one message to

@@ -291,12 +291,33 @@ class TaskSet(models.Model):
         """Just put back in the queue: if its job was cancelled meanwhile it
         ends cancelled, as the cancel ended the job's other queued task-sets
         (else it would wait forever in a job that hands out nothing)."""
-        from distributor.models import Job
-
-        if TaskSet.objects.filter(pk=self.pk, state=self.State.QUEUED, job__state=Job.State.CANCELLED).update(
-                state=self.State.CANCELLED, ended_at=timezone.now()):
+        if TaskSet.cancel_queued(self.job_id, only=self.pk):
             return self.State.CANCELLED
         return self.State.QUEUED
+
+    @classmethod
+    def cancel_queued(cls, job, only: int | None = None) -> int:
+        """The queued task-sets of a cancelled job (``only`` the one with
+        that id) end cancelled, unrun, whether the cancel finds them queued
+        (``Job.cancel``) or they come back to the queue after it. They end
+        now, like any set that ends: exports select by ``ended_at``
+        (``Selection.since``). The job's state is checked in the same
+        statement, so a job continued meanwhile keeps them queued. Returns
+        how many ended."""
+        from distributor.models import Job
+
+        queued = TaskSet.objects.filter(job=job, state=cls.State.QUEUED, job__state=Job.State.CANCELLED)
+        if only is not None:
+            queued = queued.filter(pk=only)
+        return queued.update(state=cls.State.CANCELLED, ended_at=timezone.now())
+
+    @classmethod
+    def requeue_cancelled(cls, job) -> int:
+        """A cancelled job continues (``Job.reopen_cancelled``): the sets its
+        cancel ended unrun, or stopped (cancel now), are queued again as if
+        they had never ended. Returns how many."""
+        return TaskSet.objects.filter(job=job, state=cls.State.CANCELLED).update(
+            state=cls.State.QUEUED, ended_at=None, last_error="")
 
     def _open_attempt(self) -> models.QuerySet:
         """The attempt in progress (a forgiven attempt's number is used again)."""
