@@ -31,8 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
-from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import QuerySet
 
 from distributor.analysis import ANALYSIS_VERSION, analyse
 from distributor.models import Job, Target, Task, TaskSet
@@ -172,12 +171,7 @@ def label_texts(model: ExecutionTimeModel, sets: list[tuple[int, list[dict]]]) -
 
 def _store(count: int, jobs: set[int], result: Callable[[], list[tuple[int, str]]], done: Relabelled,
            progress: Progress | None) -> None:
-    labels = result()
-    with transaction.atomic():
-        store_analyses(labels)
-        # in the same transaction: a stored results summary of these jobs is
-        # never taken for the new labels' (distributor.summaries)
-        Job.objects.filter(pk__in=jobs).update(results_generation=F("results_generation") + 1)
+    store_analyses(result(), jobs)  # one transaction, with the jobs' results marked stale
     done.count += count
     if progress is not None:
         progress(done.count, done.total)

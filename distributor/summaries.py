@@ -7,7 +7,7 @@ a task-set of the scope ends, or when stored labels change. The key of a
 job's state is therefore its ended counts (``Job.finished_count`` and
 ``bad_count``, tallied in the transaction that ends a set, so the engine's
 hot path keeps no extra counter) and its ``results_generation``, bumped in
-the transaction of a relabel. A campaign's key is its level jobs' keys.
+the transaction that stores labels (``tasksets.store_analyses``). A campaign's key is its level jobs' keys.
 
 A part is computed between two reads of the key; it is settled when both
 reads agree: no commit that changes the figures happened in between, so the

@@ -6,6 +6,7 @@ shown "as of" their time; a summary is never stored as current for a state
 its figures are not of."""
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from unittest import mock
 
@@ -15,9 +16,12 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from distributor import reconciler, summaries
+from distributor.analysis import analyse
 from distributor.campaigns.models import Campaign, CampaignLevel
 from distributor.labels import relabel
 from distributor.models import Job, ResultsSummary, TaskSet
+from distributor.models.tasksets import store_analyses
+from sessions import etm
 from tests.test_results import SETS
 from webapp.models import ApiToken
 
@@ -106,6 +110,17 @@ def test_a_relabel_shows_in_the_next_view_even_of_a_running_job(client, job, hea
     assert after["current"] is True
     assert after["agreement"] != before["agreement"]
     assert after == {**client.get(f"/api/jobs/{job.pk}/results", headers=headers).json()}
+
+
+def test_labels_stored_by_any_caller_show_in_the_next_view_of_an_ended_job(client, job, headers):
+    """Storing labels marks the jobs' summaries stale itself: a caller other
+    than relabel cannot forget to, and leave the old labels' figures served."""
+    before = client.get(f"/api/jobs/{job.pk}/results", headers=headers).json()
+    empty = json.dumps(analyse([], etm.load()))
+    store_analyses([(pk, empty) for pk in job.tasksets.values_list("pk", flat=True)], {job.pk})
+    after = client.get(f"/api/jobs/{job.pk}/results", headers=headers).json()
+    assert after["current"] is True
+    assert after["agreement"] != before["agreement"]
 
 
 def test_a_running_job_shows_recent_figures_as_of_their_time(client, alice, job, headers):

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
-from django.db.models import OuterRef, Subquery, Sum, Value
+from django.db.models import F, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -71,9 +73,10 @@ class Job(models.Model):
     notify_bad = models.BooleanField(default=False, help_text="notify when task-sets turn bad, at most once a minute")
     bad_notified = models.BigIntegerField(default=0, help_text="bad task-sets its notify addresses were told of")
     bad_notified_at = models.DateTimeField(null=True, blank=True)
-    # Bumped in the transaction of anything that changes its figures without
-    # changing its ended counts (a relabel): part of its results' key
-    # (distributor.summaries), so a stored summary is never taken as current.
+    # Bumped (labels_changed) in the transaction of anything that changes its
+    # figures without changing its ended counts (a relabel): part of its
+    # results' key (distributor.summaries), so a stored summary is never taken
+    # as current.
     results_generation = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -224,6 +227,15 @@ class Job(models.Model):
             Notification.rearm(self)
         self.refresh_from_db()
         return True
+
+    @classmethod
+    def labels_changed(cls, job_ids: Iterable[int]) -> int:
+        """Their task-sets' labels were stored anew (a relabel): their figures
+        changed while their ended counts did not, so the next generation keeps
+        their stored results summaries from being taken as current
+        (``distributor.summaries``). In the transaction that stored the labels
+        (``tasksets.store_analyses`` calls it). Returns the jobs changed."""
+        return Job.objects.filter(pk__in=list(job_ids)).update(results_generation=F("results_generation") + 1)
 
     def note_bad(self, told: int, total: int) -> bool:
         """``total`` bad task-sets are being told of, ``told`` were before:

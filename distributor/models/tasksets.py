@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 
 from django.db import models, transaction
@@ -622,9 +622,11 @@ class Attempt(models.Model):
         return f"{self.taskset} attempt {self.number}"
 
 
-def store_analyses(labels: Sequence[tuple[int, str]]) -> None:
-    """Write many task-sets' labels, given as (id, JSON text) (``distributor.labels.relabel``);
-    the caller owns the transaction.
+def store_analyses(labels: Sequence[tuple[int, str]], job_ids: Iterable[int]) -> None:
+    """Write many task-sets' labels, given as (id, JSON text), of the jobs
+    ``job_ids`` (``distributor.labels.relabel``), and mark those jobs'
+    stored results stale (``Job.labels_changed``) in the same transaction:
+    labels stored never leave a summary of the old ones taken as current.
 
     Plain SQL, not ``bulk_update``: the ORM writes a CASE of one WHEN per
     row and compiles it object by object, five times the cost on SQLite and
@@ -632,6 +634,14 @@ def store_analyses(labels: Sequence[tuple[int, str]]) -> None:
     takes the chunk as one statement, the labels as one JSON array (parsed
     once by the server, no value adapted in Python); SQLite, in process,
     runs one prepared UPDATE per row."""
+    from distributor.models import Job
+
+    with transaction.atomic():
+        _write_analyses(labels)
+        Job.labels_changed(job_ids)
+
+
+def _write_analyses(labels: Sequence[tuple[int, str]]) -> None:
     if on_postgresql():
         execute(_store_analyses_statement(), ["{" + ",".join(str(pk) for pk, _ in labels) + "}",
                                               "[" + ",".join(text for _, text in labels) + "]"])
