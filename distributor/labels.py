@@ -1,4 +1,6 @@
-"""Analytic labels of stored task-sets: the one place that computes and stores them.
+"""Analytic labels of task-sets: the one place that computes them
+(``label_tasks``, which machines call too) and that stores them anew
+(``relabel``).
 
 A task-set's labels (``TaskSet.analysis``, from ``distributor.analysis``)
 need its tasks and an execution-time model, never a run. A machine labels

@@ -23,10 +23,9 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from distributor.analysis import analyse
 from distributor.environment import host_environment
 from distributor.files import UploadedFiles
-from distributor.labels import etm_for
+from distributor.labels import etm_for, label_tasks
 from distributor.models import (Attempt, DistributorConfig, Event, Fenced, HostTargetFault, Job, Machine, Orders, Slot,
                                 Task, TaskSet)
 from distributor.models.rows import database_time
@@ -504,7 +503,7 @@ class MachineWorker:
 
     def _analyse(self, tasks: list[dict]) -> dict | None:
         """Analytic labels beside the measured outcome, from the target's model."""
-        return analyse(tasks, self.etm) if self.etm else None
+        return label_tasks(tasks, self.etm) if self.etm else None
 
 
 class OutOfService(Exception):

@@ -309,7 +309,7 @@ def set_max_machines(value: int) -> DistributorConfig:
 
 def _halt(mode: str) -> int:
     with transaction.atomic():
-        DistributorConfig.objects.filter(pk=DistributorConfig.get().pk).update(halted=True)
+        DistributorConfig.get().halt()
         Machine.cancel_launches(Machine.objects.all(), "stopped before start")
         count = Machine.order(Machine.objects.all(), mode)
     tick()
@@ -328,8 +328,7 @@ def shut_down_all() -> int:
 
 def resume() -> None:
     """Lift a halt: draining machines keep going and new ones are launched."""
-    config = DistributorConfig.get()
-    DistributorConfig.objects.filter(pk=config.pk).update(halted=False)
+    DistributorConfig.get().resume()
     Machine.order(Machine.objects.filter(stop_mode=Machine.StopMode.DRAIN), Machine.StopMode.NONE)
     tick()
 

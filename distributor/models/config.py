@@ -39,6 +39,18 @@ class DistributorConfig(models.Model):
         config, _ = cls.objects.get_or_create(pk=1)
         return config
 
+    def halt(self) -> None:
+        """The operator's "shut down all" or "kill all": the reconciler launches nothing until ``resume``."""
+        self._set_halted(True)
+
+    def resume(self) -> None:
+        """The operator lifts the halt: the reconciler launches machines again."""
+        self._set_halted(False)
+
+    def _set_halted(self, halted: bool) -> None:
+        self.halted = halted
+        self.save(update_fields=["halted", "updated_at"])
+
     def check_max(self, value: int) -> int:
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValidationError({"max_machines": "must be an integer"})

@@ -22,9 +22,10 @@ class TaskSet(models.Model):
     """One variant of a job, created queued (with its tasks) in a block of
     variants when machines reach it (``distributor.queue``).
 
-    Every state change below is a compare-and-set on ``(state, machine)``: a
-    machine that was declared dead and comes back finds its task-set gone and
-    writes nothing, so a result is stored at most once.
+    Every state change below is a compare-and-set on ``state`` (and
+    ``machine`` for a running one): a machine that was declared dead and
+    comes back finds its task-set gone and writes nothing, so a result is
+    stored at most once.
     """
 
     class State(models.TextChoices):
@@ -44,7 +45,7 @@ class TaskSet(models.Model):
     # No index of its own: the unique (job, variant) index leads with it.
     job = models.ForeignKey("distributor.Job", on_delete=models.CASCADE, related_name="tasksets", db_index=False)
     variant = models.PositiveBigIntegerField()
-    state = models.CharField(max_length=16, choices=State.choices, default=State.RUNNING)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, blank=True, default="")
     attempts = models.PositiveSmallIntegerField(default=0, help_text="tries counted against the job's tries")
     # Every start, forgiven or not: it numbers attempts and their events, so a
