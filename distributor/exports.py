@@ -256,7 +256,7 @@ def _copy_bytes(header: list[str], sql: str, params) -> Iterator[bytes | bytearr
 
 # -- tasksets-csv -----------------------------------------------------------------
 
-FIRST_MISS_COLUMNS = ("first_miss_task", "first_miss_job", "first_miss_kind", "first_miss_ms")
+FIRST_MISS_COLUMNS = TaskSet.MISS_COLUMNS
 TASKSET_COLUMNS = (
     "job_id", "taskset_id", "variant", "state", "outcome", "successful", "attempts", "target", "machine_id",
     "started_at", "ended_at", "duration_s", "n_tasks", *FIRST_MISS_COLUMNS, *LABEL_COLUMNS,
@@ -305,8 +305,9 @@ def _set_rows(selection: Selection) -> Iterator[_SetRow]:
 
 
 def _first_miss(values: dict) -> list:
-    """Task 0 and job 0 are real values; only the kind is stored as "" for none."""
-    return [values[name] if name != "first_miss_kind" else values[name] or None for name in FIRST_MISS_COLUMNS]
+    """The four first-miss cells, all empty when nothing missed."""
+    miss = TaskSet.miss_in(values)
+    return [None] * len(FIRST_MISS_COLUMNS) if miss is None else [miss.task, miss.job, miss.kind, miss.at_ms]
 
 
 def _successful(values: dict) -> int | None:

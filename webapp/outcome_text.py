@@ -1,5 +1,6 @@
 """A finished task-set's measured outcome and first miss in words, for its
-page and its Gantt chart (the outcome model is ``sessions.outcomes``)."""
+page and its Gantt chart (the outcome model is ``sessions.outcomes``; the
+stored first miss is ``TaskSet.first_miss``)."""
 from __future__ import annotations
 
 from sessions.outcomes import DEADLINE_MISS, Miss
@@ -28,15 +29,6 @@ HOW = {
 
 def explain(state: str, outcome: str) -> str:
     return EXPLANATIONS.get(outcome, "") if outcome else NO_OUTCOME.get(state, "")
-
-
-def first_miss(taskset) -> Miss | None:
-    """The stored first miss of a task-set, or None (nothing missed, or a
-    result stored before misses were)."""
-    if taskset.first_miss_task is None or taskset.first_miss_ms is None:
-        return None
-    return Miss(taskset.first_miss_task, taskset.first_miss_job or 0, taskset.first_miss_kind or DEADLINE_MISS,
-                taskset.first_miss_ms)
 
 
 def describe(miss: Miss) -> str:

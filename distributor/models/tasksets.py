@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 
 from django.db import models, transaction
@@ -87,8 +87,22 @@ class TaskSet(models.Model):
             models.Index(fields=["job", "variant"], condition=Q(state="queued"), name="taskset_requeued"),
         ]
 
+    # The first miss's columns, in the exports' order (``_miss_fields`` writes them).
+    MISS_COLUMNS = ("first_miss_task", "first_miss_job", "first_miss_kind", "first_miss_ms")
+
     def __str__(self) -> str:
         return f"job {self.job_id} variant {self.variant}"
+
+    @property
+    def first_miss(self) -> Miss | None:
+        """The first miss of its run, or None: nothing missed, or no result."""
+        return self.miss_in({name: getattr(self, name) for name in self.MISS_COLUMNS})
+
+    @staticmethod
+    def miss_in(columns: Mapping) -> Miss | None:
+        """The first miss stored in ``columns`` (a row's values by
+        MISS_COLUMNS name; the exports read rows as dicts), or None."""
+        return _stored_miss(columns)
 
     # -- the queue: a block of variants in, one task-set out -------------------
 
@@ -480,11 +494,21 @@ def _labels_unless_present(analysis: dict | None) -> dict:
 
 
 def _miss_fields(miss: Miss | None) -> dict:
-    """The TaskSet columns of a first miss, all empty when nothing missed."""
+    """The TaskSet columns of a first miss, all empty when nothing missed
+    (the kind "", which no miss has: it is DEADLINE or a kill's exit type)."""
     if miss is None:
-        return {"first_miss_task": None, "first_miss_job": None, "first_miss_kind": "", "first_miss_ms": None}
-    return {"first_miss_task": miss.task, "first_miss_job": miss.job, "first_miss_kind": miss.kind,
-            "first_miss_ms": miss.at_ms}
+        return dict(zip(TaskSet.MISS_COLUMNS, (None, None, "", None)))
+    return dict(zip(TaskSet.MISS_COLUMNS, (miss.task, miss.job, miss.kind, miss.at_ms)))
+
+
+def _stored_miss(columns: Mapping) -> Miss | None:
+    """``_miss_fields`` read back: a miss only when all four columns hold
+    one, as the writer leaves them; an empty kind is never read as some
+    kind of miss."""
+    task, job, kind, at_ms = (columns[name] for name in TaskSet.MISS_COLUMNS)
+    if not kind or None in (task, job, at_ms):
+        return None
+    return Miss(task, job, kind, at_ms)
 
 
 def _finish_in_one_statement(taskset: TaskSet, machine, outcome, miss, taskjobs, events, analysis, at):

@@ -299,19 +299,14 @@ def job_tasksets(request: HttpRequest, job_id: int) -> JsonResponse:
 
 
 def _taskset(request: HttpRequest, ts: TaskSet) -> dict:
+    miss = ts.first_miss
     return {
         "id": ts.pk, "job": ts.job_id, "variant": ts.variant, "state": ts.state, "outcome": ts.outcome or None,
         "attempts": ts.attempts, "losses": ts.losses, "last_error": ts.last_error, "machine": ts.machine_id,
-        "first_miss": _first_miss(ts),
+        "first_miss": None if miss is None else miss.as_dict(),
         "started_at": _iso(ts.started_at), "ended_at": _iso(ts.ended_at), "analysis": ts.analysis,
         "url": request.build_absolute_uri(reverse("api-taskset", args=[ts.pk])),
     }
-
-
-def _first_miss(ts: TaskSet) -> dict | None:
-    if not ts.first_miss_kind:
-        return None
-    return {"task": ts.first_miss_task, "job": ts.first_miss_job, "kind": ts.first_miss_kind, "at_ms": ts.first_miss_ms}
 
 
 @api("GET")

@@ -41,7 +41,7 @@ def _chart(taskset: TaskSet, tasks: list, window) -> gantt.Chart:
     shown = list(rows.order_by("start_ms", "task_id")[: gantt.MAX_BARS + 1])
     total = len(shown) if len(shown) <= gantt.MAX_BARS else rows.count()
     return gantt.build(tasks, shown[: gantt.MAX_BARS], total=total, window=window,
-                       first_miss=outcome_text.first_miss(taskset))
+                       first_miss=taskset.first_miss)
 
 
 @login_required
@@ -55,7 +55,7 @@ def taskset(request: HttpRequest, taskset_id: int) -> HttpResponse:
     events = list(Event.objects.filter(taskset=taskset, attempt=chosen).order_by("seq")[:EVENT_ROWS]) if chosen else []
     taskjobs = list(TaskJob.objects.filter(taskset=taskset).select_related("task").order_by("task__task_id", "job_number")[:TASKJOB_ROWS])
     analysis = analysis_table.build(taskset.analysis)
-    miss = outcome_text.first_miss(taskset)
+    miss = taskset.first_miss
     return render(request, "web/taskset.html", {
         "taskset": taskset, "job": taskset.job, "tasks": tasks, "chart": _chart(taskset, tasks, window),
         "window": window, "attempts": attempts, "event_counts": sorted(event_counts.items()), "chosen": chosen,
