@@ -8,6 +8,7 @@ cluster against task-loader peers is tests/test_slot_health_engine.py."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -286,6 +287,28 @@ def test_a_broken_slot_is_quarantined_and_no_taskset_turns_bad_even_with_one_try
     assert job.tasksets.filter(state=TaskSet.State.FINISHED, attempts=1).count() == 40
     stopped = Machine.objects.get(slot=0)
     assert stopped.state == Machine.State.STOPPED and "quarantined" in stopped.last_error
+
+
+@pytest.mark.slow
+def test_task_sets_that_crash_every_target_end_bad_instead_of_quarantining_the_pool_for_ever(scripted):
+    """Task-sets that crash any target (a faulty binary) quarantine the slots
+    they run on; each slot's health check then passes, so the slot was never
+    at fault. A quarantine forgives a task-set's failures at most its job's
+    tries times: after that its failures count, and it ends bad."""
+    scripted.settings = {"quarantine_after": 3, "health_check_every": 0.1}
+    scripted.save()
+    reconciler.set_max_machines(2)
+    job = submit_job(variants_file(8, crash_at=set(range(6))), target=scripted, tries=2)
+    deadline = time.monotonic() + 60
+    while Job.objects.get(pk=job.pk).is_active and time.monotonic() < deadline:
+        run_launched(timeout=10)
+        time.sleep(0.15)  # a quarantined slot's health check comes due
+        reconciler.tick()
+    job.refresh_from_db()
+    assert (job.state, job.finished_count, job.bad_count) == (Job.State.FINISHED, 2, 6), "it ends"
+    for taskset in job.tasksets.filter(state=TaskSet.State.BAD):
+        results = list(Attempt.objects.filter(taskset=taskset).values_list("result", flat=True))
+        assert results.count(Attempt.Result.FORGIVEN) <= 2 and results.count(Attempt.Result.FAILED) >= 1, results
 
 
 @pytest.mark.slow

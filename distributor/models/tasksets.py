@@ -172,7 +172,7 @@ class TaskSet(models.Model):
         A target failure that puts its slot out of service (the quarantine
         confirms the target is at fault) is forgiven: not counted against the
         tries. Returns the new state, or None if it was taken away."""
-        if slot_out_of_service and not final:
+        if slot_out_of_service and not final and not self._forgiven_enough():
             return self._end_attempt(machine, Attempt.Result.FORGIVEN, error, bad=False, forgive=True, counter=None,
                                      failed_slot=machine.slot)
         # Read again: a quarantine elsewhere may have forgiven one of its attempts since the claim.
@@ -181,17 +181,27 @@ class TaskSet(models.Model):
         return self._end_attempt(machine, Attempt.Result.FAILED, error, bad=bad, forgive=False, counter=machine.pk,
                                  analysis=analysis, failed_slot=None if final else machine.slot)
 
+    def _forgiven_enough(self) -> bool:
+        """Quarantines forgive a task-set's target failures at most its job's
+        tries times: one that goes on failing on slot after slot, each of
+        which then passes its health check, fails by itself (a binary that
+        crashes the target) and must end bad, not travel the pool for ever."""
+        return Attempt.objects.filter(taskset_id=self.pk, result=Attempt.Result.FORGIVEN).count() >= self.job.tries
+
     @classmethod
     def forgive_slot_failures(cls, machines: models.QuerySet, since) -> int:
         """A slot was quarantined: the target failures of its streak (attempts
         that failed on its machines since ``since``) were the target's fault,
-        so none counts against its task-set's tries; a task-set they made bad
-        is queued again (its job reopened). Returns the attempts forgiven."""
+        so none counts against its task-set's tries (unless the task-set was
+        forgiven enough already); a task-set they made bad is queued again
+        (its job reopened). Returns the attempts forgiven."""
         from distributor.models import Job
 
         failed = Attempt.objects.filter(machine__in=machines, result=Attempt.Result.FAILED, ended_at__gte=since)
         forgiven = 0
         for attempt in failed.select_related("taskset__job"):
+            if attempt.taskset._forgiven_enough():
+                continue
             with transaction.atomic():
                 if not Attempt.objects.filter(pk=attempt.pk, result=Attempt.Result.FAILED).update(
                         result=Attempt.Result.FORGIVEN):
