@@ -34,6 +34,7 @@ optional; defaults in brackets):
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import re
@@ -141,37 +142,49 @@ def _index(ipr: IPRoute, name: str) -> int | None:
 
 def create_tap(slot: int, cfg: NetworkConfig) -> str:
     """Create tap *slot* fresh (a stale one from a crash is replaced), attach
-    it to the bridge and bring it up; returns its name."""
+    it to the bridge and bring it up; returns its name. Any refusal of the
+    kernel is a NetworkError (a HostFault): NetlinkError is no OSError, and
+    escaping as itself it would fail the slot, not mark the host."""
     name = cfg.tap_name(slot)
     with _ipr(cfg) as ipr:
         bridge = _index(ipr, cfg.bridge)
         if bridge is None:
             raise NetworkError(f"bridge {cfg.bridge!r} does not exist: run `python manage.py network up` first")
-        stale = _index(ipr, name)
-        if stale is not None:
-            ipr.link("del", index=stale)
-        try:
+        with _refused(f"cannot replace the stale tap {name!r}"):
+            stale = _index(ipr, name)
+            if stale is not None:
+                ipr.link("del", index=stale)
+        with _refused(f"cannot create tap {name!r}"):
             ipr.link("add", ifname=name, kind="tuntap", mode="tap")
-        except NetlinkError as error:
-            raise NetworkError(f"cannot create tap {name!r}: {error}") from None
-        index = _index(ipr, name)
-        ipr.link("set", index=index, master=bridge, state="up")
+        with _refused(f"cannot attach tap {name!r} to bridge {cfg.bridge!r} and bring it up"):
+            ipr.link("set", index=_index(ipr, name), master=bridge, state="up")
     return name
 
 
 def delete_tap(slot: int, cfg: NetworkConfig) -> None:
     """Delete tap *slot*; an absent tap (or namespace) is not an error, so
-    every exit path may call it."""
+    every exit path may call it. A tap the kernel refuses to delete is a
+    NetworkError."""
     if cfg.netns and cfg.netns not in netns.listnetns():
         return
+    name = cfg.tap_name(slot)
     with _ipr(cfg) as ipr:
-        index = _index(ipr, cfg.tap_name(slot))
+        index = _index(ipr, name)
         if index is not None:
             try:
                 ipr.link("del", index=index)
             except NetlinkError as error:
-                if error.code != 19:  # ENODEV: deleted meanwhile
-                    raise
+                if error.code != errno.ENODEV:  # deleted meanwhile
+                    raise NetworkError(f"cannot delete tap {name!r}: {error}") from None
+
+
+@contextmanager
+def _refused(what: str) -> Iterator[None]:
+    """A NetlinkError inside the block as a NetworkError saying what failed."""
+    try:
+        yield
+    except NetlinkError as error:
+        raise NetworkError(f"{what}: {error}") from None
 
 
 def list_taps(cfg: NetworkConfig) -> dict[int, str]:

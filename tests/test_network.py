@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import replace
 
 import pytest
 from django.core.management import call_command
@@ -15,7 +16,7 @@ from pyroute2 import IPRoute, netns
 
 from distributor.environment import network_config
 from sessions import qemu_network as network
-from sessions.base import HostEnvironment
+from sessions.base import HostEnvironment, HostFault
 
 
 def test_slot_macs_are_fixed_and_locally_administered():
@@ -185,3 +186,28 @@ def test_network_down_leaves_no_tap_bridge_or_dnsmasq(namespace):
     assert network.process_name(pid) is None
     assert not cfg.dnsmasq_pid_file.exists()
     call_command("network", "down")  # nothing left: still fine
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_a_tap_the_kernel_will_not_attach_is_a_network_error_a_host_fault(namespace):
+    """The kernel's refusals (NetlinkError, no OSError) are the host's: a
+    "bridge" that is no bridge cannot take a tap."""
+    cfg = replace(network_config(), bridge="lo")
+    with pytest.raises(network.NetworkError, match=r"cannot attach tap 'tap0' to bridge 'lo' .*Operation not supported"):
+        network.create_tap(0, cfg)
+    assert issubclass(network.NetworkError, HostFault)
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_a_tap_the_kernel_will_not_delete_is_a_network_error_a_host_fault(namespace):
+    """Loopback cannot be deleted: renamed as slot 5's tap it stands for any
+    tap the kernel refuses to remove, on every path that deletes one."""
+    cfg = network_config()
+    with IPRoute(netns=namespace) as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], ifname="tap5")
+    with pytest.raises(network.NetworkError, match=r"cannot delete tap 'tap5': .*Operation not supported"):
+        network.delete_tap(5, cfg)
+    with pytest.raises(network.NetworkError, match=r"cannot replace the stale tap 'tap5': .*Operation not supported"):
+        network.create_tap(5, network.up(cfg))
