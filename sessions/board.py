@@ -16,7 +16,7 @@ import string
 import subprocess
 
 from sessions import register
-from sessions.base import TargetFailure, boolean_setting, seconds_setting
+from sessions.base import HostFault, TargetFailure, boolean_setting, seconds_setting
 from sessions.genode import GenodeSession
 
 PLACEHOLDERS = ("machine_id", "slot", "address", "host", "port")
@@ -78,7 +78,7 @@ class BoardSession(GenodeSession):
         self.close()
         try:
             self.power("power_off")
-        except TargetFailure as error:
+        except (TargetFailure, HostFault) as error:
             self.log.error("board %s: %s", self.info.address, error)
 
     def reboot(self) -> None:
@@ -90,16 +90,19 @@ class BoardSession(GenodeSession):
         self.wait_until_available(self.settings["startup_timeout"], after=" after power-on")
 
     def power(self, which: str) -> None:
-        """Run the ``power_on`` or ``power_off`` command; TargetFailure if it fails."""
+        """Run the ``power_on`` or ``power_off`` command; TargetFailure if it
+        fails, HostFault if this host cannot run it at all (not installed, not
+        executable): no board of the pool could be switched from here, so
+        its slots are not to blame."""
         argv = self.command(which)
         self.log.info("board %s: %s: %s", self.info.address, which, shlex.join(argv))
         try:
             result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                     errors="replace", timeout=self.settings["power_timeout"], check=False)
-        except FileNotFoundError:
-            raise TargetFailure(f"board {self.info.address}: {which} command {argv[0]!r} not found") from None
-        except PermissionError:
-            raise TargetFailure(f"board {self.info.address}: {which} command {argv[0]!r} is not executable") from None
+        except (FileNotFoundError, PermissionError) as error:
+            missing = "is not installed" if isinstance(error, FileNotFoundError) else "is not executable"
+            raise HostFault(f"settings.{which}: command {argv[0]!r} {missing} on host "
+                            f"{self.info.host.name or 'this host'} (board {self.info.address})") from None
         except subprocess.TimeoutExpired:
             raise TargetFailure(
                 f"board {self.info.address}: {which} command did not finish within {self.settings['power_timeout']:g} s"

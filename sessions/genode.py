@@ -22,7 +22,7 @@ import time
 
 from sessions import register
 from sessions.addresses import DEFAULT_PORT, parse_address
-from sessions.base import Session, TargetFailure, boolean_setting, integer_setting, seconds_setting
+from sessions.base import HostFault, Session, TargetFailure, boolean_setting, integer_setting, seconds_setting
 from sessions.events import RawEvent
 from sessions.genode_protocol import (
     AVAILABLE, GO_SEND, REBOOT, START, STOP, MissingBinary, admission_xml, binary_message, read_word, take_events,
@@ -334,12 +334,16 @@ class GenodeSession(Session):
 
 
 def ping(host: str, timeout: float = 5.0) -> bool:
-    """One ICMP echo through the system's ping (no raw socket: no root needed)."""
+    """One ICMP echo through the system's ping (no raw socket: no root
+    needed). A ping this host cannot run is a HostFault: the same for every
+    target of the pool, so no slot is to blame."""
     try:
         result = subprocess.run([*PING_ARGV, host], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, timeout=timeout, check=False)
-    except FileNotFoundError:
-        raise TargetFailure(f"setting ping is on but the command {PING_ARGV[0]!r} is not installed") from None
+    except (FileNotFoundError, PermissionError) as error:
+        missing = "is not installed" if isinstance(error, FileNotFoundError) else "is not executable"
+        raise HostFault(f"settings.ping is on but the command {PING_ARGV[0]!r} {missing} on this host "
+                        "(apt-get install iputils-ping)") from None
     except subprocess.TimeoutExpired:
         return False
     return result.returncode == 0

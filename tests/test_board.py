@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from sessions import SessionInfo, TargetFailure, get_session_class
+from sessions import HostFault, SessionInfo, TargetFailure, get_session_class
 from sessions.board import BoardSession
 from tests.peer import TaskLoaderPeer
 
@@ -92,8 +92,21 @@ def test_stop_host_never_raises(power_log):
 
     session.stop_host()  # logged, not raised: it runs on every exit path
 
-    with pytest.raises(TargetFailure, match="power_off command '/nonexistent/poe' not found"):
-        session.power("power_off")
+
+def test_a_power_command_this_host_lacks_is_the_hosts_fault_not_the_boards(power_log, tmp_path):
+    """A host without the PoE tool cannot switch any board of the pool: the
+    host is faulty, no slot is to blame."""
+    _, command = power_log
+    session = board("127.0.0.4:3001", command, power_off="/nonexistent/poe off")
+    with pytest.raises(HostFault, match=r"settings.power_off: command '/nonexistent/poe' is not installed on host "
+                                        r"this host \(board 127.0.0.4:3001\)"):
+        session.start_host()
+
+    unexecutable = tmp_path / "poe"
+    unexecutable.write_text("#!/bin/sh\n")  # no x bit
+    session = board("127.0.0.4:3001", command, power_on=f"{unexecutable} on {{slot}}", cold_start=False)
+    with pytest.raises(HostFault, match=rf"settings.power_on: command '{unexecutable}' is not executable on host"):
+        session.start_host()
 
 
 def test_placeholders_stay_one_argument_each(power_log):

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from distributor import reconciler
 from distributor.hosts import beat
-from distributor.models import Attempt, AuditEntry, Binary, Host, HostTargetFault, Job, Machine, Target, TaskSet
+from distributor.models import Attempt, AuditEntry, Binary, Host, HostTargetFault, Job, Machine, Slot, Target, TaskSet
 from distributor.queue import submit_job
 from distributor.status import overview
 from sessions import HostFault, SessionInfo
@@ -206,3 +206,42 @@ def test_a_missing_qemu_binary_is_a_host_fault(db, settings):
                        settings={"kernel": "image.elf", "qemu": "qemu-system-nowhere", "tap": False})
     with pytest.raises(HostFault, match="settings.qemu: 'qemu-system-nowhere' is not installed on host"):
         QemuSession(info).start_host()
+
+
+def _host_fault_not_slot_fault(target, job, cause: str) -> None:
+    """The host is marked with ``cause``; no slot is blamed and no try is used."""
+    fault = HostTargetFault.objects.get()
+    assert (fault.host, fault.target_id) == (settings.DISTRIBUTOR_HOST, target.pk)
+    assert cause in fault.cause
+    assert not Slot.objects.exclude(health=Slot.Health.HEALTHY).exists(), "no slot is suspect or quarantined"
+    assert not Slot.objects.filter(failures_in_a_row__gt=0).exists()
+    assert not Attempt.objects.exists(), "no task-set was tried"
+    assert set(TaskSet.objects.filter(job=job).values_list("state", "attempts")) <= {(TaskSet.State.QUEUED, 0)}
+    machine = Machine.objects.get()  # one met the fault; none other placed on this host
+    assert machine.state == Machine.State.FAILED and cause in machine.last_error
+    assert machine.last_error.startswith("this host cannot run the target")
+
+
+@pytest.mark.parametrize("pool", ["board without its power tool", "genode without ping"])
+def test_a_tool_the_host_lacks_marks_the_host_not_the_slots(data_dir, monkeypatch, pool):
+    """A new host without the PoE tool or ``ping``: every slot of the pool
+    would fail alike, so the host is faulty and the task-sets wait for
+    another host (or the probe after health_check_every)."""
+    monkeypatch.setattr("sessions.genode.PING_ARGV", ("/nonexistent/ping", "-c", "1"))
+    Binary.store("hey", ContentFile(HEY))
+    with TaskLoaderPeer("127.0.0.9") as peer:
+        if pool.startswith("board"):
+            target = Target.objects.create(name="lab", kind="board", addresses=[peer.address],
+                                           settings={"power_on": "/nonexistent/poe on {slot}",
+                                                     "power_off": "/nonexistent/poe off {slot}"})
+            cause = "settings.power_off: command '/nonexistent/poe' is not installed on host"
+        else:
+            target = Target.objects.create(name="lab", kind="genode", addresses=[peer.address],
+                                           settings={"ping": True})
+            cause = "settings.ping is on but the command '/nonexistent/ping' is not installed on this host"
+        job = submit_job(variants_file(3), target=target, tries=3)
+        run_launched()
+        assert peer.connections == 0, "the target was never contacted"
+
+    _host_fault_not_slot_fault(target, job, cause)
+
