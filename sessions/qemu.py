@@ -256,15 +256,23 @@ class QemuSession(GenodeSession):
         """This host's verified copy of the uploaded boot image of that name
         (``Files.boot_image``: from the database); a host path only where the site
         allows them (DISTRIBUTOR_QEMU_HOST_IMAGES): whoever may edit a pool
-        must not make QEMU read any file of the host."""
+        must not make QEMU read any file of the host.
+
+        Neither found is a HostFault, not a TargetFailure: the pool names an
+        image nobody uploaded (or one since removed), or a path this host
+        lacks, so no guest can boot here and no slot is to blame. The host
+        is probed again after the pool's health_check_every, so an upload
+        (or a corrected setting) is picked up without the operator; the
+        cause names the setting for them."""
         image = self.info.files.boot_image(value)
         if image is not None:
             return str(image)
         host_paths = self.info.host.settings.get("DISTRIBUTOR_QEMU_HOST_IMAGES", False)
         if host_paths and os.path.isabs(value) and os.path.isfile(value):
             return value
-        raise TargetFailure(f"settings.{setting}: {value!r} is neither an uploaded boot image nor a host path this "
-                            f"site allows (DISTRIBUTOR_QEMU_HOST_IMAGES is {'on' if host_paths else 'off'})")
+        raise HostFault(f"settings.{setting}: {value!r} is neither an uploaded boot image nor a host path this "
+                        f"site allows (DISTRIBUTOR_QEMU_HOST_IMAGES is {'on' if host_paths else 'off'}): "
+                        "upload the image or correct the pool's setting")
 
     def _spawn(self) -> None:
         self._check_host()

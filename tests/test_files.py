@@ -155,7 +155,7 @@ def test_a_qemu_pool_boots_uploads_only_unless_the_site_allows_host_paths(db, me
     import logging
 
     from distributor.environment import host_environment
-    from sessions import SessionInfo, TargetFailure
+    from sessions import SessionInfo
     from sessions.qemu import QemuSession
 
     settings.DISTRIBUTOR_NETNS = ""
@@ -171,7 +171,7 @@ def test_a_qemu_pool_boots_uploads_only_unless_the_site_allows_host_paths(db, me
     argv = command("image.elf")
     assert argv[argv.index("-kernel") + 1] == str(tmp_path / "cache" / image.sha256)
     for value in (str(host_file), "/etc/passwd", "../../etc/passwd"):
-        with pytest.raises(TargetFailure, match=r"settings.kernel: .* is neither an uploaded boot image nor a host "
+        with pytest.raises(HostFault, match=r"settings.kernel: .* is neither an uploaded boot image nor a host "
                                                 r"path this site allows \(DISTRIBUTOR_QEMU_HOST_IMAGES is off\)"):
             command(value)
     settings.DISTRIBUTOR_QEMU_HOST_IMAGES = True

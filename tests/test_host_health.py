@@ -245,3 +245,14 @@ def test_a_tool_the_host_lacks_marks_the_host_not_the_slots(data_dir, monkeypatc
 
     _host_fault_not_slot_fault(target, job, cause)
 
+
+def test_a_boot_image_nobody_uploaded_marks_the_host_not_the_slots(data_dir):
+    """The pool names a kernel that was never uploaded (or was removed): no
+    guest boots, and no slot is to blame; the cause names the setting."""
+    Binary.store("hey", ContentFile(HEY))
+    target = Target.objects.create(name="vm", kind="qemu",
+                                   settings={"kernel": "never-uploaded.elf", "qemu": "true", "tap": False})
+    job = submit_job(variants_file(3), target=target, tries=3)
+    run_launched()
+
+    _host_fault_not_slot_fault(target, job, "settings.kernel: 'never-uploaded.elf' is neither an uploaded boot image")

@@ -26,7 +26,7 @@ from pyroute2 import netns
 from distributor.environment import host_environment, network_config
 from distributor.files import UploadedFiles
 from sessions import qemu_network as network
-from sessions import EventTracker, SessionInfo, TargetFailure
+from sessions import EventTracker, HostFault, SessionInfo, TargetFailure
 
 GUEST_DIR = Path(__file__).parent / "guest"
 TASK_PROGRAMS = ("hey", "pi", "cond_42", "cond_mod", "linpack", "tumatmul", "namaste", "idle")
@@ -175,10 +175,12 @@ def test_qemu_pool_settings_are_checked_by_name():
     assert QemuSession.check_settings({"kernel": "image.elf"}, []) == {}
 
 
-def test_an_unknown_kernel_is_a_target_failure_naming_the_setting(tmp_path, db, settings):
+def test_an_unknown_kernel_is_a_host_fault_naming_the_setting(tmp_path, db, settings):
+    """No guest can boot from an image nobody uploaded: not the slot's fault."""
     settings.DISTRIBUTOR_NETNS = ""
     session = unit_session(tmp_path, kernel="no-such-image")
-    with pytest.raises(TargetFailure, match="settings.kernel: 'no-such-image' is neither"):
+    with pytest.raises(HostFault, match="settings.kernel: 'no-such-image' is neither an uploaded boot image .*: "
+                                        "upload the image or correct the pool's setting"):
         session.command(None)
 
 
