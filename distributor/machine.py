@@ -296,6 +296,9 @@ class MachineWorker:
         self.machine.starting(f"rebooting the target: {why}"[:200])
         try:
             self.session.reboot()
+        except HostFault as fault:  # as in _boot: marked here, or the next tick places a machine here again
+            self._host_fault(fault)
+            raise
         except (TargetFailure, OSError) as failure:
             self.log.warning("reboot failed: %s", failure)
             self.machine.starting(last_error=f"reboot failed: {failure}"[:4000])

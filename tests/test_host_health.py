@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 from datetime import datetime, timedelta
 
 import pytest
@@ -256,3 +257,29 @@ def test_a_boot_image_nobody_uploaded_marks_the_host_not_the_slots(data_dir):
     run_launched()
 
     _host_fault_not_slot_fault(target, job, "settings.kernel: 'never-uploaded.elf' is neither an uploaded boot image")
+
+
+def test_a_host_fault_met_by_a_reboot_between_task_sets_marks_the_host(data_dir, tmp_path):
+    """The PoE tool goes missing while the pool runs (removed by an upgrade):
+    the reboot after a task-set meets it. The host is marked there and then,
+    so no second machine is placed on it to meet the fault again."""
+    Binary.store("hey", ContentFile(HEY))
+    tool = tmp_path / "poe"
+    tool.write_text(f"#!{sys.executable}\nimport os, sys\nif sys.argv[1] == 'on':\n    os.remove(sys.argv[0])\n")
+    tool.chmod(0o755)
+    with TaskLoaderPeer("127.0.0.9") as peer:
+        target = Target.objects.create(name="lab", kind="board", addresses=[peer.address],
+                                       settings={"power_on": f"{tool} on", "power_off": f"{tool} off",
+                                                 "reboot_every_taskset": True})
+        job = submit_job(variants_file(3), target=target, tries=3)
+        run_launched()
+        assert len(peer.tasksets) == 1
+
+    fault = HostTargetFault.objects.get()
+    assert f"settings.power_off: command '{tool}' is not installed" in fault.cause
+    machine = Machine.objects.get()  # the one that met it; no other was placed on this host
+    assert machine.state == Machine.State.FAILED and machine.last_error.startswith("this host cannot run the target")
+    assert not Slot.objects.exclude(health=Slot.Health.HEALTHY).exists()
+    job.refresh_from_db()
+    assert job.finished_count == 1 and job.bad_count == 0
+    assert not Attempt.objects.filter(result=Attempt.Result.FAILED).exists()
