@@ -25,7 +25,9 @@ class Stopped(Exception):
 
 class HostFault(Exception):
     """This host cannot run the target, found before the target is contacted:
-    an uploaded file it cannot fetch or verify, no bridge or DHCP set up, no
-    QEMU binary. Neither the task-set's fault nor the target's: the task-set
+    an uploaded file it cannot fetch or verify, no bridge or DHCP set up, a
+    tap the kernel refuses, no QEMU binary, a board's power command or ping
+    it cannot run, a boot image the pool names that nobody uploaded. Neither
+    the task-set's fault nor the target's (no slot is blamed): the task-set
     goes back to the queue untouched (no try used), the machine stops and the
     host is marked unable to run that target, whose machines go to other hosts."""
