@@ -179,6 +179,9 @@ def test_a_missing_binary_is_the_users_error_and_nothing_is_sent(session, peer):
     ("non_ascii", r"non-ASCII byte 0xC3"),
     ("unknown_task", r"unknown task id 2"),
     ("unknown_structure", r"unknown structure: <statistics> inside <profile>"),
+    ("clock_back", r"task 0: job 1 START at 0 ms, before job 0 ended at 1 ms"),
+    ("repeated_job", r"task 0: job 1 START at 0 ms, before job 0 ended at 1 ms"),
+    ("early_start", r"task 0: job 1 START at 1 ms, before its release at 10 ms"),
 ])
 def test_every_fault_is_a_target_failure_with_its_cause(session, peer, fault, cause):
     peer.inject(fault)
@@ -195,7 +198,8 @@ def test_every_fault_is_a_target_failure_with_its_cause(session, peer, fault, ca
 
 def test_the_fault_list_is_covered():
     assert set(FAULTS) == {"hang", "garbage", "drop", "exit_error", "slow_start", "wrong_job_count", "oversized",
-                           "truncated", "non_ascii", "unknown_task", "unknown_structure"}
+                           "truncated", "non_ascii", "unknown_task", "unknown_structure", "clock_back",
+                           "repeated_job", "early_start"}
 
 
 def test_a_dropped_connection_is_noticed_within_a_second(binaries):

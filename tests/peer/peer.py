@@ -21,6 +21,7 @@ import socket
 import struct
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -45,7 +46,11 @@ EXIT_TYPES = ("EXIT", "EXIT_PERIOD", "NOT_SCHEDULED")
 FAULTS = (
     "hang", "garbage", "drop", "exit_error", "slow_start", "wrong_job_count",
     "oversized", "truncated", "non_ascii", "unknown_task", "unknown_structure",
+    "clock_back", "repeated_job", "early_start",
 )
+# Faults in the event stream itself: well-formed messages, wrong events.
+STREAM_FAULTS = ("exit_error", "wrong_job_count", "unknown_task", "missing_binary", "clock_back", "repeated_job",
+                 "early_start")
 # What a client may send us in one piece; more is a client bug, not a test.
 MAX_RECEIVE_BYTES = 64 * 1024 * 1024
 OVERSIZED_WORD = 0xFFFFFFF0
@@ -450,7 +455,7 @@ class _Stream:
     def __init__(self, peer: TaskLoaderPeer, conn: _Connection, record: TaskSetRecord, events: list[Event]):
         self.peer, self.conn, self.record, self.events = peer, conn, record, events
         self.fault_at = len(events) // 2  # faults strike at the first message past half way
-        self.struck = record.fault is None or record.fault in ("exit_error", "wrong_job_count", "unknown_task", "missing_binary")
+        self.struck = record.fault is None or record.fault in STREAM_FAULTS
 
     def run(self) -> int:
         try:
@@ -554,7 +559,55 @@ def _corrupt_events(events: list[Event], fault: str | None, task_count: int) -> 
         return _drop_last_job(events, task_id=0)
     if fault == "unknown_task":
         return events[:middle] + [(task_count, "START", events[middle][2])] + events[middle:]
+    if fault == "clock_back":
+        return _reset_clock(events, middle)
+    if fault == "repeated_job":
+        return _repeat_first_job(events)
+    if fault == "early_start":
+        return _start_second_job_early(events)
     return events
+
+
+def _reset_clock(events: list[Event], middle: int) -> list[Event]:
+    """A loader whose timer restarts at 0 (a wrap, a soft reboot) just before
+    the first START past half way; later stamps count from there."""
+    reset = next((i for i in range(middle, len(events)) if events[i][1] == "START"), middle)
+    back = events[reset][2]
+    return events[:reset] + [(task_id, kind, at - back) for task_id, kind, at in events[reset:]]
+
+
+def _repeat_first_job(events: list[Event]) -> list[Event]:
+    """Send the first task with two jobs' job 0 twice and lose its last job:
+    the job count stays right, the times do not."""
+    task_id = _task_with_two_jobs(events)
+    if task_id is None:
+        return events
+    events = _drop_last_job(events, task_id)
+    own = [i for i, event in enumerate(events) if event[0] == task_id]
+    first_end = next(i for i in own if events[i][1] in EXIT_TYPES)
+    job = [events[i] for i in own if i <= first_end]
+    return events[:first_end + 1] + job + events[first_end + 1:]
+
+
+def _start_second_job_early(events: list[Event]) -> list[Event]:
+    """The first task with two jobs begins its job 1 the moment its job 0
+    ended, before job 1's release (a loader whose timer fired early); needs
+    a gap between the two, as a periodic task's short job leaves."""
+    task_id = _task_with_two_jobs(events)
+    if task_id is None:
+        return events
+    own = [i for i, event in enumerate(events) if event[0] == task_id]
+    first_end = next(i for i in own if events[i][1] in EXIT_TYPES)
+    second_begin = next(i for i in own if i > first_end)
+    second_end = next(i for i in own if i >= second_begin and events[i][1] in EXIT_TYPES)
+    early = events[second_begin][2] - events[first_end][2]
+    moved = {second_begin, second_end}
+    return [(owner, kind, at - early if i in moved else at) for i, (owner, kind, at) in enumerate(events)]
+
+
+def _task_with_two_jobs(events: list[Event]) -> int | None:
+    ends = Counter(event[0] for event in events if event[1] in EXIT_TYPES)
+    return min((task_id for task_id, count in ends.items() if count >= 2), default=None)
 
 
 def _drop_last_job(events: list[Event], task_id: int) -> list[Event]:
