@@ -206,6 +206,15 @@ def test_the_export_command_names_the_bad_option(results, tmp_path, arguments, o
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("format", ["taskjobs-csv", "sqlite", "tasksets-parquet"])
+def test_the_export_command_refuses_a_folder_as_output(results, tmp_path, format):
+    # It crashed renaming its temporary file onto the folder (IsADirectoryError).
+    (tmp_path / "out").mkdir()
+    with pytest.raises(CommandError, match=r"^--output: .*out is a folder; name a file"):
+        call_command("export", "--format", format, "--output", str(tmp_path / "out"))
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and not any((tmp_path / "out").iterdir())
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's")
 def test_copy_and_python_paths_write_the_same_csv(results):
     copied = "".join(exports.taskjobs_csv(Selection(), method="copy")).splitlines()

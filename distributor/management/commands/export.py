@@ -30,6 +30,8 @@ class Command(BaseCommand):
         output = Path(opts["output"])
         if not output.parent.is_dir():
             raise CommandError(f"--output: folder {output.parent} does not exist")
+        if output.is_dir():  # checked first: the export would run to the end and fail renaming onto it
+            raise CommandError(f"--output: {output} is a folder; name a file")
         try:
             selection = Selection(jobs=self._jobs(opts["job"]), states=tuple(opts["state"]),
                                   since=self._since(opts["since"]))
