@@ -99,6 +99,11 @@ def test_a_bad_import_names_the_field_and_stores_nothing(tmp_path, document, mes
     assert not EtmVersion.objects.exclude(model__name="genode-defaults").exists()
 
 
+
+def test_importing_a_folder_says_it_is_a_folder(tmp_path):
+    with pytest.raises(CommandError, match="is a folder, not a file"):
+        call_command("etm", "import", str(tmp_path))
+
 def test_unknown_model_names_are_refused():
     with pytest.raises(CommandError, match="no execution-time model named 'nope'"):
         call_command("etm", "show", "nope")

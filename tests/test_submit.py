@@ -54,6 +54,15 @@ def test_bad_options_are_named_and_nothing_is_stored(args, words):
     assert not Job.objects.exists()
 
 
+def test_a_folder_or_a_missing_file_is_refused_naming_the_cause(tmp_path):
+    # A folder was "no such file", which sent the user looking for a typo.
+    with pytest.raises(CommandError, match="is a folder, not a file"):
+        submit(str(tmp_path))
+    with pytest.raises(CommandError, match="no such file"):
+        submit(str(tmp_path / "missing.json"))
+    assert not Job.objects.exists()
+
+
 def test_a_bad_file_is_refused_with_the_field(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_bytes(taskset_file([{"pkg": "a_very_long_binary_name"}]))

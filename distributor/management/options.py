@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from pathlib import Path
+
 from django.core.management.base import CommandError
 
 from distributor.models import Job
@@ -21,6 +23,20 @@ def job_ids(values: list[str], option: str = "--job") -> list[int]:
     if missing:
         raise CommandError(f"{option}: no job {missing[0]}")
     return ids
+
+
+def read_input(name: str) -> bytes:
+    """The bytes of the file a command was given; a folder, a missing or an
+    unreadable file is refused naming the cause."""
+    path = Path(name)
+    if path.is_dir():
+        raise CommandError(f"{name}: is a folder, not a file")
+    if not path.is_file():
+        raise CommandError(f"{name}: no such file")
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise CommandError(f"{name}: cannot read ({error.strerror or error})") from None
 
 
 def add_stop_options(parser) -> None:

@@ -24,7 +24,7 @@ from distributor import calibration
 from distributor.audit import cli_actor, record
 from distributor.calibration import CalibrationError
 from distributor.management.commands.submit import inline_machines, wait_for
-from distributor.management.options import job_ids
+from distributor.management.options import job_ids, read_input
 from distributor.models import EtmModel, EtmVersion, Target
 from distributor.taskfile import DepthError, load_json
 from sessions.etm import MAX_FILE_BYTES
@@ -195,10 +195,7 @@ def _read_document(name: str) -> dict:
     if name == "-":
         data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
     else:
-        path = Path(name)
-        if not path.is_file():
-            raise CommandError(f"{name}: no such file")
-        data = path.read_bytes()[:MAX_FILE_BYTES + 1]
+        data = read_input(name)[:MAX_FILE_BYTES + 1]
     if len(data) > MAX_FILE_BYTES:
         raise CommandError(f"{name}: larger than {MAX_FILE_BYTES} bytes")
     try:

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
+from distributor.management.options import read_input
 from distributor.models import Job, Machine
 from distributor.queue import submit_job
 from distributor.reconciler import tick
@@ -69,10 +70,7 @@ class Command(BaseCommand):
             import sys
 
             return sys.stdin.buffer.read(), "stdin"
-        path = Path(name)
-        if not path.is_file():
-            raise CommandError(f"{name}: no such file")
-        return path.read_bytes(), path.name
+        return read_input(name), Path(name).name
 
     def _admission(self, raw: str | None) -> dict | None:
         if raw is None:
