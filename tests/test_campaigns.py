@@ -285,6 +285,17 @@ def test_the_grow_status_and_list_commands_show_progress():
         call_command("campaign", "grow", "--singles", "4", "--pkg", "pi", "--arg1", "x:y", "--seed", "1")
 
 
+@pytest.mark.parametrize("arguments", [["--priority", "9999"], ["--period", "1:99999999999999"]])
+def test_a_grow_campaign_whose_first_level_is_refused_leaves_no_campaign(arguments):
+    # The campaign row was stored before its level's file was checked: each
+    # refusal left a campaign "running" at level 0 that the reconciler retried.
+    dry_target("dry")
+    with pytest.raises(CommandError, match="the generated task-set file was refused"):
+        call_command("campaign", "grow", "--singles", "3", "--pkg", "pi", "--seed", "1", "--target", "dry",
+                     *arguments, stdout=io.StringIO())
+    assert not Campaign.objects.exists() and not Job.objects.exists()
+
+
 # -- the analysis against SimSo -----------------------------------------------------
 
 

@@ -70,11 +70,12 @@ def create_growing(name: str, target: Target, fields: dict[str, dict], singles: 
         raise generate.ParameterError("--max-size", "must be from 1 to 64")
     if not 1 <= max_per_level <= MAX_PER_LEVEL:
         raise generate.ParameterError("--max-per-level", f"must be from 1 to {MAX_PER_LEVEL}")
-    campaign = Campaign.objects.create(
-        name=name, kind=Campaign.Kind.GROW, target=target, owner=owner, seed=seed,
-        params={"fields": fields, "singles": singles, "max_size": max_size, "max_per_level": max_per_level},
-    )
-    advance(campaign)
+    with transaction.atomic():  # a refused first level leaves no campaign behind
+        campaign = Campaign.objects.create(
+            name=name, kind=Campaign.Kind.GROW, target=target, owner=owner, seed=seed,
+            params={"fields": fields, "singles": singles, "max_size": max_size, "max_per_level": max_per_level},
+        )
+        advance(campaign)
     campaign.refresh_from_db()
     return campaign
 
