@@ -94,6 +94,7 @@ def test_priority_moves_a_job_that_has_not_ended(three):
 @pytest.mark.parametrize("args, message", [
     (["show", "999"], "no job 999"), (["cancel", "999"], "no job 999"), (["resubmit", "0"], "no job 0"),
     (["list", "--mine", "nobody"], "no user 'nobody'"), (["list", "--limit", "0"], "--limit"),
+    (["list", "--limit", "99999999999999999999"], "--limit: must be from 1 to 1000000000"),
 ])
 def test_bad_arguments_are_refused_naming_them(db, args, message):
     with pytest.raises(CommandError, match=message):

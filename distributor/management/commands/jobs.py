@@ -22,6 +22,7 @@ from distributor.models import Job
 from distributor.queue import resubmit_job
 
 DEFAULT_LIMIT = 50
+MAX_LIMIT = 10**9
 
 
 class Command(BaseCommand):
@@ -53,8 +54,8 @@ class Command(BaseCommand):
          "priority": self._priority}[action](options)
 
     def _list(self, options: dict) -> None:
-        if options["limit"] < 1:
-            raise CommandError("--limit: must be at least 1")
+        if not 1 <= options["limit"] <= MAX_LIMIT:  # beyond 2^63 the database refused the LIMIT with a traceback
+            raise CommandError(f"--limit: must be from 1 to {MAX_LIMIT}")
         jobs = Job.objects.select_related("target", "owner").order_by("-pk")
         if options["state"]:
             jobs = jobs.filter(state=options["state"])
