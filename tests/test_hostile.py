@@ -314,6 +314,19 @@ def command(*arguments: str):
     return run
 
 
+def options_of(*arguments: str):
+    """Only the command's option parsing: a command such as serve would run if its options passed."""
+    def parse(client, staff):
+        from django.core.management import load_command_class
+
+        command_name = arguments[0]
+        parser = load_command_class("distributor", command_name).create_parser("manage.py", command_name)
+        with pytest.raises(CommandError) as refused:
+            parser.parse_args(arguments[1:])
+        return 1, str(refused.value)
+    return parse
+
+
 OTHER_CASES = {
     # id: (what to do, status, pattern)
     "target-settings-nested-100k-web": (deep_settings, 400, "nested too deeply"),
@@ -341,6 +354,9 @@ OTHER_CASES = {
                                         "--periods", "10,20", "--pkg", "hey", "--seed", str(10**30)),
                                 1, "--seed: must be from 0"),
     "cli-max-machines-10e30": (command("distributor", "max", str(10**30)), 1, "must be between 1 and"),
+    # waitress listened on 99999's lower 16 bits (34463) while serve printed 99999.
+    "cli-serve-port-99999": (options_of("serve", "--port", "99999"), 1, "'99999' is not a port number from 1 to 65535"),
+    "cli-serve-port-minus-1": (options_of("serve", "--port", "-1"), 1, "'-1' is not a port number"),
     "cli-submit-admission-10e400": (command("submit", "fixtures/example5.json", "--admission", '{"x": %s}' % ("9" * 401)),
                                     1, "--admission"),
 }

@@ -1,6 +1,7 @@
 """python manage.py serve [--port N] [--stop drain|kill] [--grace S] — web server and both clusters in one command."""
 from __future__ import annotations
 
+import argparse
 import threading
 
 from django.conf import settings
@@ -32,6 +33,14 @@ class StaticFiles(StaticFilesHandler):
 MAX_BODY_BYTES = max(settings.BINARY_MAX_BYTES, settings.IMAGE_MAX_BYTES) + 1024 * 1024
 
 
+def tcp_port(value: str) -> int:
+    """A port number; waitress would take 99999 and listen on 34463 (its
+    lower 16 bits) while serve printed 99999."""
+    if not (value.isascii() and value.isdigit() and 1 <= int(value) <= 65535):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number from 1 to 65535")
+    return int(value)
+
+
 def web_server(host: str, port: int):
     """Waitress on ``host:port``. Behind the TLS proxy (DISTRIBUTOR_HTTPS) the
     proxy's X-Forwarded-Proto and X-Forwarded-For reach Django, which trusts
@@ -50,7 +59,7 @@ class Command(BaseCommand):
             "(machines drained, or killed with --stop kill).")
 
     def add_arguments(self, parser):
-        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--port", type=tcp_port, default=8000, help="port to listen on, 1-65535 (default 8000)")
         parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
         add_stop_options(parser)
 
