@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import getpass
 import json
-from datetime import datetime, time
+from datetime import datetime, time, timezone as dt_timezone
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import QuerySet
@@ -74,7 +74,12 @@ def parse_since(text: str) -> datetime:
         moment = None
     if moment is None:
         raise ValueError(f"{text!r} is not a date (YYYY-MM-DD) or a date-time (YYYY-MM-DDTHH:MM[:SS][+HH:MM])")
-    return timezone.make_aware(moment) if timezone.is_naive(moment) else moment
+    moment = timezone.make_aware(moment) if timezone.is_naive(moment) else moment
+    try:
+        moment.astimezone(dt_timezone.utc)  # the database compares in UTC: 9999-12-31T23:59-05:00 has no UTC
+    except OverflowError:
+        raise ValueError(f"{text!r} is out of range (years 1 to 9999 in UTC)") from None
+    return moment
 
 
 def entries(since: datetime | None = None, action: str = "", actor: str = "") -> QuerySet:

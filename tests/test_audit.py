@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from datetime import date
 from unittest import mock
 
@@ -195,6 +196,20 @@ def test_the_audit_page_is_for_staff_and_filters(client, staff, alice):
     assert "cli:root" not in page and "sam" in page
     response = client.get("/audit/?since=yesterday")
     assert response.status_code == 400 and "Since:" in response.content.decode()
+
+
+@pytest.mark.parametrize("since", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"])
+def test_a_since_beyond_the_calendar_in_utc_is_refused_everywhere(client, staff, since):
+    # A valid date-time whose offset moves it past year 9999 (or before year 1)
+    # in UTC overflowed when the query was built: a 500 on the page and the API.
+    client.force_login(staff)
+    page = client.get("/audit/", {"since": since})
+    assert page.status_code == 400 and "out of range" in page.content.decode()
+    headers = {"Authorization": f"Bearer {ApiToken.issue(staff, 'ops')[1]}"}
+    response = client.get("/api/audit", {"since": since}, headers=headers)
+    assert response.status_code == 400 and "out of range" in response.json()["errors"]["since"]
+    with pytest.raises(CommandError, match=f"^--since: '{re.escape(since)}' is out of range"):
+        call_command("distributor", "audit", "--since", since)
 
 
 @pytest.mark.usefixtures("no_broker")
