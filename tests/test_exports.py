@@ -197,6 +197,8 @@ def test_the_export_command_writes_each_format(results, tmp_path):
     (["--format", "xlsx"], "--format"),
     (["--format", "sqlite", "--state", "done"], "--state"),
     (["--format", "sqlite", "--since", "yesterday"], "--since"),
+    (["--format", "sqlite", "--since", "9999-12-31T23:59:59-23:59"], "--since"),
+    (["--format", "taskjobs-csv", "--since", "0001-01-01T00:00:00+23:59"], "--since"),
     (["--format", "sqlite", "--job", "999999"], "--job"),
     (["--format", "sqlite", "--job", "x"], "--job"),
 ])

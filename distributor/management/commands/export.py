@@ -1,7 +1,7 @@
 """python manage.py export --format FORMAT [--job ID …] [--state …] [--since DATE] --output FILE"""
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import datetime, time, timezone as dt_timezone
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -53,4 +53,10 @@ class Command(BaseCommand):
             moment = day = None
         if moment is None and day is None:
             raise CommandError(f"--since: {value!r} is not a date (YYYY-MM-DD) or ISO 8601 time")
-        return moment or datetime.combine(day, time.min)
+        moment = moment or datetime.combine(day, time.min)
+        if moment.tzinfo is not None:
+            try:
+                moment.astimezone(dt_timezone.utc)  # 9999-12-31T23:59-05:00 has no UTC: the query overflowed
+            except OverflowError:
+                raise CommandError(f"--since: {value!r} is out of range (years 1 to 9999 in UTC)") from None
+        return moment
