@@ -20,7 +20,7 @@ import time
 from logging.handlers import RotatingFileHandler
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.utils import timezone
 
 from distributor.environment import host_environment
@@ -40,6 +40,8 @@ POLL_SECONDS = 0.2  # stop checks and idle claims: the hot path never sleeps lon
 RUN_WAIT_SECONDS = 0.25  # one wait on the target
 BOOT_TRIES = 3
 EVENT_FLUSH_SECONDS = 0.5  # a running task-set's events reach the database at least this often
+
+log = logging.getLogger(__name__)
 
 
 def run_machine(machine_id: int) -> str:
@@ -66,9 +68,11 @@ class Lifeline(threading.Thread):
     task-set, an idle machine), so a kill is noticed within a fraction of a
     second either way."""
 
-    def __init__(self, machine: Machine, config: DistributorConfig, stop_event: threading.Event):
+    def __init__(self, machine: Machine, config: DistributorConfig, stop_event: threading.Event,
+                 machine_log: logging.Logger = log):
         super().__init__(name=f"lifeline-{machine.pk}", daemon=True)
         self.machine = machine
+        self.log = machine_log
         self.stop_event = stop_event  # set: stop now (kill, or lease lost)
         self.drain = False
         self.reboot = False
@@ -81,6 +85,9 @@ class Lifeline(threading.Thread):
         self.beat_every = max(0.2, min(2.0, config.heartbeat_timeout_s / 5))
         self.heard_at = float("-inf")  # when the work last renewed the lease and read the orders
         self.read_at = self.beat_at = float("-inf")  # when the lifeline itself last did
+        self.beat_ok_at = time.monotonic()  # when the lease was last renewed by the lifeline
+        self.fence_after = config.heartbeat_timeout_s / 2  # without a renewal: stop before being declared dead
+        self.retry_in = POLL_SECONDS  # after a database error; doubles up to beat_every
 
     def heard(self, orders: Orders) -> None:
         """The work's statement renewed the lease and brought these orders."""
@@ -90,19 +97,46 @@ class Lifeline(threading.Thread):
     def run(self) -> None:
         """Reads the orders whenever they are POLL_SECONDS old (so a kill waits
         no longer than that) and beats when the lease is ``beat_every`` old,
-        counting what the work heard."""
+        counting what the work heard. A database error (a restart, a dropped
+        connection, a cancelled query) is retried on a fresh connection; a
+        lifeline that has not renewed the lease for half the heartbeat timeout
+        stops its machine before the reconciler can declare it dead, so the
+        slot is never the work of two machines."""
         try:
             while not self.done.wait(self.seconds_to_next_read()):
                 if self.seconds_to_next_read() > 0:
                     continue  # the work heard them in the meantime
-                now = time.monotonic()
-                if now - max(self.heard_at, self.beat_at) >= self.beat_every:
-                    self._beat()
-                    self.beat_at = now
-                self._read_orders()
-                self.read_at = now
+                try:
+                    self._listen()
+                except DatabaseError as error:
+                    self._lost_touch(error)
         finally:
             connection.close()
+
+    def _listen(self) -> None:
+        now = time.monotonic()
+        if now - max(self.heard_at, self.beat_at) >= self.beat_every:
+            self._beat()
+            self.beat_at = self.beat_ok_at = now
+        self._read_orders()
+        self.read_at = now
+        self.retry_in = POLL_SECONDS
+
+    def _lost_touch(self, error: DatabaseError) -> None:
+        """Log, drop the connection (the next statement opens a new one), back
+        off, and fence the machine once the lease may soon look dead."""
+        connection.close()
+        silent = time.monotonic() - max(self.heard_at, self.beat_ok_at)
+        if silent >= self.fence_after:
+            self.log.error("machine %s: no heartbeat for %.1f s (%s): stopping before it is declared dead",
+                           self.machine.pk, silent, _describe(error))
+            self.fenced = True
+            self.stop_event.set()
+            self.done.set()
+            return
+        self.log.warning("machine %s: heartbeat failed (%s); again in %.1f s", self.machine.pk, _describe(error), self.retry_in)
+        self.done.wait(self.retry_in)
+        self.retry_in = min(self.retry_in * 2, self.beat_every)
 
     def seconds_to_next_read(self) -> float:
         """0 when the newest orders, the work's or its own, are POLL_SECONDS old."""
@@ -133,7 +167,7 @@ class MachineWorker:
         self.config = DistributorConfig.get()
         self.log = _machine_log(machine)
         self.stop_event = threading.Event()
-        self.lifeline = Lifeline(machine, self.config, self.stop_event)
+        self.lifeline = Lifeline(machine, self.config, self.stop_event, self.log)
         target = machine.target
         self.etm = self._load_etm(target)
         self.info = SessionInfo(
@@ -171,7 +205,7 @@ class MachineWorker:
                 self._boot()
             self._work()
         except Stopped:
-            self.log.info("stopped by the operator")
+            self.log.info("stopped %s", "with its lease in doubt" if self.lifeline.fenced else "by the operator")
         except OutOfService as out:
             error = str(out)
             self.went_idle = True  # the reconciler places its work elsewhere at once
@@ -189,7 +223,10 @@ class MachineWorker:
         finally:
             self.lifeline.done.set()
             self.lifeline.join(timeout=5)
-            self._take_down_target()
+            if self.lifeline.fenced:
+                self._abandon_target()
+            else:
+                self._take_down_target()
             if final is not None and not self.lifeline.fenced:
                 # A clean stop keeps the last error seen (a target failure) for the operator.
                 self.machine.stop(final, error)
@@ -278,6 +315,14 @@ class MachineWorker:
                 step()
             except Exception:  # noqa: BLE001 - keep cleaning up
                 self.log.exception("cleaning up the target: %s failed", step.__name__)
+
+    def _abandon_target(self) -> None:
+        """Fenced: the slot may be another machine's already, so no power-off
+        and no tap deleted under it; only what is this process's own goes."""
+        try:
+            self.session.abandon()
+        except Exception:  # noqa: BLE001 - the machine is on its way out
+            self.log.exception("cleaning up the abandoned target failed")
 
     def _restart_target(self, cause: str) -> None:
         self.log.info("restarting the target after: %s", cause)
@@ -454,12 +499,16 @@ class MachineWorker:
         beside a target restart)."""
         self.log.warning("task-set %s failed: %s", taskset.pk, cause)
         events.flush()
-        slot = None if final else Slot.record_failure(self.machine.target, self.machine.slot, cause, taskset.pk)
-        out_of_service = slot is not None and slot.health in Slot.OUT_OF_SERVICE
-        state = taskset.fail(self.machine, cause, final=final, analysis=self._analyse(tasks),
-                             slot_out_of_service=out_of_service)
-        if state is None:
-            raise Fenced(f"task-set {taskset.pk} was taken away")
+        analysis = self._analyse(tasks)
+        # One transaction: a task-set taken away (its machine declared dead)
+        # leaves no failure on the slot, which may be its next machine's now.
+        with transaction.atomic():
+            slot = None if final else Slot.record_failure(self.machine.target, self.machine.slot, cause, taskset.pk)
+            out_of_service = slot is not None and slot.health in Slot.OUT_OF_SERVICE
+            state = taskset.fail(self.machine, cause, final=final, analysis=analysis,
+                                 slot_out_of_service=out_of_service)
+            if state is None:
+                raise Fenced(f"task-set {taskset.pk} was taken away")
         if state == TaskSet.State.BAD:
             monitors.taskset_bad(taskset)
         if final:

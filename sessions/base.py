@@ -233,6 +233,14 @@ class Session:
     def stop_host(self) -> None:
         """Take the target down; idempotent, never raises for an absent target."""
 
+    def abandon(self) -> None:
+        """The machine lost its lease: release only what is this process's own
+        (connections, a child process) and leave the slot's shared parts (a
+        tap, a board's power) to the slot's next machine, which may already use
+        them; the reconciler's ``reap`` cleans up after the dead. Never raises
+        for an absent target."""
+        self.close()
+
     def reboot(self) -> None:
         """Reboot the target between two task-sets and return when it answers
         again (or raise TargetFailure). A kind with nothing to reboot (a

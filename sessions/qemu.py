@@ -193,13 +193,18 @@ class QemuSession(GenodeSession):
 
     def stop_host(self) -> None:
         """Kill QEMU's process group and delete the tap; safe at any time."""
+        self.abandon()
+        if self.settings["tap"]:
+            qemu_network.delete_tap(self.net_slot, self.net)
+
+    def abandon(self) -> None:
+        """Kill our own QEMU but keep the tap: it is named by the slot, and the
+        slot's next machine may have made it its own already."""
         self.close()
         child, self.child = self.child, None
         console, self.console = self.console, None
         if child is not None:
             _kill_group(child, console)
-        if self.settings["tap"]:
-            qemu_network.delete_tap(self.net_slot, self.net)
 
     def reboot(self) -> None:
         """Kill the guest and boot a fresh one (start_host kills first)."""

@@ -23,6 +23,8 @@ class ScriptedSession(Session):
     default_settings = {"duration_ms": 0, "boot_ms": 0, "process": "", "broken_slots": []}
     boots: list[int] = []
     reboots: list[int] = []  # machine ids, one per reboot
+    taken_down: list[int] = []  # machine ids, one per stop_host (a power-off, a tap deleted)
+    abandoned: list[int] = []  # machine ids, one per abandon (a fenced machine's own child killed)
 
     def start_host(self) -> None:
         """With ``process`` set, the target is a real child process (``sleep``
@@ -33,6 +35,14 @@ class ScriptedSession(Session):
         ScriptedSession.boots.append(self.info.machine_id)
 
     def stop_host(self) -> None:
+        ScriptedSession.taken_down.append(self.info.machine_id)
+        self._kill_child()
+
+    def abandon(self) -> None:
+        ScriptedSession.abandoned.append(self.info.machine_id)
+        self._kill_child()
+
+    def _kill_child(self) -> None:
         child = getattr(self, "child", None)
         if child is not None:
             child.kill()

@@ -347,3 +347,20 @@ def test_reboot_boots_a_fresh_guest_which_gets_its_binaries_again(machine, binar
     assert not session.sent_binaries, "a fresh guest has none of the binaries"
     tracker = run_taskset(session, [task(0, "hey", arg1=1)])
     assert exit_types(tracker, 0) == ["EXIT"] and "hey" in session.sent_binaries
+
+
+def test_an_abandoned_guest_is_killed_but_its_slots_tap_is_left_to_the_next_machine(tmp_path, monkeypatch):
+    """A fenced machine's slot may be another machine's already: it kills its
+    own QEMU, but deleting the tap (named by the slot) is stop_host's alone."""
+    import pexpect
+
+    deleted = []
+    monkeypatch.setattr(network, "delete_tap", lambda slot, cfg: deleted.append(slot))
+    session = unit_session(tmp_path, slot=2, tap=True)
+    session.child = pexpect.spawn("sleep", ["1000"])  # leads its own session, as QEMU does
+    pid = session.child.pid
+    session.abandon()
+    assert network.process_name(pid) is None and session.child is None
+    assert deleted == []
+    session.stop_host()
+    assert deleted == [session.net_slot]
