@@ -20,7 +20,7 @@ import time
 from logging.handlers import RotatingFileHandler
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection, transaction
 from django.utils import timezone
 
 from distributor.environment import host_environment
@@ -42,6 +42,10 @@ BOOT_TRIES = 3
 EVENT_FLUSH_SECONDS = 0.5  # a running task-set's events reach the database at least this often
 
 log = logging.getLogger(__name__)
+# Errors of the database's own making, not the statement's: a restart, a
+# dropped connection, a cancelled query, a lock or deadlock timeout. A
+# statement's own error (IntegrityError, DataError) is not retried.
+DATABASE_TROUBLE = (OperationalError, InterfaceError)
 
 
 def run_machine(machine_id: int) -> str:
@@ -228,12 +232,19 @@ class MachineWorker:
             else:
                 self._take_down_target()
             if final is not None and not self.lifeline.fenced:
-                # A clean stop keeps the last error seen (a target failure) for the operator.
-                self.machine.stop(final, error)
-                if self.went_idle:
-                    self._hand_over()
+                self._record_stop(final, error)
             _close_log(self.log)
         return f"machine {self.machine.pk}: {final or 'fenced'} {error}".strip()
+
+    def _record_stop(self, final: str, error: str) -> None:
+        try:
+            # A clean stop keeps the last error seen (a target failure) for the operator.
+            self._until_database_answers(lambda: self.machine.stop(final, error))
+        except DATABASE_TROUBLE as trouble:  # the reconciler declares it dead in time
+            self.log.error("recording the machine's stop failed: %s", _describe(trouble))
+            return
+        if self.went_idle:
+            self._hand_over()
 
     def _hand_over(self) -> None:
         """Work may have arrived after the last claim, while the reconciler still
@@ -248,7 +259,7 @@ class MachineWorker:
         while not self._should_stop():
             if self.lifeline.reboot or self.reboot_due:
                 self._reboot("the operator asked for it" if self.lifeline.reboot else "the pool reboots after every task-set")
-            claim = claim_next(self.machine)
+            claim = self._claim()
             if claim is not None:
                 idle_since = None
                 self.lifeline.heard(claim.orders)
@@ -263,6 +274,23 @@ class MachineWorker:
                 return
             self.stop_event.wait(POLL_SECONDS)
         self.info.check_stop()  # a kill raises Stopped; a drain returns
+
+    def _claim(self) -> Claim | None:
+        """The next task-set. A database error is retried on new connections
+        (the lifeline stops the machine if the database stays away); a claim
+        whose commit went through unheard is put back first."""
+        _drop_broken_connection()
+        try:
+            return claim_next(self.machine)
+        except DATABASE_TROUBLE as trouble:
+            self.log.warning("claiming a task-set failed: %s", _describe(trouble))
+            connection.close()
+            return self._until_database_answers(self._claim_again)
+
+    def _claim_again(self) -> Claim | None:
+        for unrun in TaskSet.objects.filter(machine=self.machine, state=TaskSet.State.RUNNING).select_related("job"):
+            unrun.put_back(self.machine)  # this machine runs nothing between two task-sets
+        return claim_next(self.machine)
 
     def _should_stop(self) -> bool:
         if self.lifeline.fenced:
@@ -409,8 +437,14 @@ class MachineWorker:
     # -- one task-set -------------------------------------------------------------
 
     def _run(self, claim: Claim) -> None:
+        monitors = MonitorGroup(claim.taskset.job.monitors, self.log)
+        try:
+            self._attempt(claim, monitors)
+        except DATABASE_TROUBLE as trouble:
+            self._database_trouble(claim.taskset, trouble, monitors)
+
+    def _attempt(self, claim: Claim, monitors: MonitorGroup) -> None:
         taskset, tasks = claim.taskset, claim.tasks
-        monitors = MonitorGroup(taskset.job.monitors, self.log)
         monitors.taskset_start(taskset, tasks)
         self.log.info("task-set %s (job %s variant %s, run %s)", taskset.pk, taskset.job_id, taskset.variant, taskset.runs)
         events = EventBuffer(taskset)
@@ -438,10 +472,50 @@ class MachineWorker:
         except TaskSetError as error:
             self._fail(taskset, tasks, str(error), events, monitors, final=True)
             return
+        except DATABASE_TROUBLE:
+            raise  # the database's trouble, not the target's: _run puts the task-set back
         except Exception as failure:  # noqa: BLE001 - any session error is a target failure
             self._fail(taskset, tasks, _describe(failure), events, monitors)
             return
         self._finish(claim, tracker, events, monitors)
+
+    def _database_trouble(self, taskset: TaskSet, trouble: Exception, monitors: MonitorGroup) -> None:
+        """A statement failed for the database's sake (a restart, a dropped
+        connection, a lock or deadlock timeout): neither the target's fault
+        nor the task-set's. The target stops the set and the set goes back
+        untouched, its events so far deleted: no try used, no slot failure.
+        A target that does not stop is restarted, as after a cancel."""
+        self.log.warning("task-set %s goes back to the queue: database error: %s", taskset.pk, _describe(trouble))
+        connection.close()  # it may be dead: the next statement opens a new one
+        try:
+            self.session.stop()
+            stopped = None
+        except Exception as failure:  # noqa: BLE001 - any session error is a target failure
+            stopped = f"stopping a task-set after a database error failed: {_describe(failure)}"
+        if self._until_database_answers(lambda: taskset.put_back(self.machine)):
+            monitors.taskset_stop(taskset)
+        else:  # ended already (its finish went through before the error), or taken away: the next claim says which
+            self.log.info("task-set %s was no longer running here", taskset.pk)
+        if stopped:
+            self.machine.starting(last_error=stopped[:4000])
+            self._restart_target(stopped)
+
+    def _until_database_answers(self, statement):
+        """Run ``statement`` on a fresh connection until it goes through, for
+        at most half the heartbeat timeout (the lifeline fences the machine by
+        then if the database is gone); then its error is the machine's."""
+        give_up_at = time.monotonic() + self.config.heartbeat_timeout_s / 2
+        wait = POLL_SECONDS
+        while True:
+            try:
+                return statement()
+            except DATABASE_TROUBLE as trouble:
+                connection.close()  # the next statement opens a new connection
+                if self.lifeline.fenced or time.monotonic() + wait > give_up_at:
+                    raise
+                self.log.warning("database error (%s): again in %.1f s", _describe(trouble), wait)
+                time.sleep(wait)  # not stop_event: a kill must not turn this into a busy loop
+                wait = min(wait * 2, 2.0)
 
     def _execute(self, taskset: TaskSet, tasks: list[dict], events: EventBuffer, monitors: MonitorGroup) -> EventTracker:
         images = self.info.files.images_to_boot()
@@ -616,6 +690,15 @@ def time_limit(job: Job, tasks: list[dict]) -> tuple[float | None, str]:
         return None, ""
     factor, margin = settings.TASKSET_TIME_FACTOR, settings.TASKSET_TIME_MARGIN_S
     return span_ms / 1000 * factor + margin, f"its task model's {span_ms / 1000:g} s × {factor} + {margin} s"
+
+
+def _drop_broken_connection() -> None:
+    """A database error caught on the way (a monitor's, a reconcile's) may
+    have left the connection dead: the next statement opens a new one. Not
+    close_old_connections(), which with CONN_MAX_AGE 0 would reconnect for
+    every task-set."""
+    if connection.errors_occurred:
+        connection.close()
 
 
 def _describe(error: BaseException) -> str:

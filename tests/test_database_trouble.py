@@ -1,7 +1,9 @@
 """A machine survives trouble with the database: a restart, a dropped
 connection, a lock timeout. Its lifeline keeps beating on a fresh connection
 (or stops the machine before the reconciler could declare it dead); a
-fenced machine leaves the slot's shared parts to the slot's next machine. The PostgreSQL tests cut real connections with
+task-set caught by such an error goes back to the queue untouched, blaming
+neither its slot nor itself; a fenced machine leaves the slot's shared parts
+to the slot's next machine. The PostgreSQL tests cut real connections with
 pg_terminate_backend."""
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ import pytest
 from django.db import OperationalError, connection
 from django.db.models import Q
 
+from distributor import machine as machine_module
 from distributor import reconciler
-from distributor.machine import EventBuffer, Lifeline, MachineWorker
-from distributor.models import DistributorConfig, Fenced, Machine, Slot, Target, TaskSet
+from distributor.machine import EventBuffer, Lifeline, MachineWorker, run_machine
+from distributor.models import Attempt, DistributorConfig, Event, Fenced, Machine, Slot, Target, TaskSet
 from distributor.monitors import MonitorGroup
 from distributor.queue import claim_next, submit_job
 from tests.fake_sessions import ScriptedSession
@@ -147,3 +150,50 @@ def test_a_target_failure_of_a_taskset_taken_away_leaves_no_failure_on_the_slot(
         worker._fail(claim.taskset, claim.tasks, "target silent for 30 s", EventBuffer(claim.taskset),
                      MonitorGroup([], worker.log))
     assert not Slot.objects.filter(failures_in_a_row__gt=0).exists()
+
+
+# -- a task-set caught by a database error -----------------------------------------
+
+
+def assert_ran_once_blaming_nobody(job) -> None:
+    taskset = job.tasksets.get()
+    assert (taskset.state, taskset.attempts, taskset.runs, taskset.losses) == (TaskSet.State.FINISHED, 1, 1, 0)
+    assert list(Attempt.objects.values_list("result", flat=True)) == [Attempt.Result.FINISHED]
+    assert set(Event.objects.values_list("attempt", flat=True)) == {1}, "the put-back attempt's events are gone"
+    assert not Slot.objects.filter(failures_in_a_row__gt=0).exists()
+    assert not Machine.objects.filter(state=Machine.State.FAILED).exists()
+
+
+def test_a_database_error_mid_taskset_puts_it_back_without_blaming_the_slot(scripted, monkeypatch):
+    """SQLite's 'database is locked' or a PostgreSQL deadlock while events are
+    written: the set runs again from scratch, no try used, no slot failure."""
+    Target.objects.filter(pk=scripted.pk).update(settings={"duration_ms": 700})
+    job = submit_job(variants_file(1), target=scripted)
+    store = Event.store.__func__
+    monkeypatch.setattr(Event, "store", classmethod(failing(1, store)))
+    run_launched()
+    assert_ran_once_blaming_nobody(job)
+
+
+def test_a_database_error_in_a_claim_is_retried_without_failing_the_machine(scripted, monkeypatch):
+    job = submit_job(variants_file(2), target=scripted)
+    monkeypatch.setattr(machine_module, "claim_next", failing(1, machine_module.claim_next))
+    run_launched()
+    assert {(ts.state, ts.attempts) for ts in job.tasksets.all()} == {(TaskSet.State.FINISHED, 1)}
+    assert not Machine.objects.filter(state=Machine.State.FAILED).exists()
+
+
+@on_postgresql
+def test_a_taskset_whose_connections_are_terminated_runs_again_on_new_ones(scripted):
+    Target.objects.filter(pk=scripted.pk).update(settings={"duration_ms": 1500})
+    job = submit_job(variants_file(1), target=scripted)
+    DistributorConfig.objects.update(idle_timeout_s=0)
+    machine = Machine.objects.get(state=Machine.State.LAUNCHING)
+    worker = threading.Thread(target=run_machine, args=(machine.pk,))
+    worker.start()
+    assert wait_for(lambda: TaskSet.objects.filter(state=TaskSet.State.RUNNING).exists())
+    time.sleep(0.3)  # its machine's statements done, the target running
+    assert cut_other_connections() >= 2  # the worker's and its lifeline's (and any a finished test left)
+    worker.join(30)
+    assert not worker.is_alive()
+    assert_ran_once_blaming_nobody(job)

@@ -61,6 +61,19 @@ def env_path(name: str, default: Path) -> Path:
     return Path(raw).expanduser().resolve() if raw else default
 
 
+# libpq connection keywords: a database host that vanishes (a failover, a
+# dropped network) costs a machine seconds, not the kernel's ~15 minutes of
+# TCP retransmissions, during which it could not even hear a kill.
+POSTGRESQL_OPTIONS = {
+    "connect_timeout": 10,  # seconds
+    "keepalives": 1,  # an idle connection's peer is probed ...
+    "keepalives_idle": 30,  # ... after 30 s of silence,
+    "keepalives_interval": 10,  # every 10 s,
+    "keepalives_count": 3,  # and declared gone after 3 missed probes
+    "tcp_user_timeout": 30000,  # ms: sent data unacknowledged this long (where keepalives do not help)
+}
+
+
 def database_from_env(name: str, sqlite_default: Path) -> dict:
     """DATABASES['default'] from a URL: postgres://… or sqlite:///path; SQLite when unset.
 
@@ -93,6 +106,7 @@ def database_from_env(name: str, sqlite_default: Path) -> dict:
             "HOST": parts.hostname or "",
             "PORT": str(port),
             "CONN_MAX_AGE": 0,
+            "OPTIONS": dict(POSTGRESQL_OPTIONS),
             "TEST": {"NAME": f"test_{database}"},
         }
     raise ImproperlyConfigured(f"{name}={raw!r}: scheme must be postgres:// or sqlite://")
