@@ -57,9 +57,29 @@ def run_machine(machine_id: int) -> str:
     if machine.take(os.getpid()) is None:
         return f"machine {machine_id}: already taken (duplicate delivery)"
     try:
-        return MachineWorker(machine).run()
+        try:
+            worker = MachineWorker(machine)
+        except Exception as failure:  # noqa: BLE001 - recorded on the row, like a failure once running
+            return _not_set_up(machine, failure)
+        return worker.run()
     finally:
         connection.close()
+
+
+def _not_set_up(machine: Machine, failure: Exception) -> str:
+    """The machine could not even be set up (its kind's configuration on this
+    host, its log folder): it fails with the cause, its log is closed, and a
+    host fault is the host's (else the next tick places it here again)."""
+    _close_log(logging.getLogger(f"distributor.machine.{machine.pk}"))
+    if isinstance(failure, HostFault):
+        HostTargetFault.record(machine.host, machine.target, str(failure))
+        error = f"this host cannot run the target: {failure}"
+        log.error("machine %s: %s", machine.pk, error)
+    else:
+        error = f"setting up the machine failed: {_describe(failure)}"
+        log.exception("machine %s: %s", machine.pk, error)
+    machine.stop(Machine.State.FAILED, error)
+    return f"machine {machine.pk}: failed {error}"
 
 
 class Lifeline(threading.Thread):

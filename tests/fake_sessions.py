@@ -13,18 +13,25 @@ import subprocess
 import time
 
 from sessions import register
-from sessions.base import Session, TargetFailure, TaskSetError, die_with_parent
+from sessions.base import HostFault, Session, TargetFailure, TaskSetError, die_with_parent
 from sessions.stdio import _placeholder_events
 
 
 @register
 class ScriptedSession(Session):
     kind = "scripted"
-    default_settings = {"duration_ms": 0, "boot_ms": 0, "process": "", "broken_slots": []}
+    default_settings = {"duration_ms": 0, "boot_ms": 0, "process": "", "broken_slots": [], "unusable_on": ""}
     boots: list[int] = []
     reboots: list[int] = []  # machine ids, one per reboot
     taken_down: list[int] = []  # machine ids, one per stop_host (a power-off, a tap deleted)
     abandoned: list[int] = []  # machine ids, one per abandon (a fenced machine's own child killed)
+
+    def __init__(self, info):
+        """``unusable_on`` names a host this kind cannot even be set up on
+        (a network configuration it cannot compute there)."""
+        super().__init__(info)
+        if self.settings["unusable_on"] and self.settings["unusable_on"] == self.info.host.name:
+            raise HostFault(f"scripted: cannot be set up on host {self.info.host.name}")
 
     def start_host(self) -> None:
         """With ``process`` set, the target is a real child process (``sleep``

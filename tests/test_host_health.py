@@ -124,6 +124,24 @@ def test_a_faulty_host_is_tried_again_and_a_task_set_it_finishes_lifts_the_fault
     assert peer.boots[-1].binaries["hey"] == HEY
 
 
+def test_a_machine_its_kind_cannot_set_up_on_this_host_fails_with_a_host_fault(scripted):
+    """Before the target is even started: the kind's configuration on this
+    host (a tap or an address it cannot compute) fails the machine with its
+    cause, marks the host, closes the machine's log, and no machine follows."""
+    host = settings.DISTRIBUTOR_HOST
+    scripted.settings = {"duration_ms": 0, "unusable_on": host}
+    scripted.save()
+    job = submit_job(variants_file(3), target=scripted)
+    run_launched()
+    machine = Machine.objects.get()
+    assert machine.state == Machine.State.FAILED
+    assert machine.last_error == f"this host cannot run the target: scripted: cannot be set up on host {host}"
+    assert HostTargetFault.objects.get().cause == f"scripted: cannot be set up on host {host}"
+    assert logging.getLogger(f"distributor.machine.{machine.pk}").handlers == [], "its log file is closed"
+    assert reconciler.tick()["launched"] == [], "not placed here again at once"
+    assert set(job.tasksets.values_list("attempts", flat=True)) <= {0}
+
+
 def test_other_hosts_take_the_targets_machines_and_other_targets_stay(scripted):
     Host.objects.all().delete()
     beat(capacity=4, name="alpha")
