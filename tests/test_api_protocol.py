@@ -3,6 +3,8 @@ GET's status and headers and no body; a malformed multipart body is a JSON
 error naming the cause, never Django's HTML page."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bench.web_pages import build
@@ -83,11 +85,24 @@ def test_a_nul_character_in_the_url_is_a_400_naming_where(client, staff, url, fi
     # PostgreSQL holds no NUL in text: these reached a filter and were 500s there.
     headers = {"Authorization": f"Bearer {ApiToken.issue(staff, 'nul')[1]}"}
     response = client.post(url, headers=headers) if "/slots/" in url else client.get(url, headers=headers)
-    assert response.status_code == 400 and response.json() == {"errors": {field: "must not contain a NUL character"}}
+    assert response.status_code == 400 and response.json() == {"errors": {field: "must be text without control characters (it holds a NUL)"}}
 
 
 @pytest.mark.parametrize("url, field", [("/jobs/?q=a%00b", "q"), ("/audit/?action=%00", "action")])
 def test_a_page_refuses_a_nul_character_in_its_query_naming_the_parameter(client, staff, url, field):
     client.force_login(staff)
     response = client.get(url)
-    assert response.status_code == 400 and f"{field} must not contain a NUL character" in response.content.decode()
+    assert response.status_code == 400 and f"{field}: must be text without control characters (it holds a NUL)" in response.content.decode()
+
+
+@pytest.mark.parametrize("url, body, field", [
+    ("/api/slots/dry/0", {"health": "maintenance", "cause": "disk\u0000"}, "cause"),
+    ("/api/etms/genode-defaults/calibrate", {"target": "\u0000", "pkg": "hey", "args": "1:2"}, "target"),
+    ("/api/targets", {"name": "t", "kind": "stdio", "settings": {"print": ["\u0000"]}}, "settings"),
+    ("/api/slots/dry/0", {"health": "maintenance", "ca\u0000use": "x"}, "ca\\0use"),
+])
+def test_a_nul_character_in_a_json_body_is_a_400_naming_its_field(client, staff, stdio_target, url, body, field):
+    # These reached a lookup or a save: a 500 on PostgreSQL, which holds no NUL in text.
+    headers = {"Authorization": f"Bearer {ApiToken.issue(staff, 'nul')[1]}"}
+    response = client.post(url, json.dumps(body), content_type="application/json", headers=headers)
+    assert response.status_code == 400 and response.json() == {"errors": {field: "must be text without control characters (it holds a NUL)"}}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-MESSAGE = "must not contain a NUL character"
+MESSAGE = "must be text without control characters (it holds a NUL)"
 
 
 class NulBytesMiddleware:
@@ -20,7 +20,7 @@ class NulBytesMiddleware:
             return self.get_response(request)
         if request.path_info.startswith("/api/"):
             return JsonResponse({"errors": {field: MESSAGE}}, status=400)
-        return HttpResponse(f"Bad request: {field} {MESSAGE}.\n", status=400, content_type="text/plain; charset=utf-8")
+        return HttpResponse(f"Bad request: {field}: {MESSAGE}.\n", status=400, content_type="text/plain; charset=utf-8")
 
 
 def _field_with_nul(request: HttpRequest) -> str | None:

@@ -19,6 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from distributor.taskfile import DepthError, load_json
 from webapp.models import ApiToken
+from webapp.nul_bytes import MESSAGE as NUL_MESSAGE
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -120,4 +121,27 @@ def json_body(request: HttpRequest) -> dict:
         raise ApiError(400, {"body": f"invalid JSON: {error}"}) from None
     if not isinstance(body, dict):
         raise ApiError(400, {"body": "must be a JSON object"})
+    where = _nul_path(body)
+    if where is not None:  # PostgreSQL holds no NUL in text: a lookup or a save with one was a 500 there
+        raise ApiError(400, {where: NUL_MESSAGE})
     return body
+
+
+def _nul_path(body: dict) -> str | None:
+    """The top-level field whose key or value holds the first NUL character of
+    the body (nested values too: their depth is bounded by load_json); None if
+    none does."""
+    for key, value in body.items():
+        if "\x00" in key:
+            return key.replace("\x00", "\\0")
+        if _holds_nul(value):
+            return key
+    return None
+
+
+def _holds_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _holds_nul(item) for key, item in value.items())
+    return isinstance(value, list) and any(_holds_nul(item) for item in value)
