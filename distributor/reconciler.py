@@ -395,6 +395,8 @@ def set_slot_health(target: Target, index: int, health: str, cause: str = "", ac
     capacity = target.capacity or settings.DISTRIBUTOR_CAP
     if not 0 <= index < capacity:
         raise ValueError(f"target {target.name} has slots 0 to {capacity - 1}, not {index}")
+    if "\x00" in cause:  # the page's form passes it as typed; PostgreSQL stores no NUL
+        raise ValueError("cause: must be text without control characters (it holds a NUL)")
     before = Slot.objects.filter(target=target, index=index).values_list("health", flat=True).first() or "healthy"
     if health == Slot.Health.MAINTENANCE:
         slot = Slot.set_maintenance(target, index, cause)

@@ -109,6 +109,9 @@ def test_the_job_page_names_the_model_and_offers_the_calibrated_one(client, staf
         "sam", f"jobs {fitted.pk}", "board-a", 2)
     assert "Nothing relabelled: etm: no execution-time model named" in client.post(
         f"/jobs/{fitted.pk}/relabel", {"etm": "nope"}, follow=True).content.decode()
+    # A NUL reached the model's lookup: a 500 on PostgreSQL.
+    assert "Nothing relabelled: etm: no execution-time model named" in client.post(
+        f"/jobs/{fitted.pk}/relabel", {"etm": "board-a\x00"}, follow=True).content.decode()
 
 
 # -- the API ------------------------------------------------------------------------

@@ -260,6 +260,9 @@ def test_the_dashboard_shows_each_slots_health_and_staff_put_one_into_maintenanc
     client.post("/slots/boards/0/healthy")
     assert health(pool, 0) == Slot.Health.HEALTHY
     assert client.post("/slots/nope/0/healthy").status_code == 404
+    # A NUL in the cause was stored as typed: a 500 on PostgreSQL.
+    page = client.post("/slots/boards/0/maintenance", {"cause": "disk\x00"}, follow=True).content.decode()
+    assert "cause: must be text without control characters" in page and health(pool, 0) == Slot.Health.HEALTHY
     assert [(actor, action) for actor, action, _, _ in audited()] == [
         (staff.username, "slot-maintenance"), (staff.username, "slot-healthy")]
 

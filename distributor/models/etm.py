@@ -142,7 +142,7 @@ def resolve(name: str) -> EtmVersion:
     genode-defaults); raises EtmError naming the model."""
     if not isinstance(name, str) or not name:
         raise etm_module.EtmError("must name a stored execution-time model (manage.py etm list)")
-    model = EtmModel.named(name)
+    model = EtmModel.named(name) if "\x00" not in name else None  # no name holds one; PostgreSQL refuses the query
     version = model.latest if model else None
     if version is None:
         known = ", ".join(EtmModel.objects.values_list("name", flat=True)[:20]) or "none"
