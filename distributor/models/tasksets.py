@@ -172,9 +172,11 @@ class TaskSet(models.Model):
         A target failure that puts its slot out of service (the quarantine
         confirms the target is at fault) is forgiven: not counted against the
         tries. Returns the new state, or None if it was taken away."""
-        if slot_out_of_service and not final and not self._forgiven_enough():
-            return self._end_attempt(machine, Attempt.Result.FORGIVEN, error, bad=False, forgive=True, counter=None,
-                                     failed_slot=machine.slot)
+        if slot_out_of_service and not final:
+            with transaction.atomic():
+                if not self._forgiven_enough():
+                    return self._end_attempt(machine, Attempt.Result.FORGIVEN, error, bad=False, forgive=True,
+                                             counter=None, failed_slot=machine.slot)
         # Read again: a quarantine elsewhere may have forgiven one of its attempts since the claim.
         attempts = TaskSet.objects.values_list("attempts", flat=True).get(pk=self.pk)
         bad = final or attempts >= self.job.tries
@@ -185,7 +187,10 @@ class TaskSet(models.Model):
         """Quarantines forgive a task-set's target failures at most its job's
         tries times: one that goes on failing on slot after slot, each of
         which then passes its health check, fails by itself (a binary that
-        crashes the target) and must end bad, not travel the pool for ever."""
+        crashes the target) and must end bad, not travel the pool for ever.
+        Inside the caller's transaction, with the task-set's row locked until
+        it ends: two quarantines at once count each other's forgiveness."""
+        list(TaskSet.objects.select_for_update().filter(pk=self.pk).values_list("pk", flat=True))
         return Attempt.objects.filter(taskset_id=self.pk, result=Attempt.Result.FORGIVEN).count() >= self.job.tries
 
     @classmethod
@@ -200,9 +205,9 @@ class TaskSet(models.Model):
         failed = Attempt.objects.filter(machine__in=machines, result=Attempt.Result.FAILED, ended_at__gte=since)
         forgiven = 0
         for attempt in failed.select_related("taskset__job"):
-            if attempt.taskset._forgiven_enough():
-                continue
             with transaction.atomic():
+                if attempt.taskset._forgiven_enough():
+                    continue
                 if not Attempt.objects.filter(pk=attempt.pk, result=Attempt.Result.FAILED).update(
                         result=Attempt.Result.FORGIVEN):
                     continue
