@@ -36,6 +36,11 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
     _prctl(PR_SET_PDEATHSIG, sig)
 
 
+def cannot_run(error: OSError) -> str:
+    """Why this host cannot run a command a pool names, for its HostFault."""
+    return "is not installed" if isinstance(error, FileNotFoundError) else "is not executable"
+
+
 # A task as every kind receives it (``Session.start``): its "id" and these
 # fields, in this order, which is also the order of a Genode description's
 # elements and of a task-set file's varying fields (distributor.taskfile).

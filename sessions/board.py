@@ -16,7 +16,7 @@ import string
 import subprocess
 
 from sessions import register
-from sessions.base import HostFault, TargetFailure, boolean_setting, seconds_setting
+from sessions.base import HostFault, TargetFailure, boolean_setting, cannot_run, seconds_setting
 from sessions.genode import GenodeSession
 
 PLACEHOLDERS = ("machine_id", "slot", "address", "host", "port")
@@ -100,8 +100,7 @@ class BoardSession(GenodeSession):
             result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                     errors="replace", timeout=self.settings["power_timeout"], check=False)
         except (FileNotFoundError, PermissionError) as error:
-            missing = "is not installed" if isinstance(error, FileNotFoundError) else "is not executable"
-            raise HostFault(f"settings.{which}: command {argv[0]!r} {missing} on host "
+            raise HostFault(f"settings.{which}: command {argv[0]!r} {cannot_run(error)} on host "
                             f"{self.info.host.name or 'this host'} (board {self.info.address})") from None
         except subprocess.TimeoutExpired:
             raise TargetFailure(

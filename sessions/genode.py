@@ -22,7 +22,8 @@ import time
 
 from sessions import register
 from sessions.addresses import DEFAULT_PORT, parse_address
-from sessions.base import HostFault, Session, TargetFailure, boolean_setting, integer_setting, seconds_setting
+from sessions.base import (HostFault, Session, TargetFailure, boolean_setting, cannot_run, integer_setting,
+                           seconds_setting)
 from sessions.events import RawEvent
 from sessions.genode_protocol import (
     AVAILABLE, GO_SEND, REBOOT, START, STOP, MissingBinary, admission_xml, binary_message, read_word, take_events,
@@ -341,8 +342,7 @@ def ping(host: str, timeout: float = 5.0) -> bool:
         result = subprocess.run([*PING_ARGV, host], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, timeout=timeout, check=False)
     except (FileNotFoundError, PermissionError) as error:
-        missing = "is not installed" if isinstance(error, FileNotFoundError) else "is not executable"
-        raise HostFault(f"settings.ping is on but the command {PING_ARGV[0]!r} {missing} on this host "
+        raise HostFault(f"settings.ping is on but the command {PING_ARGV[0]!r} {cannot_run(error)} on this host "
                         "(apt-get install iputils-ping)") from None
     except subprocess.TimeoutExpired:
         return False

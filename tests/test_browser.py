@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.test_serve import free_port, wait_until_serving
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -54,12 +54,6 @@ def _longer_example(folder: Path) -> Path:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path):
     """A real `serve` with its own SQLite database, 2 machine workers, users made in code."""
@@ -71,13 +65,13 @@ def server(tmp_path):
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "setup"], env=env, check=True, capture_output=True, cwd=ROOT)
     subprocess.run([*manage, "shell", "-c", USERS], env=env, check=True, capture_output=True, cwd=ROOT)
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("wb")
     process = subprocess.Popen([*manage, "serve", "--port", str(port)], env=env, cwd=ROOT, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(f"{base}/login/", process)
+        wait_until_serving(process, port)
         yield base
     finally:
         process.send_signal(signal.SIGINT)  # serve stops its machines and clusters on Ctrl-C
@@ -88,19 +82,6 @@ def server(tmp_path):
             process.wait()
         log.close()
         print("the end of serve's log:", (tmp_path / "serve.log").read_text()[-5000:])  # shown on failure
-
-
-def _wait_for(url: str, process: subprocess.Popen, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "serve exited early"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer within {seconds} s")
 
 
 @pytest.fixture

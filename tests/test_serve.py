@@ -29,20 +29,23 @@ def start_serve(data_dir, *args: str, **kwargs) -> tuple[subprocess.Popen, dict,
     database with the scripted kind loaded: (process, its environment, port)."""
     port = free_port()
     process, env = start_launcher("serve", data_dir, "--port", str(port), *args, **kwargs)
-    wait_until(lambda: process.poll() is not None or accepts_connections(port), 90, every=0.1,
-               message="serve listens")
-    assert process.poll() is None, f"serve exited with {process.returncode} before it listened"
+    wait_until_serving(process, port)
     return process, env, port
 
 
-def accepts_connections(port: int) -> bool:
-    """The web server is up: on a loaded machine serve takes seconds to listen,
-    and a script's first request before that is refused (a flaky CI run)."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
+def wait_until_serving(process: subprocess.Popen, port: int, seconds: float = 90) -> None:
+    """``serve`` answers its login page: on a loaded machine it takes seconds
+    to listen, and a script's first request before that is refused (a flaky CI run)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"serve exited with {process.returncode} before it answered"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/login/", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"serve did not answer on port {port} within {seconds} s")
 
 
 def start_launcher(command: str, data_dir, *args: str, stderr=subprocess.DEVNULL,
